@@ -1,0 +1,461 @@
+//! Pack objects: many compressed chunks appended into one store object, plus the pack index.
+//!
+//! A pack is `THAWPACK` + version, then frames; each frame is a 48-byte header (chunk id, raw
+//! length, stored length, codec) followed by the stored bytes. Its id is the blake3 of the whole
+//! pack. The pack index lists every frame sorted by chunk id and ends in a checksum trailer. See
+//! docs/format.md for every byte.
+
+use bytes::Bytes;
+
+use crate::binary::{open_checksummed, seal_with_checksum, Reader, Writer};
+use crate::{ChunkId, Error, Result};
+
+/// Magic at the start of every pack.
+pub const PACK_MAGIC: &[u8; 8] = b"THAWPACK";
+/// Magic at the start of every pack index.
+pub const INDEX_MAGIC: &[u8; 8] = b"THAWPIDX";
+/// The pack and pack-index format version this code reads and writes.
+pub const PACK_VERSION: u16 = 1;
+/// Bytes before the first frame of a pack.
+pub const PACK_HEADER_BYTES: u64 = 16;
+/// Bytes of a frame header.
+pub const FRAME_HEADER_BYTES: u64 = 48;
+/// Bytes of the fixed part of a pack index before its entries.
+pub const INDEX_HEADER_BYTES: u64 = 56;
+/// Bytes of one pack index entry.
+pub const INDEX_ENTRY_BYTES: u64 = 56;
+/// Default size at which a pack is sealed and uploaded.
+pub const PACK_TARGET_BYTES: u64 = 64 * 1024 * 1024;
+/// Default zstd level (chosen by measurement, see docs/benchmarks.md).
+pub const ZSTD_LEVEL: i32 = 3;
+/// A chunk whose zstd output is above this fraction of its size is stored raw.
+const INCOMPRESSIBLE_RATIO: f64 = 0.97;
+
+/// How a frame's bytes are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// Stored as is (incompressible data).
+    Raw,
+    /// One zstd frame.
+    Zstd,
+}
+
+impl Codec {
+    /// Wire code.
+    pub fn code(self) -> u8 {
+        match self {
+            Codec::Raw => 0,
+            Codec::Zstd => 1,
+        }
+    }
+
+    /// From the wire code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Codec::Raw),
+            1 => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// A chunk ready to append to a pack: its id, raw length and stored bytes.
+#[derive(Clone, Debug)]
+pub struct EncodedChunk {
+    /// Id of the raw bytes.
+    pub id: ChunkId,
+    /// Length of the raw bytes.
+    pub raw_len: u32,
+    /// How `data` is stored.
+    pub codec: Codec,
+    /// Stored bytes.
+    pub data: Vec<u8>,
+}
+
+impl EncodedChunk {
+    /// Hashes and compresses `raw` at zstd `level`, keeping it raw if compression does not pay.
+    pub fn encode(raw: &[u8], level: i32) -> Self {
+        let id = ChunkId::of(raw);
+        let compressed = zstd::bulk::compress(raw, level).unwrap_or_default();
+        let (codec, data) = if !compressed.is_empty()
+            && (compressed.len() as f64) < raw.len() as f64 * INCOMPRESSIBLE_RATIO
+        {
+            (Codec::Zstd, compressed)
+        } else {
+            (Codec::Raw, raw.to_vec())
+        };
+        EncodedChunk {
+            id,
+            raw_len: raw.len() as u32,
+            codec,
+            data,
+        }
+    }
+}
+
+/// Where one chunk lives: pack, frame offset, stored and raw length, codec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLocation {
+    /// Pack id.
+    pub pack: ChunkId,
+    /// Offset of the frame header inside the pack.
+    pub offset: u64,
+    /// Stored (possibly compressed) length after the frame header.
+    pub stored_len: u32,
+    /// Raw length.
+    pub raw_len: u32,
+    /// Codec of the stored bytes.
+    pub codec: Codec,
+}
+
+impl ChunkLocation {
+    /// Byte range of the whole frame (header + stored bytes) inside the pack.
+    pub fn frame_range(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset + FRAME_HEADER_BYTES + self.stored_len as u64
+    }
+}
+
+/// Store key of a pack.
+pub fn pack_key(pack: &ChunkId) -> String {
+    format!("packs/{}.pack", pack.to_hex())
+}
+
+/// Store key of a pack's index.
+pub fn index_key(pack: &ChunkId) -> String {
+    format!("packs/{}.idx", pack.to_hex())
+}
+
+/// Decodes one frame fetched with [`ChunkLocation::frame_range`] and verifies it against `id`.
+///
+/// `pack_name` names the pack in errors; the frame offset is `location.offset`.
+pub fn decode_frame(frame: &[u8], id: &ChunkId, location: &ChunkLocation) -> Result<Bytes> {
+    let pack_name = pack_key(&location.pack);
+    let err = |reason: String| {
+        Error::corrupt(&pack_name, location.offset, format!("chunk {id}: {reason}"))
+    };
+    let expected_len = FRAME_HEADER_BYTES + location.stored_len as u64;
+    if frame.len() as u64 != expected_len {
+        return Err(err(format!(
+            "frame is {} bytes, expected {expected_len} (pack truncated?)",
+            frame.len()
+        )));
+    }
+    let r = Reader::new(frame, &pack_name);
+    let frame_id = r.id(0, "frame chunk id")?;
+    let raw_len = r.u32(32, "frame raw length")?;
+    let stored_len = r.u32(36, "frame stored length")?;
+    let codec = r.u8(40, "frame codec")?;
+    if frame_id != *id || raw_len != location.raw_len || stored_len != location.stored_len {
+        return Err(err(format!(
+            "frame header says chunk {} raw {raw_len} stored {stored_len}, the index says raw {} stored {}",
+            frame_id.short(),
+            location.raw_len,
+            location.stored_len
+        )));
+    }
+    let stored = &frame[FRAME_HEADER_BYTES as usize..];
+    let raw = match Codec::from_code(codec) {
+        Some(Codec::Raw) => stored.to_vec(),
+        Some(Codec::Zstd) => zstd::bulk::decompress(stored, raw_len as usize)
+            .map_err(|e| err(format!("zstd: {e}")))?,
+        None => return Err(err(format!("unknown codec {codec}"))),
+    };
+    if raw.len() != raw_len as usize {
+        return Err(err(format!(
+            "decoded {} bytes, expected {raw_len}",
+            raw.len()
+        )));
+    }
+    id.verify(&raw, &format!("{pack_name} offset {}", location.offset))?;
+    Ok(Bytes::from(raw))
+}
+
+/// Builds one pack in memory; [`PackBuilder::seal`] turns it into pack and index bytes.
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<IndexEntry>,
+}
+
+/// One pack index entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Chunk id.
+    pub id: ChunkId,
+    /// Frame offset inside the pack.
+    pub offset: u64,
+    /// Raw length.
+    pub raw_len: u32,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Codec.
+    pub codec: Codec,
+}
+
+/// A finished pack: its id, bytes, index bytes and entries.
+pub struct SealedPack {
+    /// blake3 of `bytes`.
+    pub id: ChunkId,
+    /// The pack object.
+    pub bytes: Bytes,
+    /// The pack index object.
+    pub index: Bytes,
+    /// The entries in the index (sorted by chunk id).
+    pub entries: Vec<IndexEntry>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackBuilder {
+    /// An empty pack.
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(PACK_TARGET_BYTES as usize + (8 << 20));
+        buf.extend_from_slice(PACK_MAGIC);
+        buf.put_u16(PACK_VERSION);
+        buf.put_zeros(6);
+        PackBuilder {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    /// True when no chunk was appended.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a chunk; returns the frame offset.
+    pub fn append(&mut self, chunk: &EncodedChunk) -> IndexEntry {
+        let offset = self.buf.len() as u64;
+        self.buf.extend_from_slice(&chunk.id.0);
+        self.buf.put_u32(chunk.raw_len);
+        self.buf.put_u32(chunk.data.len() as u32);
+        self.buf.push(chunk.codec.code());
+        self.buf.put_zeros(7);
+        self.buf.extend_from_slice(&chunk.data);
+        let entry = IndexEntry {
+            id: chunk.id,
+            offset,
+            raw_len: chunk.raw_len,
+            stored_len: chunk.data.len() as u32,
+            codec: chunk.codec,
+        };
+        self.entries.push(entry);
+        entry
+    }
+
+    /// Finishes the pack: names it by its hash and encodes the index.
+    pub fn seal(self) -> SealedPack {
+        let id = ChunkId::of(&self.buf);
+        let mut entries = self.entries;
+        entries.sort_by_key(|e| e.id);
+        let index = encode_index(&id, self.buf.len() as u64, &entries);
+        SealedPack {
+            id,
+            bytes: Bytes::from(self.buf),
+            index: Bytes::from(index),
+            entries,
+        }
+    }
+}
+
+impl SealedPack {
+    /// The location of every chunk in this pack.
+    pub fn locations(&self) -> impl Iterator<Item = (ChunkId, ChunkLocation)> + '_ {
+        self.entries.iter().map(|e| (e.id, e.location(self.id)))
+    }
+}
+
+impl IndexEntry {
+    /// This entry as a location inside `pack`.
+    pub fn location(&self, pack: ChunkId) -> ChunkLocation {
+        ChunkLocation {
+            pack,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+            codec: self.codec,
+        }
+    }
+}
+
+fn encode_index(pack: &ChunkId, pack_len: u64, entries: &[IndexEntry]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(
+        (INDEX_HEADER_BYTES + INDEX_ENTRY_BYTES * entries.len() as u64 + 32) as usize,
+    );
+    buf.extend_from_slice(INDEX_MAGIC);
+    buf.put_u16(PACK_VERSION);
+    buf.put_u16(0);
+    buf.put_u32(entries.len() as u32);
+    buf.put_u64(pack_len);
+    buf.extend_from_slice(&pack.0);
+    for e in entries {
+        buf.extend_from_slice(&e.id.0);
+        buf.put_u64(e.offset);
+        buf.put_u32(e.raw_len);
+        buf.put_u32(e.stored_len);
+        buf.push(e.codec.code());
+        buf.put_zeros(7);
+    }
+    seal_with_checksum(&mut buf);
+    buf
+}
+
+/// A decoded pack index.
+#[derive(Clone, Debug)]
+pub struct PackIndex {
+    /// The pack it describes.
+    pub pack: ChunkId,
+    /// The pack's length in bytes.
+    pub pack_len: u64,
+    /// Entries sorted by chunk id.
+    pub entries: Vec<IndexEntry>,
+}
+
+impl PackIndex {
+    /// Decodes and checks an index: checksum, header, and that every frame lies inside the pack.
+    ///
+    /// `object` names the index in errors (an entry error gives the entry's byte offset).
+    pub fn decode(bytes: &[u8], object: &str) -> Result<Self> {
+        let header = Reader::new(bytes, object);
+        header.magic_and_version(INDEX_MAGIC, PACK_VERSION)?;
+        let body = open_checksummed(bytes, object)?;
+        let r = Reader::new(body, object);
+        let count = r.u32(12, "entry count")? as u64;
+        let pack_len = r.u64(16, "pack length")?;
+        let pack = r.id(24, "pack id")?;
+        let expected = INDEX_HEADER_BYTES + count * INDEX_ENTRY_BYTES;
+        if body.len() as u64 != expected {
+            return Err(r.corrupt(
+                12,
+                format!(
+                    "{count} entries need {expected} bytes but the body is {} bytes",
+                    body.len()
+                ),
+            ));
+        }
+        let mut entries = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let at = INDEX_HEADER_BYTES + i * INDEX_ENTRY_BYTES;
+            let codec_code = r.u8(at + 48, "entry codec")?;
+            let entry = IndexEntry {
+                id: r.id(at, "entry chunk id")?,
+                offset: r.u64(at + 32, "entry offset")?,
+                raw_len: r.u32(at + 40, "entry raw length")?,
+                stored_len: r.u32(at + 44, "entry stored length")?,
+                codec: Codec::from_code(codec_code)
+                    .ok_or_else(|| r.corrupt(at + 48, format!("unknown codec {codec_code}")))?,
+            };
+            let end = entry.location(pack).frame_range().end;
+            if entry.offset < PACK_HEADER_BYTES || end > pack_len {
+                return Err(r.corrupt(
+                    at,
+                    format!(
+                        "entry {i} (chunk {}) points at bytes {}..{end}, past the end of pack {} ({pack_len} bytes)",
+                        entry.id.short(),
+                        entry.offset,
+                        pack.short()
+                    ),
+                ));
+            }
+            entries.push(entry);
+        }
+        Ok(PackIndex {
+            pack,
+            pack_len,
+            entries,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trips_and_index_locates_every_chunk() {
+        let chunks: Vec<Vec<u8>> = vec![
+            vec![7u8; 100_000],
+            (0..=255u8).cycle().take(5000).collect(),
+            vec![],
+        ];
+        let mut builder = PackBuilder::new();
+        for c in &chunks {
+            builder.append(&EncodedChunk::encode(c, ZSTD_LEVEL));
+        }
+        let sealed = builder.seal();
+        let index = PackIndex::decode(&sealed.index, "idx").unwrap();
+        assert_eq!(index.pack, sealed.id);
+        assert_eq!(index.entries.len(), 3);
+        for c in &chunks {
+            let id = ChunkId::of(c);
+            let e = index.entries.iter().find(|e| e.id == id).unwrap();
+            let loc = e.location(sealed.id);
+            let r = loc.frame_range();
+            let got =
+                decode_frame(&sealed.bytes[r.start as usize..r.end as usize], &id, &loc).unwrap();
+            assert_eq!(&got[..], &c[..]);
+        }
+    }
+
+    #[test]
+    fn flipped_byte_in_a_frame_is_an_error_naming_pack_and_offset() {
+        let raw = vec![42u8; 10_000];
+        let mut builder = PackBuilder::new();
+        let entry = builder.append(&EncodedChunk::encode(&raw, ZSTD_LEVEL));
+        let sealed = builder.seal();
+        let loc = entry.location(sealed.id);
+        let mut frame = sealed.bytes[loc.frame_range().start as usize..].to_vec();
+        let last = frame.len() - 2;
+        frame[last] ^= 0x40;
+        let err = decode_frame(&frame, &entry.id, &loc)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&pack_key(&sealed.id)), "{err}");
+        assert!(err.contains("offset 16"), "{err}");
+    }
+
+    #[test]
+    fn index_entry_past_the_end_is_rejected_with_its_offset() {
+        let mut builder = PackBuilder::new();
+        builder.append(&EncodedChunk::encode(b"abc", ZSTD_LEVEL));
+        let sealed = builder.seal();
+        let mut lying = sealed.index[..sealed.index.len() - 32].to_vec();
+        let at = INDEX_HEADER_BYTES as usize + 32;
+        lying[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        seal_with_checksum(&mut lying);
+        let err = PackIndex::decode(&lying, "packs/x.idx")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("packs/x.idx at offset 56") && err.contains("past the end"),
+            "{err}"
+        );
+        let truncated = &sealed.index[..40];
+        assert!(PackIndex::decode(truncated, "i").is_err());
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored_raw() {
+        let mut x = 1u32;
+        let noise: Vec<u8> = (0..65536)
+            .map(|_| {
+                x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+                (x >> 24) as u8
+            })
+            .collect();
+        assert_eq!(EncodedChunk::encode(&noise, ZSTD_LEVEL).codec, Codec::Raw);
+        assert_eq!(
+            EncodedChunk::encode(&[0u8; 65536], ZSTD_LEVEL).codec,
+            Codec::Zstd
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! The store: an object store (local folder, S3, GCS, Azure) holding packs, pack indexes, chunk
+//! maps, manifests and tags, with the key layout of docs/format.md.
+//!
+//! Objects are written in an order that keeps the store valid if a writer dies at any point:
+//! a pack before its index, every pack before the chunk map, the chunk map before the manifest,
+//! the manifest before the tag. A tag therefore only ever names a complete manifest.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+
+use crate::chunk_map::{chunk_map_key, ChunkMap};
+use crate::manifest::{manifest_key, Manifest};
+use crate::pack::{index_key, pack_key, PackIndex, SealedPack};
+use crate::{ChunkId, Error, Result};
+
+/// Options for S3 and S3-compatible stores; unset fields fall back to the usual AWS_* variables.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// Endpoint URL of an S3-compatible server (e.g. `http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Permit plain HTTP (S3-compatible servers on a private network).
+    pub allow_http: bool,
+}
+
+/// Where the store is and how to reach it.
+#[derive(Clone, Debug, Default)]
+pub struct StoreConfig {
+    /// `s3://bucket[/prefix]`, `gs://...`, `az://...`, `file:///dir` or a plain directory path.
+    /// `None` means the embedded default, a local folder ([`default_local_store`]).
+    pub url: Option<String>,
+    /// S3 settings.
+    pub s3: S3Options,
+}
+
+impl StoreConfig {
+    /// A local folder store.
+    pub fn local(path: impl AsRef<FsPath>) -> Self {
+        StoreConfig {
+            url: Some(path.as_ref().display().to_string()),
+            s3: S3Options::default(),
+        }
+    }
+}
+
+/// The embedded default store: `$XDG_DATA_HOME/thaw/store` or `~/.local/share/thaw/store`.
+pub fn default_local_store() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("thaw/store")
+}
+
+/// A handle on one store.
+#[derive(Clone)]
+pub struct Store {
+    objects: Arc<dyn ObjectStore>,
+    prefix: String,
+    display: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+fn config_error(url: &str, reason: impl ToString) -> Error {
+    Error::StoreConfig {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Store {
+    /// Opens the store a config names (creating a local folder if needed).
+    pub fn open(config: &StoreConfig) -> Result<Self> {
+        let url = config
+            .url
+            .clone()
+            .unwrap_or_else(|| default_local_store().display().to_string());
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let (objects, prefix): (Arc<dyn ObjectStore>, String) = match scheme.as_deref() {
+            None | Some("file") => {
+                let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(&url));
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| config_error(&url, e))?;
+                (Arc::new(local), String::new())
+            }
+            Some(scheme) => {
+                let parsed = url::Url::parse(&url).map_err(|e| config_error(&url, e))?;
+                let prefix = parsed.path().trim_matches('/').to_string();
+                let objects: Arc<dyn ObjectStore> = match scheme {
+                    "s3" | "s3a" => Arc::new(Self::s3(&url, &config.s3)?),
+                    "gs" => Arc::new(
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                            .with_url(&url)
+                            .build()
+                            .map_err(|e| config_error(&url, e))?,
+                    ),
+                    "az" | "azure" | "abfs" | "abfss" => Arc::new(
+                        object_store::azure::MicrosoftAzureBuilder::from_env()
+                            .with_url(&url)
+                            .build()
+                            .map_err(|e| config_error(&url, e))?,
+                    ),
+                    other => {
+                        return Err(config_error(
+                            &url,
+                            format!("unknown scheme {other:?}: use a directory, file://, s3://, gs:// or az://"),
+                        ))
+                    }
+                };
+                (objects, prefix)
+            }
+        };
+        Ok(Store {
+            objects,
+            prefix,
+            display: url,
+        })
+    }
+
+    fn s3(url: &str, options: &S3Options) -> Result<object_store::aws::AmazonS3> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+            if endpoint.starts_with("http://") {
+                builder = builder.with_allow_http(true);
+            }
+        }
+        if let Some(region) = &options.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &options.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &options.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        if options.allow_http {
+            builder = builder.with_allow_http(true);
+        }
+        builder.build().map_err(|e| config_error(url, e))
+    }
+
+    /// Wraps an existing object store (tests, throttled benchmark stores).
+    pub fn from_object_store(objects: Arc<dyn ObjectStore>, display: impl Into<String>) -> Self {
+        Store {
+            objects,
+            prefix: String::new(),
+            display: display.into(),
+        }
+    }
+
+    /// The URL or path this store was opened from.
+    pub fn display_name(&self) -> &str {
+        &self.display
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// Writes one object (atomically: readers see all of it or nothing).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.objects
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::object_store(key, e))
+    }
+
+    /// Reads one whole object.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let result = self
+            .objects
+            .get(&self.path(key))
+            .await
+            .map_err(|e| Error::object_store(key, e))?;
+        result
+            .bytes()
+            .await
+            .map_err(|e| Error::object_store(key, e))
+    }
+
+    /// Reads a byte range of one object.
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        self.objects
+            .get_range(&self.path(key), range)
+            .await
+            .map_err(|e| Error::object_store(key, e))
+    }
+
+    /// The size of one object.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let meta = self
+            .objects
+            .head(&self.path(key))
+            .await
+            .map_err(|e| Error::object_store(key, e))?;
+        Ok(meta.size)
+    }
+
+    /// Deletes one object.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.objects
+            .delete(&self.path(key))
+            .await
+            .map_err(|e| Error::object_store(key, e))
+    }
+
+    /// Lists keys (relative to the store) under `dir` with their sizes.
+    pub async fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
+        let prefix = self.path(dir);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let metas: Vec<_> = self
+            .objects
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| Error::object_store(dir, e))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| (m.location.as_ref()[strip..].to_string(), m.size))
+            .collect())
+    }
+
+    /// Writes a sealed pack, then its index.
+    pub async fn put_pack(&self, pack: &SealedPack) -> Result<()> {
+        self.put(&pack_key(&pack.id), pack.bytes.clone()).await?;
+        self.put(&index_key(&pack.id), pack.index.clone()).await
+    }
+
+    /// Reads every pack index. Indexes that fail to decode are returned as errors beside the
+    /// good ones, so a caller can skip (and report) them instead of trusting them.
+    pub async fn load_pack_indexes(&self) -> Result<(Vec<PackIndex>, Vec<Error>)> {
+        let keys = self.list("packs").await?;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        let fetches = keys
+            .iter()
+            .filter(|(k, _)| k.ends_with(".idx"))
+            .map(|(k, _)| async move { (k, self.get(k).await) });
+        let results = futures::future::join_all(fetches).await;
+        for (key, bytes) in results {
+            match bytes.and_then(|b| PackIndex::decode(&b, key)) {
+                Ok(index) if index_key(&index.pack) == *key => good.push(index),
+                Ok(index) => bad.push(Error::corrupt(
+                    key.as_str(),
+                    24,
+                    format!("index names pack {}, not its own key", index.pack),
+                )),
+                Err(e) => bad.push(e),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// Stores manifest bytes under their id.
+    pub async fn put_manifest(&self, id: &ChunkId, bytes: Bytes) -> Result<()> {
+        self.put(&manifest_key(id), bytes).await
+    }
+
+    /// Fetches a manifest and checks it against its id.
+    pub async fn get_manifest(&self, id: &ChunkId) -> Result<Manifest> {
+        let bytes = self.get(&manifest_key(id)).await?;
+        Manifest::open_verified(bytes, id)
+    }
+
+    /// Stores a chunk map.
+    pub async fn put_chunk_map(&self, map: &ChunkMap) -> Result<()> {
+        self.put(&chunk_map_key(&map.manifest), map.encode()).await
+    }
+
+    /// Fetches the chunk map of `manifest` and checks it belongs to it.
+    pub async fn get_chunk_map(&self, manifest: &Manifest) -> Result<ChunkMap> {
+        let key = chunk_map_key(&manifest.id());
+        let map = ChunkMap::decode(&self.get(&key).await?, &key)?;
+        map.check_matches(manifest, &key)?;
+        Ok(map)
+    }
+
+    /// Points tag `name` at `manifest` (last writer wins).
+    pub async fn set_tag(&self, name: &str, manifest: &ChunkId) -> Result<()> {
+        validate_tag(name)?;
+        self.put(
+            &format!("tags/{name}"),
+            Bytes::from(format!("{}\n", manifest.to_hex())),
+        )
+        .await
+    }
+
+    /// The manifest a tag names.
+    pub async fn get_tag(&self, name: &str) -> Result<ChunkId> {
+        validate_tag(name)?;
+        let key = format!("tags/{name}");
+        let bytes = self.get(&key).await?;
+        let text = std::str::from_utf8(&bytes).unwrap_or_default().trim();
+        text.parse()
+            .map_err(|_| Error::corrupt(key, 0, "tag does not hold a 64-hex manifest id"))
+    }
+
+    /// Every tag with the manifest it names, sorted by name.
+    pub async fn list_tags(&self) -> Result<Vec<(String, ChunkId)>> {
+        let mut out = Vec::new();
+        for (key, _) in self.list("tags").await? {
+            let name = key.trim_start_matches("tags/").to_string();
+            out.push((name.clone(), self.get_tag(&name).await?));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Resolves a tag name or a manifest id (64 hex) to a manifest id present in the store.
+    pub async fn resolve(&self, name: &str) -> Result<ChunkId> {
+        if validate_tag(name).is_ok() {
+            match self.get_tag(name).await {
+                Ok(id) => return Ok(id),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Ok(id) = name.parse::<ChunkId>() {
+            match self.size(&manifest_key(&id)).await {
+                Ok(_) => return Ok(id),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::UnknownName(name.to_string()))
+    }
+
+    /// Resolves a name and opens its manifest and chunk map.
+    pub async fn open_manifest(&self, name: &str) -> Result<(Manifest, ChunkMap)> {
+        let id = self.resolve(name).await?;
+        let manifest = self.get_manifest(&id).await?;
+        let map = self.get_chunk_map(&manifest).await?;
+        Ok((manifest, map))
+    }
+}
+
+/// Checks a tag name: 1-200 characters of `A-Z a-z 0-9 . _ - : @ + /`, no empty, `.` or `..`
+/// component.
+pub fn validate_tag(name: &str) -> Result<()> {
+    let invalid = |reason| Error::InvalidTag {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() || name.len() > 200 {
+        return Err(invalid("must be 1 to 200 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-:@+/".contains(c))
+    {
+        return Err(invalid(
+            "only letters, digits and . _ - : @ + / are allowed",
+        ));
+    }
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(invalid("empty, '.' or '..' path component"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_names_are_checked() {
+        for ok in ["python", "models/llama:3.1", "a.b_c-d@e+f"] {
+            validate_tag(ok).unwrap();
+        }
+        for bad in ["", "../x", "a//b", "a b", "/abs", "x/.", "ü"] {
+            assert!(validate_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn local_store_round_trips_tags_and_reports_missing_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::local(dir.path().join("s"))).unwrap();
+        let id = ChunkId::of(b"m");
+        store.set_tag("t/one", &id).await.unwrap();
+        assert_eq!(store.get_tag("t/one").await.unwrap(), id);
+        assert_eq!(
+            store.list_tags().await.unwrap(),
+            vec![("t/one".to_string(), id)]
+        );
+        assert!(store.get("nope").await.unwrap_err().is_not_found());
+        assert!(matches!(
+            store.resolve("missing").await,
+            Err(Error::UnknownName(_))
+        ));
+    }
+}

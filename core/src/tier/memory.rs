@@ -1,0 +1,118 @@
+//! The memory tier: a byte-bounded LRU of uncompressed chunks.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lru::LruCache;
+
+use super::{ChunkCache, ChunkRef, ChunkSource};
+use crate::{ChunkId, Result};
+
+/// Default memory budget.
+pub const DEFAULT_MEMORY_CACHE_BYTES: u64 = 512 * 1024 * 1024;
+
+struct State {
+    lru: LruCache<ChunkId, Bytes>,
+    used: u64,
+}
+
+/// A byte-bounded LRU of chunks.
+pub struct MemoryCache {
+    budget: u64,
+    state: Mutex<State>,
+}
+
+impl MemoryCache {
+    /// A cache holding at most `budget` bytes of chunk data.
+    pub fn new(budget: u64) -> Self {
+        MemoryCache {
+            budget,
+            state: Mutex::new(State {
+                lru: LruCache::unbounded(),
+                used: 0,
+            }),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used_bytes(&self) -> u64 {
+        self.state.lock().expect("memory cache lock").used
+    }
+}
+
+#[async_trait]
+impl ChunkSource for MemoryCache {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>> {
+        Ok(self
+            .state
+            .lock()
+            .expect("memory cache lock")
+            .lru
+            .get(&chunk.id)
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl ChunkCache for MemoryCache {
+    async fn insert(&self, id: ChunkId, data: Bytes) -> Result<()> {
+        let size = data.len() as u64;
+        if size > self.budget {
+            return Ok(());
+        }
+        let mut state = self.state.lock().expect("memory cache lock");
+        if let Some(old) = state.lru.put(id, data) {
+            state.used -= old.len() as u64;
+        }
+        state.used += size;
+        while state.used > self.budget {
+            match state.lru.pop_lru() {
+                Some((_, evicted)) => state.used -= evicted.len() as u64,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &ChunkId) -> Result<()> {
+        let mut state = self.state.lock().expect("memory cache lock");
+        if let Some(old) = state.lru.pop(id) {
+            state.used -= old.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn evicts_least_recently_used_to_stay_within_budget() {
+        let cache = MemoryCache::new(250);
+        let chunk = |b: u8| (ChunkId::of(&[b]), Bytes::from(vec![b; 100]));
+        let r = |id| ChunkRef {
+            id,
+            raw_len: 100,
+            location: None,
+        };
+        let (a, b, c) = (chunk(1), chunk(2), chunk(3));
+        cache.insert(a.0, a.1.clone()).await.unwrap();
+        cache.insert(b.0, b.1.clone()).await.unwrap();
+        cache.fetch(&r(a.0)).await.unwrap().unwrap();
+        cache.insert(c.0, c.1.clone()).await.unwrap();
+        assert_eq!(cache.used_bytes(), 200);
+        assert!(
+            cache.fetch(&r(b.0)).await.unwrap().is_none(),
+            "b was least recently used"
+        );
+        assert!(cache.fetch(&r(a.0)).await.unwrap().is_some());
+        cache.remove(&a.0).await.unwrap();
+        assert_eq!(cache.used_bytes(), 100);
+    }
+}

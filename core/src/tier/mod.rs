@@ -1,0 +1,97 @@
+//! Chunk tiers: one [`ChunkSource`] trait; memory, local disk and the object store implement it,
+//! and [`TieredStore`] asks them in order, verifying every chunk, filling faster tiers on the way
+//! back and collapsing concurrent fetches of one chunk into one (single-flight).
+
+mod disk;
+mod memory;
+mod origin;
+mod tiered;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use disk::{DiskCache, DEFAULT_DISK_CACHE_BYTES};
+pub use memory::{MemoryCache, DEFAULT_MEMORY_CACHE_BYTES};
+pub use origin::PackSource;
+pub use tiered::{TierCounters, TieredStore};
+
+use crate::pack::ChunkLocation;
+use crate::{ChunkId, Result};
+
+/// What a reader asks a tier for: a chunk id, its raw length and (when known) its pack location.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// The chunk.
+    pub id: ChunkId,
+    /// Its uncompressed length.
+    pub raw_len: u32,
+    /// Where it lives in the object store, from the manifest's chunk map.
+    pub location: Option<ChunkLocation>,
+}
+
+/// Anything that can produce a chunk's bytes. Results are verified by the caller
+/// ([`TieredStore`]), so a source may return whatever it holds.
+#[async_trait]
+pub trait ChunkSource: Send + Sync {
+    /// A short name for logs, errors and metrics ("memory", "disk", "store").
+    fn name(&self) -> &str;
+
+    /// The chunk's bytes, `Ok(None)` when this source does not hold it.
+    async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>>;
+}
+
+/// A tier that can also keep chunks: memory and disk caches.
+#[async_trait]
+pub trait ChunkCache: ChunkSource {
+    /// Keeps verified bytes of `id`.
+    async fn insert(&self, id: ChunkId, data: Bytes) -> Result<()>;
+
+    /// Forgets `id` (after its bytes failed verification).
+    async fn remove(&self, id: &ChunkId) -> Result<()>;
+}
+
+/// Where and how big the local caches are.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// Directory of the RocksDB disk cache; `None` disables the disk tier.
+    pub disk_dir: Option<std::path::PathBuf>,
+    /// Disk budget in bytes.
+    pub disk_bytes: u64,
+    /// Memory budget in bytes (0 disables the memory tier).
+    pub memory_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            disk_dir: Some(default_cache_dir()),
+            disk_bytes: DEFAULT_DISK_CACHE_BYTES,
+            memory_bytes: DEFAULT_MEMORY_CACHE_BYTES,
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/thaw/chunks` or `~/.cache/thaw/chunks`.
+pub fn default_cache_dir() -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    base.join("thaw/chunks")
+}
+
+/// Builds memory -> disk -> `store` tiers. A disk cache that cannot be opened (for instance
+/// because another thaw process holds its lock) is skipped with a warning.
+pub fn tiers_for(store: &crate::store::Store, config: &CacheConfig) -> TieredStore {
+    let mut caches: Vec<std::sync::Arc<dyn ChunkCache>> = Vec::new();
+    if config.memory_bytes > 0 {
+        caches.push(std::sync::Arc::new(MemoryCache::new(config.memory_bytes)));
+    }
+    if let Some(dir) = &config.disk_dir {
+        match DiskCache::open(dir, config.disk_bytes) {
+            Ok(disk) => caches.push(std::sync::Arc::new(disk)),
+            Err(e) => tracing::warn!(error = %e, "running without the local disk cache"),
+        }
+    }
+    TieredStore::new(caches, std::sync::Arc::new(PackSource::new(store.clone())))
+}

@@ -1,0 +1,264 @@
+//! [`TieredStore`]: caches in order, then the origin, with verification and single-flight.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use super::{ChunkCache, ChunkRef, ChunkSource};
+use crate::{ChunkId, Error, Result};
+
+type Flight = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+
+/// Counters of where chunks came from (for stats, tests and metrics).
+#[derive(Debug, Default)]
+pub struct TierCounters {
+    /// Hits per cache tier, in tier order.
+    pub cache_hits: Vec<AtomicU64>,
+    /// Chunks fetched from the origin.
+    pub origin_fetches: AtomicU64,
+    /// Raw bytes fetched from the origin.
+    pub origin_bytes: AtomicU64,
+    /// Chunks a tier returned that failed verification (dropped, next tier tried).
+    pub verify_failures: AtomicU64,
+    /// Requests that joined a fetch already in flight.
+    pub single_flight_joins: AtomicU64,
+}
+
+struct Inner {
+    caches: Vec<Arc<dyn ChunkCache>>,
+    origin: Arc<dyn ChunkSource>,
+    in_flight: Mutex<HashMap<ChunkId, Flight>>,
+    counters: TierCounters,
+}
+
+/// Reads chunks through cache tiers and an origin; cheap to clone.
+#[derive(Clone)]
+pub struct TieredStore {
+    inner: Arc<Inner>,
+}
+
+impl TieredStore {
+    /// Caches are asked in the order given (fastest first), then `origin`.
+    pub fn new(caches: Vec<Arc<dyn ChunkCache>>, origin: Arc<dyn ChunkSource>) -> Self {
+        let counters = TierCounters {
+            cache_hits: caches.iter().map(|_| AtomicU64::new(0)).collect(),
+            ..TierCounters::default()
+        };
+        TieredStore {
+            inner: Arc::new(Inner {
+                caches,
+                origin,
+                in_flight: Mutex::new(HashMap::new()),
+                counters,
+            }),
+        }
+    }
+
+    /// Where chunks came from so far.
+    pub fn counters(&self) -> &TierCounters {
+        &self.inner.counters
+    }
+
+    /// The verified bytes of a chunk.
+    pub async fn get(&self, chunk: &ChunkRef) -> Result<Bytes> {
+        if let Some(data) = self.inner.from_caches(chunk).await {
+            return Ok(data);
+        }
+        let flight = {
+            let mut in_flight = self.inner.in_flight.lock().expect("single-flight lock");
+            match in_flight.get(&chunk.id) {
+                Some(flight) => {
+                    self.inner
+                        .counters
+                        .single_flight_joins
+                        .fetch_add(1, Ordering::Relaxed);
+                    flight.clone()
+                }
+                None => {
+                    let inner = self.inner.clone();
+                    let chunk = *chunk;
+                    let flight = async move {
+                        let result = inner.from_origin(&chunk).await.map_err(Arc::new);
+                        inner
+                            .in_flight
+                            .lock()
+                            .expect("single-flight lock")
+                            .remove(&chunk.id);
+                        result
+                    }
+                    .boxed()
+                    .shared();
+                    in_flight.insert(chunk.id, flight.clone());
+                    flight
+                }
+            }
+        };
+        flight.await.map_err(Error::Shared)
+    }
+}
+
+impl Inner {
+    async fn from_caches(&self, chunk: &ChunkRef) -> Option<Bytes> {
+        for (tier, cache) in self.caches.iter().enumerate() {
+            let data = match cache.fetch(chunk).await {
+                Ok(Some(data)) => data,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(chunk = %chunk.id, tier = cache.name(), error = %e, "cache tier failed; trying the next");
+                    continue;
+                }
+            };
+            if let Err(e) = chunk.id.verify(&data, cache.name()) {
+                self.counters
+                    .verify_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "dropping a bad cached copy");
+                let _ = cache.remove(&chunk.id).await;
+                continue;
+            }
+            self.counters.cache_hits[tier].fetch_add(1, Ordering::Relaxed);
+            self.fill(&self.caches[..tier], chunk.id, &data).await;
+            return Some(data);
+        }
+        None
+    }
+
+    async fn from_origin(&self, chunk: &ChunkRef) -> Result<Bytes> {
+        let data = self
+            .origin
+            .fetch(chunk)
+            .await?
+            .ok_or_else(|| Error::ChunkUnavailable {
+                id: chunk.id,
+                tried: format!("{}: not found", self.origin.name()),
+            })?;
+        if let Err(e) = chunk.id.verify(&data, self.origin.name()) {
+            self.counters
+                .verify_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        self.counters.origin_fetches.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .origin_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.fill(&self.caches, chunk.id, &data).await;
+        Ok(data)
+    }
+
+    async fn fill(&self, caches: &[Arc<dyn ChunkCache>], id: ChunkId, data: &Bytes) {
+        for cache in caches {
+            if let Err(e) = cache.insert(id, data.clone()).await {
+                tracing::warn!(chunk = %id, tier = cache.name(), error = %e, "could not keep chunk in cache");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tier::MemoryCache;
+    use async_trait::async_trait;
+
+    /// An origin that counts calls and answers slowly, so concurrent readers overlap.
+    struct CountingOrigin {
+        calls: AtomicU64,
+        data: Bytes,
+    }
+
+    #[async_trait]
+    impl ChunkSource for CountingOrigin {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        async fn fetch(&self, _chunk: &ChunkRef) -> Result<Option<Bytes>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Ok(Some(self.data.clone()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_readers_cause_one_origin_fetch_and_later_reads_hit_memory() {
+        let data = Bytes::from(vec![9u8; 4096]);
+        let origin = Arc::new(CountingOrigin {
+            calls: AtomicU64::new(0),
+            data: data.clone(),
+        });
+        let memory = Arc::new(MemoryCache::new(1 << 20));
+        let store = TieredStore::new(vec![memory], origin.clone());
+        let chunk = ChunkRef {
+            id: ChunkId::of(&data),
+            raw_len: 4096,
+            location: None,
+        };
+        let readers: Vec<_> = (0..16)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move { s.get(&chunk).await.unwrap() })
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.await.unwrap(), data);
+        }
+        assert_eq!(origin.calls.load(Ordering::SeqCst), 1);
+        store.get(&chunk).await.unwrap();
+        assert_eq!(origin.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(store.counters().cache_hits[0].load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bad_cached_copy_is_dropped_and_the_origin_used() {
+        let data = Bytes::from_static(b"good bytes");
+        let id = ChunkId::of(&data);
+        let memory = Arc::new(MemoryCache::new(1 << 20));
+        memory
+            .insert(id, Bytes::from_static(b"evil bytes"))
+            .await
+            .unwrap();
+        let origin = Arc::new(CountingOrigin {
+            calls: AtomicU64::new(0),
+            data: data.clone(),
+        });
+        let store = TieredStore::new(vec![memory.clone()], origin);
+        let chunk = ChunkRef {
+            id,
+            raw_len: 10,
+            location: None,
+        };
+        assert_eq!(store.get(&chunk).await.unwrap(), data);
+        assert_eq!(store.counters().verify_failures.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            memory.fetch(&chunk).await.unwrap().unwrap(),
+            data,
+            "refilled with the good copy"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_origin_serving_bad_bytes_is_an_error_naming_the_chunk() {
+        let origin = Arc::new(CountingOrigin {
+            calls: AtomicU64::new(0),
+            data: Bytes::from_static(b"wrong"),
+        });
+        let store = TieredStore::new(vec![], origin);
+        let id = ChunkId::of(b"right");
+        let err = store
+            .get(&ChunkRef {
+                id,
+                raw_len: 5,
+                location: None,
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&id.to_hex()) && err.contains("counting"),
+            "{err}"
+        );
+    }
+}
