@@ -109,6 +109,16 @@ impl ChunkMap {
         })
     }
 
+    /// The tier request for chunk table entry `index` of `manifest` (id, length, location).
+    pub fn chunk_ref(&self, manifest: &crate::manifest::Manifest, index: u32) -> Result<crate::tier::ChunkRef> {
+        let entry = manifest.chunk(index)?;
+        Ok(crate::tier::ChunkRef {
+            id: entry.id,
+            raw_len: entry.raw_len,
+            location: self.locations.get(index as usize).copied(),
+        })
+    }
+
     /// Checks the map belongs to `manifest` and has one location per chunk.
     pub fn check_matches(&self, manifest: &crate::manifest::Manifest, object: &str) -> Result<()> {
         if self.manifest != manifest.id() || self.locations.len() != manifest.chunk_count() as usize

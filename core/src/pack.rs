@@ -75,7 +75,11 @@ pub struct EncodedChunk {
 impl EncodedChunk {
     /// Hashes and compresses `raw` at zstd `level`, keeping it raw if compression does not pay.
     pub fn encode(raw: &[u8], level: i32) -> Self {
-        let id = ChunkId::of(raw);
+        Self::encode_with_id(ChunkId::of(raw), raw, level)
+    }
+
+    /// Like [`EncodedChunk::encode`] for a caller that already hashed `raw` into `id`.
+    pub fn encode_with_id(id: ChunkId, raw: &[u8], level: i32) -> Self {
         let compressed = zstd::bulk::compress(raw, level).unwrap_or_default();
         let (codec, data) = if !compressed.is_empty()
             && (compressed.len() as f64) < raw.len() as f64 * INCOMPRESSIBLE_RATIO

@@ -1,0 +1,48 @@
+//! The indexer's error type: every variant names the file or object it failed on.
+
+use std::path::PathBuf;
+
+/// Why indexing or extraction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// A source or destination file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file changed size while it was being read.
+    #[error("{}: changed while being indexed (expected {expected} bytes, read {read})", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// Size at scan time.
+        expected: u64,
+        /// Bytes read.
+        read: u64,
+    },
+    /// Something in the input that thaw cannot represent or refuses.
+    #[error("{}: {reason}", path.display())]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store or the format failed.
+    #[error(transparent)]
+    Core(#[from] thaw_core::Error),
+}
+
+impl IndexError {
+    /// Builds [`IndexError::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        IndexError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Restores a manifest as a directory tree: contents (holes kept), hard links, symlinks, device
+//! nodes, fifos, owners, modes, xattrs and mtimes.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use thaw_core::chunk_map::ChunkMap;
+use thaw_core::manifest::{FileKind, Inode, Manifest};
+use thaw_core::tier::TieredStore;
+
+use crate::{IndexError, Progress};
+
+/// Chunks of one file fetched ahead of the one being written.
+const CHUNKS_AHEAD_PER_FILE: usize = 4;
+
+/// How to extract.
+#[derive(Clone, Debug)]
+pub struct ExtractOptions {
+    /// Files written at once.
+    pub concurrency: usize,
+    /// Restore owners (needs root; defaults to "running as root").
+    pub restore_owners: bool,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            concurrency: 16,
+            // SAFETY: geteuid has no preconditions.
+            restore_owners: unsafe { libc::geteuid() } == 0,
+        }
+    }
+}
+
+/// What an extraction did.
+#[derive(Clone, Debug, Default)]
+pub struct ExtractReport {
+    /// Entries created (hard links included).
+    pub entries: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+fn os_path(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+fn cstring(path: &Path) -> Result<CString, IndexError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| IndexError::Unsupported {
+        path: path.to_path_buf(),
+        reason: "path holds a NUL byte".into(),
+    })
+}
+
+fn check_libc(path: &Path, rc: libc::c_int) -> Result<(), IndexError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(IndexError::io(path, std::io::Error::last_os_error()))
+    }
+}
+
+fn prepare_destination(dest: &Path) -> Result<(), IndexError> {
+    match std::fs::read_dir(dest) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(IndexError::Unsupported {
+                    path: dest.to_path_buf(),
+                    reason: "destination exists and is not empty".into(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dest).map_err(|e| IndexError::io(dest, e))
+        }
+        Err(e) => Err(IndexError::io(dest, e)),
+    }
+}
+
+/// Writes the content of one regular file into `out` at its offsets (holes stay holes).
+async fn fill_file(
+    tiers: &TieredStore,
+    manifest: &Manifest,
+    map: &ChunkMap,
+    inode: &Inode,
+    out: &File,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<u64, IndexError> {
+    let extents = manifest.extents(inode)?;
+    let mut fetches = futures::stream::iter(extents.into_iter().map(|extent| async move {
+        let chunk = map.chunk_ref(manifest, extent.chunk)?;
+        let data = tiers.get(&chunk).await?;
+        Ok::<_, IndexError>((extent, data))
+    }))
+    .buffered(CHUNKS_AHEAD_PER_FILE);
+    let mut written = 0;
+    while let Some(item) = fetches.next().await {
+        let (extent, data) = item?;
+        let start = extent.chunk_offset as usize;
+        let slice = &data[start..start + extent.len as usize];
+        out.write_all_at(slice, extent.file_offset).map_err(|e| IndexError::io(path, e))?;
+        written += slice.len() as u64;
+        progress.advance(slice.len() as u64);
+    }
+    Ok(written)
+}
+
+/// Streams one regular file's bytes (holes as zeros) into `out`.
+pub async fn copy_file_to(
+    tiers: &TieredStore,
+    manifest: &Manifest,
+    map: &ChunkMap,
+    inode: &Inode,
+    out: &mut dyn Write,
+) -> Result<(), IndexError> {
+    let extents = manifest.extents(inode)?;
+    let mut fetches = futures::stream::iter(extents.into_iter().map(|extent| async move {
+        let chunk = map.chunk_ref(manifest, extent.chunk)?;
+        Ok::<_, IndexError>((extent, tiers.get(&chunk).await?))
+    }))
+    .buffered(CHUNKS_AHEAD_PER_FILE);
+    let stdout_error = |e| IndexError::io("<output>", e);
+    let zeros = vec![0u8; 64 * 1024];
+    let mut pos = 0u64;
+    let write_zeros = |out: &mut dyn Write, mut n: u64| -> Result<(), IndexError> {
+        while n > 0 {
+            let k = n.min(zeros.len() as u64) as usize;
+            out.write_all(&zeros[..k]).map_err(stdout_error)?;
+            n -= k as u64;
+        }
+        Ok(())
+    };
+    while let Some(item) = fetches.next().await {
+        let (extent, data) = item?;
+        write_zeros(out, extent.file_offset - pos)?;
+        let start = extent.chunk_offset as usize;
+        out.write_all(&data[start..start + extent.len as usize]).map_err(stdout_error)?;
+        pos = extent.file_offset + extent.len as u64;
+    }
+    write_zeros(out, inode.size - pos)?;
+    out.flush().map_err(stdout_error)
+}
+
+fn create_node(path: &Path, inode: &Inode, manifest: &Manifest) -> Result<Option<File>, IndexError> {
+    match inode.kind {
+        FileKind::Directory => {
+            if !path.exists() {
+                std::fs::create_dir(path).map_err(|e| IndexError::io(path, e))?;
+            }
+            Ok(None)
+        }
+        FileKind::Regular => {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(|e| IndexError::io(path, e))?;
+            file.set_len(inode.size).map_err(|e| IndexError::io(path, e))?;
+            Ok(Some(file))
+        }
+        FileKind::Symlink => {
+            let target = manifest.symlink_target(inode)?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), path).map_err(|e| IndexError::io(path, e))?;
+            Ok(None)
+        }
+        FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo | FileKind::Socket => {
+            let c = cstring(path)?;
+            // SAFETY: c is a valid NUL-terminated path; mknod reads it only.
+            let rc = unsafe { libc::mknod(c.as_ptr(), inode.mode as libc::mode_t, inode.rdev as libc::dev_t) };
+            check_libc(path, rc)?;
+            Ok(None)
+        }
+    }
+}
+
+fn apply_metadata(path: &Path, inode: &Inode, manifest: &Manifest, owners: bool) -> Result<(), IndexError> {
+    if owners {
+        std::os::unix::fs::lchown(path, Some(inode.uid), Some(inode.gid)).map_err(|e| IndexError::io(path, e))?;
+    }
+    for (name, value) in manifest.xattrs(inode)? {
+        xattr::set(path, OsStr::from_bytes(name), value).map_err(|e| IndexError::io(path, e))?;
+    }
+    if inode.kind != FileKind::Symlink {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(inode.mode & 0o7777))
+            .map_err(|e| IndexError::io(path, e))?;
+    }
+    let mtime = filetime::FileTime::from_unix_time(inode.mtime_sec, inode.mtime_nsec);
+    filetime::set_symlink_file_times(path, mtime, mtime).map_err(|e| IndexError::io(path, e))
+}
+
+/// Extracts `manifest` into `dest` (absent or empty), reading chunks through `tiers`.
+pub async fn extract(
+    tiers: &TieredStore,
+    manifest: &Manifest,
+    map: &ChunkMap,
+    dest: &Path,
+    options: &ExtractOptions,
+    progress: &dyn Progress,
+) -> Result<ExtractReport, IndexError> {
+    prepare_destination(dest)?;
+    let nodes = manifest.walk()?;
+    let total: u64 = {
+        let mut seen = std::collections::HashSet::new();
+        nodes.iter().filter(|(_, i)| i.kind == FileKind::Regular && seen.insert(i.ino)).map(|(_, i)| i.size).sum()
+    };
+    progress.start("extracting", total);
+
+    // Pass 1: the tree's shape. Directories stay writable until pass 3.
+    let mut first_path: HashMap<u32, PathBuf> = HashMap::new();
+    let mut to_fill: Vec<(PathBuf, Inode)> = Vec::new();
+    let mut report = ExtractReport::default();
+    for (rel, inode) in &nodes {
+        let path = os_path(dest, rel);
+        report.entries += 1;
+        if let Some(first) = first_path.get(&inode.ino) {
+            std::fs::hard_link(first, &path).map_err(|e| IndexError::io(&path, e))?;
+            continue;
+        }
+        if create_node(&path, inode, manifest)?.is_some() && inode.size > 0 {
+            to_fill.push((path.clone(), *inode));
+        }
+        first_path.insert(inode.ino, path);
+    }
+
+    // Pass 2: file contents, several files at once.
+    let mut fills = futures::stream::iter(to_fill.iter().map(|(path, inode)| async move {
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| IndexError::io(path, e))?;
+        fill_file(tiers, manifest, map, inode, &file, path, progress).await
+    }))
+    .buffer_unordered(options.concurrency.max(1));
+    while let Some(written) = fills.next().await {
+        report.bytes += written?;
+    }
+    drop(fills);
+
+    // Pass 3: metadata, children before parents so directory mtimes stick.
+    for (rel, inode) in nodes.iter().rev() {
+        let path = os_path(dest, rel);
+        if first_path.get(&inode.ino) == Some(&path) {
+            apply_metadata(&path, inode, manifest, options.restore_owners)?;
+        }
+    }
+    progress.finish();
+    Ok(report)
+}

@@ -1,0 +1,413 @@
+//! The indexing pipeline: plan work units, chunk + hash + compress them on a thread pool, append
+//! new chunks to packs on one writer thread, then write chunk map, manifest (and the caller the tag).
+//!
+//! Memory stays bounded: workers stream files through the chunker, the writer's channel holds at
+//! most [`CHANNEL_CHUNKS`] compressed chunks, and at most [`UPLOADS_IN_FLIGHT`] sealed packs wait
+//! for the object store.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use thaw_core::chunk_map::ChunkMap;
+use thaw_core::chunker::Chunker;
+use thaw_core::manifest::{ExtentSpec, FileKind, Manifest, ManifestBuilder};
+use thaw_core::pack::{ChunkLocation, EncodedChunk, PackBuilder};
+use thaw_core::store::Store;
+use thaw_core::ChunkId;
+
+use crate::walk::{Entry, Tree};
+use crate::{IndexError, IndexOptions, Progress, SourceKind, BATCH_BYTES, SMALL_FILE_BYTES};
+
+/// Compressed chunks buffered between workers and the pack writer.
+const CHANNEL_CHUNKS: usize = 64;
+/// Sealed packs uploading at once.
+const UPLOADS_IN_FLIGHT: usize = 2;
+
+/// What an indexing run did.
+#[derive(Clone, Debug)]
+pub struct IndexReport {
+    /// Id of the manifest written.
+    pub manifest: ChunkId,
+    /// Entries in the tree.
+    pub entries: u64,
+    /// Bytes of regular file content read.
+    pub bytes_read: u64,
+    /// Distinct chunks in the manifest.
+    pub chunks: u64,
+    /// Chunks that were new to the store.
+    pub new_chunks: u64,
+    /// Raw bytes of the new chunks.
+    pub new_raw_bytes: u64,
+    /// Stored (compressed) bytes of the new chunks.
+    pub new_stored_bytes: u64,
+    /// Packs written.
+    pub packs: u64,
+    /// Pack indexes in the store that were unreadable and therefore not trusted for dedup.
+    pub skipped_indexes: Vec<String>,
+}
+
+/// A unit of parallel work: one large file, or a batch of small files sharing one chunk.
+enum Unit {
+    Large(usize),
+    Batch(Vec<usize>),
+}
+
+fn plan(entries: &[Entry]) -> Vec<Unit> {
+    let mut units = Vec::new();
+    let mut batch: Vec<usize> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let mut batch_parent: &[u8] = b"";
+    let parent = |rel: &[u8]| -> usize { rel.iter().rposition(|c| *c == b'/').unwrap_or(0) };
+    for (i, e) in entries.iter().enumerate() {
+        if e.meta.kind != FileKind::Regular || e.hardlink_of.is_some() || e.meta.size == 0 {
+            continue;
+        }
+        if e.meta.size >= SMALL_FILE_BYTES {
+            units.push(Unit::Large(i));
+            continue;
+        }
+        // Batches never span directories, so a change in one package leaves the others' batches
+        // (and their chunk ids) alone.
+        let dir = &e.rel[..parent(&e.rel)];
+        if !batch.is_empty() && (dir != batch_parent || batch_bytes + e.meta.size > BATCH_BYTES) {
+            units.push(Unit::Batch(std::mem::take(&mut batch)));
+            batch_bytes = 0;
+        }
+        batch_parent = dir;
+        batch.push(i);
+        batch_bytes += e.meta.size;
+    }
+    if !batch.is_empty() {
+        units.push(Unit::Batch(batch));
+    }
+    units
+}
+
+/// Shared state of the workers.
+struct Workers<'a> {
+    chunker: Chunker,
+    zstd_level: i32,
+    seen: Mutex<HashSet<ChunkId>>,
+    sender: crossbeam_channel::Sender<EncodedChunk>,
+    abort: &'a AtomicBool,
+    progress: &'a dyn Progress,
+}
+
+impl Workers<'_> {
+    /// Hashes a chunk; if the store and this run have not seen it, compresses and sends it.
+    fn offer(&self, raw: &[u8]) -> ChunkId {
+        let id = ChunkId::of(raw);
+        let is_new = self.seen.lock().expect("seen lock").insert(id);
+        if is_new {
+            let encoded = EncodedChunk::encode_with_id(id, raw, self.zstd_level);
+            // The writer only hangs up after an abort; the run fails then anyway.
+            let _ = self.sender.send(encoded);
+        }
+        id
+    }
+
+    fn large(&self, entry: &Entry) -> Result<Vec<ExtentSpec>, IndexError> {
+        let path = &entry.abs;
+        let mut file = File::open(path).map_err(|e| IndexError::io(path, e))?;
+        let mut extents = Vec::new();
+        let mut read = 0u64;
+        for (start, end) in data_regions(&file, entry.meta.size, path)? {
+            if self.abort.load(Ordering::Relaxed) {
+                return Ok(extents);
+            }
+            file.seek(SeekFrom::Start(start)).map_err(|e| IndexError::io(path, e))?;
+            self.chunker.chunk_stream(
+                (&mut file).take(end - start),
+                |offset, data| {
+                    let id = self.offer(&data);
+                    extents.push(ExtentSpec {
+                        file_offset: start + offset,
+                        chunk: id,
+                        chunk_raw_len: data.len() as u32,
+                        chunk_offset: 0,
+                        len: data.len() as u32,
+                    });
+                    read += data.len() as u64;
+                    self.progress.advance(data.len() as u64);
+                    Ok(())
+                },
+                |e| IndexError::io(path, e),
+            )?;
+            let covered = extents.last().map(|e| e.file_offset + e.len as u64).unwrap_or(start);
+            if covered != end {
+                return Err(IndexError::Changed { path: path.clone(), expected: entry.meta.size, read });
+            }
+        }
+        Ok(extents)
+    }
+
+    fn batch(&self, entries: &[Entry], members: &[usize]) -> Result<Vec<(usize, ExtentSpec)>, IndexError> {
+        let mut buf = Vec::with_capacity(BATCH_BYTES as usize + SMALL_FILE_BYTES as usize);
+        let mut placed = Vec::with_capacity(members.len());
+        for &i in members {
+            let entry = &entries[i];
+            let path = &entry.abs;
+            let before = buf.len();
+            File::open(path)
+                .and_then(|f| f.take(entry.meta.size + 1).read_to_end(&mut buf))
+                .map_err(|e| IndexError::io(path, e))?;
+            let read = (buf.len() - before) as u64;
+            if read != entry.meta.size {
+                return Err(IndexError::Changed { path: path.clone(), expected: entry.meta.size, read });
+            }
+            placed.push((i, before as u32, read as u32));
+        }
+        let id = self.offer(&buf);
+        self.progress.advance(buf.len() as u64);
+        Ok(placed
+            .into_iter()
+            .map(|(i, offset, len)| {
+                (i, ExtentSpec { file_offset: 0, chunk: id, chunk_raw_len: buf.len() as u32, chunk_offset: offset, len })
+            })
+            .collect())
+    }
+}
+
+/// The data regions of a file as (start, end) pairs, skipping holes (SEEK_DATA / SEEK_HOLE).
+fn data_regions(file: &File, size: u64, path: &Path) -> Result<Vec<(u64, u64)>, IndexError> {
+    let fd = file.as_raw_fd();
+    let mut regions = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        // SAFETY: lseek on a valid, owned file descriptor; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::ENXIO) => Ok(regions), // only a hole remains
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(vec![(0, size)]),
+                _ => Err(IndexError::io(path, err)),
+            };
+        }
+        let data = (data as u64).min(size);
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(IndexError::io(path, std::io::Error::last_os_error()));
+        }
+        let hole = (hole as u64).min(size);
+        if hole > data {
+            regions.push((data, hole));
+        }
+        pos = hole.max(data + 1);
+    }
+    Ok(regions)
+}
+
+/// Appends chunks into packs and uploads them; returns the location of every chunk it wrote.
+struct PackWriter<'a> {
+    store: &'a Store,
+    runtime: &'a tokio::runtime::Handle,
+    target: u64,
+    current: PackBuilder,
+    uploads: VecDeque<tokio::task::JoinHandle<thaw_core::Result<()>>>,
+    locations: HashMap<ChunkId, ChunkLocation>,
+    packs: u64,
+    raw_bytes: u64,
+    stored_bytes: u64,
+}
+
+impl PackWriter<'_> {
+    fn add(&mut self, chunk: EncodedChunk) -> Result<(), IndexError> {
+        self.raw_bytes += chunk.raw_len as u64;
+        self.stored_bytes += chunk.data.len() as u64;
+        self.current.append(&chunk);
+        if self.current.len() >= self.target {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) -> Result<(), IndexError> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let sealed = std::mem::take(&mut self.current).seal();
+        self.locations.extend(sealed.locations());
+        self.packs += 1;
+        while self.uploads.len() >= UPLOADS_IN_FLIGHT {
+            self.wait_oldest()?;
+        }
+        let store = self.store.clone();
+        self.uploads.push_back(self.runtime.spawn(async move { store.put_pack(&sealed).await }));
+        Ok(())
+    }
+
+    fn wait_oldest(&mut self) -> Result<(), IndexError> {
+        if let Some(upload) = self.uploads.pop_front() {
+            self.runtime
+                .block_on(upload)
+                .map_err(|e| IndexError::Unsupported { path: "pack upload".into(), reason: e.to_string() })??;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Self, IndexError> {
+        self.seal()?;
+        while !self.uploads.is_empty() {
+            self.wait_oldest()?;
+        }
+        Ok(self)
+    }
+}
+
+/// Runs the whole pipeline for a scanned tree and writes chunk map and manifest.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    store: &Store,
+    runtime: &tokio::runtime::Handle,
+    tree: Tree,
+    chunker: Chunker,
+    kind: SourceKind,
+    annotations: Vec<(String, String)>,
+    options: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<IndexReport, IndexError> {
+    let (indexes, bad_indexes) = runtime.block_on(store.load_pack_indexes())?;
+    let mut known: HashMap<ChunkId, ChunkLocation> = HashMap::new();
+    for index in &indexes {
+        for entry in &index.entries {
+            known.insert(entry.id, entry.location(index.pack));
+        }
+    }
+    let skipped_indexes: Vec<String> = bad_indexes.iter().map(|e| e.to_string()).collect();
+    for problem in &skipped_indexes {
+        tracing::warn!(%problem, "not trusting this pack index for dedup");
+    }
+
+    let entries = tree.entries;
+    let units = plan(&entries);
+    let total: u64 = units
+        .iter()
+        .map(|u| match u {
+            Unit::Large(i) => entries[*i].meta.size,
+            Unit::Batch(m) => m.iter().map(|i| entries[*i].meta.size).sum(),
+        })
+        .sum();
+    progress.start("indexing", total);
+
+    let (sender, receiver) = crossbeam_channel::bounded::<EncodedChunk>(CHANNEL_CHUNKS);
+    let abort = AtomicBool::new(false);
+    let workers = Workers {
+        chunker,
+        zstd_level: options.zstd_level,
+        seen: Mutex::new(known.keys().copied().collect()),
+        sender,
+        abort: &abort,
+        progress,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads.max(1))
+        .build()
+        .map_err(|e| IndexError::Unsupported { path: "thread pool".into(), reason: e.to_string() })?;
+
+    let (extents, writer) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut writer = PackWriter {
+                store,
+                runtime,
+                target: options.pack_target_bytes,
+                current: PackBuilder::new(),
+                uploads: VecDeque::new(),
+                locations: HashMap::new(),
+                packs: 0,
+                raw_bytes: 0,
+                stored_bytes: 0,
+            };
+            for chunk in receiver.iter() {
+                if let Err(e) = writer.add(chunk) {
+                    abort.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            if abort.load(Ordering::Relaxed) {
+                return Err(IndexError::Unsupported { path: "index".into(), reason: "aborted".into() });
+            }
+            writer.finish()
+        });
+        let results: Result<Vec<Vec<(usize, ExtentSpec)>>, IndexError> = pool.install(|| {
+            units
+                .par_iter()
+                .map(|unit| {
+                    let r = match unit {
+                        Unit::Large(i) => workers.large(&entries[*i]).map(|x| x.into_iter().map(|e| (*i, e)).collect()),
+                        Unit::Batch(members) => workers.batch(&entries, members),
+                    };
+                    if r.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+                .collect()
+        });
+        drop(workers);
+        let writer = writer.join().expect("pack writer thread panicked");
+        (results, writer)
+    });
+    // A worker error is the root cause; report it before the writer's "aborted".
+    let extents = extents?;
+    let writer = writer?;
+    progress.finish();
+
+    let mut per_entry: HashMap<usize, Vec<ExtentSpec>> = HashMap::new();
+    for (i, extent) in extents.into_iter().flatten() {
+        per_entry.entry(i).or_default().push(extent);
+    }
+    let mut builder = ManifestBuilder::new(chunker, entries[0].meta.clone());
+    builder.annotate("org.thaw.source.kind", kind.name());
+    for (key, value) in annotations {
+        builder.annotate(key, value);
+    }
+    let mut bytes_read = 0;
+    for (i, entry) in entries.iter().enumerate().skip(1) {
+        if let Some(first) = &entry.hardlink_of {
+            builder.link(&entry.rel, first)?;
+            continue;
+        }
+        let mut meta = entry.meta.clone();
+        if let Some(mut extents) = per_entry.remove(&i) {
+            extents.sort_by_key(|e| e.file_offset);
+            bytes_read += extents.iter().map(|e| e.len as u64).sum::<u64>();
+            meta.extents = extents;
+        }
+        builder.insert(&entry.rel, meta)?;
+    }
+    let (manifest_id, manifest_bytes) = builder.finish()?;
+    let manifest = Manifest::open(manifest_bytes.clone(), "new manifest")?;
+    let locations = manifest
+        .chunks()?
+        .iter()
+        .map(|c| {
+            writer.locations.get(&c.id).or_else(|| known.get(&c.id)).copied().ok_or_else(|| {
+                IndexError::Unsupported { path: "index".into(), reason: format!("chunk {} was neither written nor found in the store", c.id) }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let map = ChunkMap { manifest: manifest_id, locations };
+    runtime.block_on(async {
+        store.put_chunk_map(&map).await?;
+        store.put_manifest(&manifest_id, manifest_bytes).await
+    })?;
+    Ok(IndexReport {
+        manifest: manifest_id,
+        entries: entries.len() as u64,
+        bytes_read,
+        chunks: manifest.chunk_count() as u64,
+        new_chunks: writer.locations.len() as u64,
+        new_raw_bytes: writer.raw_bytes,
+        new_stored_bytes: writer.stored_bytes,
+        packs: writer.packs,
+        skipped_indexes,
+    })
+}

@@ -1,0 +1,154 @@
+//! The command tree: global options (store, caches, logging) and one module per command group.
+
+mod browse;
+mod index;
+mod progress;
+mod restore;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use thaw_core::store::{S3Options, Store, StoreConfig};
+use thaw_core::tier::{self, CacheConfig, TieredStore};
+
+/// thaw: start inference replicas in seconds from content-addressed, lazily fetched images.
+#[derive(Parser, Debug)]
+#[command(name = "thaw", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug)]
+pub struct GlobalOptions {
+    /// Store URL: a directory, file://DIR, s3://BUCKET[/PREFIX], gs://..., az://...
+    /// [default: ~/.local/share/thaw/store]
+    #[arg(long, env = "THAW_STORE", global = true)]
+    store: Option<String>,
+    /// Endpoint of an S3-compatible server (http://host:port).
+    #[arg(long, env = "THAW_S3_ENDPOINT", global = true)]
+    s3_endpoint: Option<String>,
+    /// S3 region (else AWS_REGION / AWS_DEFAULT_REGION).
+    #[arg(long, env = "THAW_S3_REGION", global = true)]
+    s3_region: Option<String>,
+    /// S3 access key id (else AWS_ACCESS_KEY_ID).
+    #[arg(long, env = "THAW_S3_ACCESS_KEY_ID", global = true)]
+    s3_access_key_id: Option<String>,
+    /// S3 secret access key (else AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "THAW_S3_SECRET_ACCESS_KEY", global = true, hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+    /// Allow plain HTTP to the S3 endpoint.
+    #[arg(long, env = "THAW_S3_ALLOW_HTTP", global = true)]
+    s3_allow_http: bool,
+    /// Local disk cache directory [default: ~/.cache/thaw/chunks].
+    #[arg(long, env = "THAW_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Disk cache budget (e.g. 20GiB).
+    #[arg(long, env = "THAW_CACHE_BYTES", global = true, default_value = "20GiB")]
+    cache_bytes: bytesize::ByteSize,
+    /// Memory cache budget (e.g. 512MiB).
+    #[arg(long, env = "THAW_MEMORY_CACHE_BYTES", global = true, default_value = "512MiB")]
+    memory_cache_bytes: bytesize::ByteSize,
+    /// Do not use the local disk cache.
+    #[arg(long, env = "THAW_NO_DISK_CACHE", global = true)]
+    no_disk_cache: bool,
+    /// Hide progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Index a directory tree or a model folder into the store.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
+    /// List tags and the manifests they name.
+    Tags(browse::TagsArgs),
+    /// List a directory (or one entry) of a tagged tree.
+    Ls(browse::LsArgs),
+    /// Write one file of a tagged tree to standard output.
+    Cat(browse::CatArgs),
+    /// Restore a tagged tree into a directory, metadata included.
+    Extract(restore::ExtractArgs),
+    /// Fetch and check every chunk of a tag; exit non-zero listing each bad chunk.
+    Verify(verify::VerifyArgs),
+    /// Sizes, chunks and dedup of one or more tags.
+    Stats(browse::StatsArgs),
+}
+
+impl GlobalOptions {
+    fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            url: self.store.clone(),
+            s3: S3Options {
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                access_key_id: self.s3_access_key_id.clone(),
+                secret_access_key: self.s3_secret_access_key.clone(),
+                allow_http: self.s3_allow_http,
+            },
+        }
+    }
+
+    /// Opens the store these options name.
+    fn open_store(&self) -> anyhow::Result<Store> {
+        let config = self.store_config();
+        Store::open(&config).context("opening the store")
+    }
+
+    /// Builds the read tiers (memory, disk cache, store).
+    fn tiers(&self, store: &Store) -> TieredStore {
+        let config = CacheConfig {
+            disk_dir: if self.no_disk_cache {
+                None
+            } else {
+                Some(self.cache_dir.clone().unwrap_or_else(tier::default_cache_dir))
+            },
+            disk_bytes: self.cache_bytes.as_u64(),
+            memory_bytes: self.memory_cache_bytes.as_u64(),
+        };
+        tier::tiers_for(store, &config)
+    }
+}
+
+/// Sets up tracing to stderr.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let global = &cli.global;
+    match cli.command {
+        Command::Index(cmd) => index::run(global, &runtime, cmd),
+        Command::Tags(args) => runtime.block_on(browse::tags(global, args)),
+        Command::Ls(args) => runtime.block_on(browse::ls(global, args)),
+        Command::Cat(args) => runtime.block_on(browse::cat(global, args)),
+        Command::Stats(args) => runtime.block_on(browse::stats(global, args)),
+        Command::Extract(args) => runtime.block_on(restore::extract(global, args)),
+        Command::Verify(args) => runtime.block_on(verify::verify(global, args)),
+    }
+}

@@ -1,0 +1,37 @@
+//! Progress bars (indicatif) for the library's `Progress` callbacks.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A byte progress bar on stderr; hidden with `--quiet` or when stderr is not a terminal.
+pub struct Bar {
+    bar: ProgressBar,
+}
+
+impl Bar {
+    /// A bar that draws unless `quiet`.
+    pub fn new(quiet: bool) -> Self {
+        let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        Bar { bar }
+    }
+}
+
+impl thaw_indexer::Progress for Bar {
+    fn start(&self, phase: &str, total_bytes: u64) {
+        self.bar.set_message(phase.to_string());
+        self.bar.set_length(total_bytes);
+        self.bar.set_position(0);
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
