@@ -110,7 +110,11 @@ impl ChunkMap {
     }
 
     /// The tier request for chunk table entry `index` of `manifest` (id, length, location).
-    pub fn chunk_ref(&self, manifest: &crate::manifest::Manifest, index: u32) -> Result<crate::tier::ChunkRef> {
+    pub fn chunk_ref(
+        &self,
+        manifest: &crate::manifest::Manifest,
+        index: u32,
+    ) -> Result<crate::tier::ChunkRef> {
         let entry = manifest.chunk(index)?;
         Ok(crate::tier::ChunkRef {
             id: entry.id,

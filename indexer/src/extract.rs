@@ -110,7 +110,8 @@ async fn fill_file(
         let (extent, data) = item?;
         let start = extent.chunk_offset as usize;
         let slice = &data[start..start + extent.len as usize];
-        out.write_all_at(slice, extent.file_offset).map_err(|e| IndexError::io(path, e))?;
+        out.write_all_at(slice, extent.file_offset)
+            .map_err(|e| IndexError::io(path, e))?;
         written += slice.len() as u64;
         progress.advance(slice.len() as u64);
     }
@@ -146,14 +147,19 @@ pub async fn copy_file_to(
         let (extent, data) = item?;
         write_zeros(out, extent.file_offset - pos)?;
         let start = extent.chunk_offset as usize;
-        out.write_all(&data[start..start + extent.len as usize]).map_err(stdout_error)?;
+        out.write_all(&data[start..start + extent.len as usize])
+            .map_err(stdout_error)?;
         pos = extent.file_offset + extent.len as u64;
     }
     write_zeros(out, inode.size - pos)?;
     out.flush().map_err(stdout_error)
 }
 
-fn create_node(path: &Path, inode: &Inode, manifest: &Manifest) -> Result<Option<File>, IndexError> {
+fn create_node(
+    path: &Path,
+    inode: &Inode,
+    manifest: &Manifest,
+) -> Result<Option<File>, IndexError> {
     match inode.kind {
         FileKind::Directory => {
             if !path.exists() {
@@ -169,27 +175,41 @@ fn create_node(path: &Path, inode: &Inode, manifest: &Manifest) -> Result<Option
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(|e| IndexError::io(path, e))?;
-            file.set_len(inode.size).map_err(|e| IndexError::io(path, e))?;
+            file.set_len(inode.size)
+                .map_err(|e| IndexError::io(path, e))?;
             Ok(Some(file))
         }
         FileKind::Symlink => {
             let target = manifest.symlink_target(inode)?;
-            std::os::unix::fs::symlink(OsStr::from_bytes(target), path).map_err(|e| IndexError::io(path, e))?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
+                .map_err(|e| IndexError::io(path, e))?;
             Ok(None)
         }
         FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo | FileKind::Socket => {
             let c = cstring(path)?;
             // SAFETY: c is a valid NUL-terminated path; mknod reads it only.
-            let rc = unsafe { libc::mknod(c.as_ptr(), inode.mode as libc::mode_t, inode.rdev as libc::dev_t) };
+            let rc = unsafe {
+                libc::mknod(
+                    c.as_ptr(),
+                    inode.mode as libc::mode_t,
+                    inode.rdev as libc::dev_t,
+                )
+            };
             check_libc(path, rc)?;
             Ok(None)
         }
     }
 }
 
-fn apply_metadata(path: &Path, inode: &Inode, manifest: &Manifest, owners: bool) -> Result<(), IndexError> {
+fn apply_metadata(
+    path: &Path,
+    inode: &Inode,
+    manifest: &Manifest,
+    owners: bool,
+) -> Result<(), IndexError> {
     if owners {
-        std::os::unix::fs::lchown(path, Some(inode.uid), Some(inode.gid)).map_err(|e| IndexError::io(path, e))?;
+        std::os::unix::fs::lchown(path, Some(inode.uid), Some(inode.gid))
+            .map_err(|e| IndexError::io(path, e))?;
     }
     for (name, value) in manifest.xattrs(inode)? {
         xattr::set(path, OsStr::from_bytes(name), value).map_err(|e| IndexError::io(path, e))?;
@@ -215,7 +235,11 @@ pub async fn extract(
     let nodes = manifest.walk()?;
     let total: u64 = {
         let mut seen = std::collections::HashSet::new();
-        nodes.iter().filter(|(_, i)| i.kind == FileKind::Regular && seen.insert(i.ino)).map(|(_, i)| i.size).sum()
+        nodes
+            .iter()
+            .filter(|(_, i)| i.kind == FileKind::Regular && seen.insert(i.ino))
+            .map(|(_, i)| i.size)
+            .sum()
     };
     progress.start("extracting", total);
 

@@ -84,7 +84,9 @@ impl Default for IndexOptions {
             chunker: None,
             zstd_level: thaw_core::pack::ZSTD_LEVEL,
             pack_target_bytes: thaw_core::pack::PACK_TARGET_BYTES,
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 }
@@ -118,10 +120,22 @@ pub fn index_tree(
     let tree = walk::scan(root)?;
     let annotations = match kind {
         SourceKind::Directory => Vec::new(),
-        SourceKind::Model => vec![(model::ANNOTATION.to_string(), model::validate_model(root, &tree)?)],
+        SourceKind::Model => vec![(
+            model::ANNOTATION.to_string(),
+            model::validate_model(root, &tree)?,
+        )],
     };
     let chunker = options.chunker.unwrap_or_else(|| kind.default_chunker());
-    let report = pipeline::run(store, runtime, tree, chunker, kind, annotations, options, progress)?;
+    let report = pipeline::run(
+        store,
+        runtime,
+        tree,
+        chunker,
+        kind,
+        annotations,
+        options,
+        progress,
+    )?;
     if let Some(tag) = tag {
         runtime.block_on(store.set_tag(tag, &report.manifest))?;
     }

@@ -26,10 +26,15 @@ pub fn validate_model(root: &Path, tree: &Tree) -> Result<String, IndexError> {
         let name = display_rel(&entry.rel).into_owned();
         let mut file = File::open(&entry.abs).map_err(|e| IndexError::io(&entry.abs, e))?;
         let mut first = [0u8; 8];
-        let got = file.read(&mut first).map_err(|e| IndexError::io(&entry.abs, e))?;
+        let got = file
+            .read(&mut first)
+            .map_err(|e| IndexError::io(&entry.abs, e))?;
         let n = safetensors::header_len(&name, &first[..got], entry.meta.size)?;
         let mut json = Vec::with_capacity(n as usize);
-        (&mut file).take(n).read_to_end(&mut json).map_err(|e| IndexError::io(&entry.abs, e))?;
+        (&mut file)
+            .take(n)
+            .read_to_end(&mut json)
+            .map_err(|e| IndexError::io(&entry.abs, e))?;
         let header = safetensors::parse_header(&name, &json, entry.meta.size)?;
         let data_bytes: u64 = header.tensors.iter().map(|t| t.end - t.begin).sum();
         summary.insert(
@@ -40,7 +45,9 @@ pub fn validate_model(root: &Path, tree: &Tree) -> Result<String, IndexError> {
     if summary.is_empty() {
         return Err(IndexError::Unsupported {
             path: root.to_path_buf(),
-            reason: "no .safetensors files: not a model folder (use `thaw index dir` for other trees)".into(),
+            reason:
+                "no .safetensors files: not a model folder (use `thaw index dir` for other trees)"
+                    .into(),
         });
     }
     Ok(serde_json::to_string(&summary).expect("summary serialises"))

@@ -121,7 +121,8 @@ impl Workers<'_> {
             if self.abort.load(Ordering::Relaxed) {
                 return Ok(extents);
             }
-            file.seek(SeekFrom::Start(start)).map_err(|e| IndexError::io(path, e))?;
+            file.seek(SeekFrom::Start(start))
+                .map_err(|e| IndexError::io(path, e))?;
             self.chunker.chunk_stream(
                 (&mut file).take(end - start),
                 |offset, data| {
@@ -139,15 +140,26 @@ impl Workers<'_> {
                 },
                 |e| IndexError::io(path, e),
             )?;
-            let covered = extents.last().map(|e| e.file_offset + e.len as u64).unwrap_or(start);
+            let covered = extents
+                .last()
+                .map(|e| e.file_offset + e.len as u64)
+                .unwrap_or(start);
             if covered != end {
-                return Err(IndexError::Changed { path: path.clone(), expected: entry.meta.size, read });
+                return Err(IndexError::Changed {
+                    path: path.clone(),
+                    expected: entry.meta.size,
+                    read,
+                });
             }
         }
         Ok(extents)
     }
 
-    fn batch(&self, entries: &[Entry], members: &[usize]) -> Result<Vec<(usize, ExtentSpec)>, IndexError> {
+    fn batch(
+        &self,
+        entries: &[Entry],
+        members: &[usize],
+    ) -> Result<Vec<(usize, ExtentSpec)>, IndexError> {
         let mut buf = Vec::with_capacity(BATCH_BYTES as usize + SMALL_FILE_BYTES as usize);
         let mut placed = Vec::with_capacity(members.len());
         for &i in members {
@@ -159,7 +171,11 @@ impl Workers<'_> {
                 .map_err(|e| IndexError::io(path, e))?;
             let read = (buf.len() - before) as u64;
             if read != entry.meta.size {
-                return Err(IndexError::Changed { path: path.clone(), expected: entry.meta.size, read });
+                return Err(IndexError::Changed {
+                    path: path.clone(),
+                    expected: entry.meta.size,
+                    read,
+                });
             }
             placed.push((i, before as u32, read as u32));
         }
@@ -168,7 +184,16 @@ impl Workers<'_> {
         Ok(placed
             .into_iter()
             .map(|(i, offset, len)| {
-                (i, ExtentSpec { file_offset: 0, chunk: id, chunk_raw_len: buf.len() as u32, chunk_offset: offset, len })
+                (
+                    i,
+                    ExtentSpec {
+                        file_offset: 0,
+                        chunk: id,
+                        chunk_raw_len: buf.len() as u32,
+                        chunk_offset: offset,
+                        len,
+                    },
+                )
             })
             .collect())
     }
@@ -240,7 +265,10 @@ impl PackWriter<'_> {
             self.wait_oldest()?;
         }
         let store = self.store.clone();
-        self.uploads.push_back(self.runtime.spawn(async move { store.put_pack(&sealed).await }));
+        self.uploads.push_back(
+            self.runtime
+                .spawn(async move { store.put_pack(&sealed).await }),
+        );
         Ok(())
     }
 
@@ -248,7 +276,10 @@ impl PackWriter<'_> {
         if let Some(upload) = self.uploads.pop_front() {
             self.runtime
                 .block_on(upload)
-                .map_err(|e| IndexError::Unsupported { path: "pack upload".into(), reason: e.to_string() })??;
+                .map_err(|e| IndexError::Unsupported {
+                    path: "pack upload".into(),
+                    reason: e.to_string(),
+                })??;
         }
         Ok(())
     }
@@ -310,7 +341,10 @@ pub fn run(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads.max(1))
         .build()
-        .map_err(|e| IndexError::Unsupported { path: "thread pool".into(), reason: e.to_string() })?;
+        .map_err(|e| IndexError::Unsupported {
+            path: "thread pool".into(),
+            reason: e.to_string(),
+        })?;
 
     let (extents, writer) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
@@ -332,7 +366,10 @@ pub fn run(
                 }
             }
             if abort.load(Ordering::Relaxed) {
-                return Err(IndexError::Unsupported { path: "index".into(), reason: "aborted".into() });
+                return Err(IndexError::Unsupported {
+                    path: "index".into(),
+                    reason: "aborted".into(),
+                });
             }
             writer.finish()
         });
@@ -341,7 +378,9 @@ pub fn run(
                 .par_iter()
                 .map(|unit| {
                     let r = match unit {
-                        Unit::Large(i) => workers.large(&entries[*i]).map(|x| x.into_iter().map(|e| (*i, e)).collect()),
+                        Unit::Large(i) => workers
+                            .large(&entries[*i])
+                            .map(|x| x.into_iter().map(|e| (*i, e)).collect()),
                         Unit::Batch(members) => workers.batch(&entries, members),
                     };
                     if r.is_err() {
@@ -389,12 +428,21 @@ pub fn run(
         .chunks()?
         .iter()
         .map(|c| {
-            writer.locations.get(&c.id).or_else(|| known.get(&c.id)).copied().ok_or_else(|| {
-                IndexError::Unsupported { path: "index".into(), reason: format!("chunk {} was neither written nor found in the store", c.id) }
-            })
+            writer
+                .locations
+                .get(&c.id)
+                .or_else(|| known.get(&c.id))
+                .copied()
+                .ok_or_else(|| IndexError::Unsupported {
+                    path: "index".into(),
+                    reason: format!("chunk {} was neither written nor found in the store", c.id),
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let map = ChunkMap { manifest: manifest_id, locations };
+    let map = ChunkMap {
+        manifest: manifest_id,
+        locations,
+    };
     runtime.block_on(async {
         store.put_chunk_map(&map).await?;
         store.put_manifest(&manifest_id, manifest_bytes).await

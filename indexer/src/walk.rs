@@ -83,8 +83,16 @@ fn node_meta(path: &Path, meta: &Metadata) -> Result<NodeMeta, IndexError> {
         gid: meta.gid(),
         mtime_sec: meta.mtime(),
         mtime_nsec: meta.mtime_nsec() as u32,
-        size: if kind == FileKind::Regular { meta.size() } else { 0 },
-        rdev: if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) { meta.rdev() } else { 0 },
+        size: if kind == FileKind::Regular {
+            meta.size()
+        } else {
+            0
+        },
+        rdev: if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
+            meta.rdev()
+        } else {
+            0
+        },
         symlink_target,
         xattrs: read_xattrs(path)?,
         extents: Vec::new(),

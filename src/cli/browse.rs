@@ -78,7 +78,11 @@ fn ls_line(manifest: &Manifest, path: &str, inode: &Inode) -> anyhow::Result<Str
         line.push_str(&String::from_utf8_lossy(manifest.symlink_target(inode)?));
     }
     if matches!(inode.kind, FileKind::CharDevice | FileKind::BlockDevice) {
-        line.push_str(&format!(" (device {}:{})", libc::major(inode.rdev as libc::dev_t), libc::minor(inode.rdev as libc::dev_t)));
+        line.push_str(&format!(
+            " (device {}:{})",
+            libc::major(inode.rdev as libc::dev_t),
+            libc::minor(inode.rdev as libc::dev_t)
+        ));
     }
     Ok(line)
 }
@@ -99,7 +103,8 @@ pub async fn ls(global: &GlobalOptions, args: LsArgs) -> anyhow::Result<ExitCode
         println!("{}", ls_line(&manifest, &args.path, &inode)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut stack = vec![(args.path.clone(), inode)];
+    let base = format!("/{}", args.path.trim_matches('/'));
+    let mut stack = vec![(base, inode)];
     while let Some((dir_path, dir)) = stack.pop() {
         let mut subdirs = Vec::new();
         for entry in manifest.read_dir(&dir)? {
@@ -136,7 +141,10 @@ pub async fn stats(global: &GlobalOptions, args: StatsArgs) -> anyhow::Result<Ex
     let store = global.open_store()?;
     let mut opened = Vec::new();
     for name in &args.names {
-        let (manifest, map) = store.open_manifest(name).await.with_context(|| format!("opening {name}"))?;
+        let (manifest, map) = store
+            .open_manifest(name)
+            .await
+            .with_context(|| format!("opening {name}"))?;
         let stats = manifest_stats(&manifest, &map)?;
         opened.push((name.clone(), manifest, map, stats));
     }
@@ -166,7 +174,10 @@ pub async fn stats(global: &GlobalOptions, args: StatsArgs) -> anyhow::Result<Ex
         println!("{json}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:>9} {:>7} {:>12} {:>8} {:>12} {:>12} {:>6}", "name", "files", "dirs", "logical", "chunks", "chunk bytes", "stored", "ratio");
+    println!(
+        "{:<24} {:>9} {:>7} {:>12} {:>8} {:>12} {:>12} {:>6}",
+        "name", "files", "dirs", "logical", "chunks", "chunk bytes", "stored", "ratio"
+    );
     for (name, _, _, s) in &opened {
         let ratio = s.stored_bytes as f64 / s.logical_bytes.max(1) as f64;
         println!(

@@ -43,7 +43,11 @@ pub struct IndexArgs {
     json: bool,
 }
 
-pub fn run(global: &GlobalOptions, runtime: &tokio::runtime::Runtime, cmd: IndexCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    global: &GlobalOptions,
+    runtime: &tokio::runtime::Runtime,
+    cmd: IndexCommand,
+) -> anyhow::Result<ExitCode> {
     let (kind, args) = match cmd {
         IndexCommand::Dir(a) => (SourceKind::Directory, a),
         IndexCommand::Model(a) => (SourceKind::Model, a),
@@ -60,8 +64,16 @@ pub fn run(global: &GlobalOptions, runtime: &tokio::runtime::Runtime, cmd: Index
     }
     let bar = Bar::new(global.quiet);
     let started = std::time::Instant::now();
-    let report = index_tree(&store, runtime.handle(), &args.path, kind, args.tag.as_deref(), &options, &bar)
-        .with_context(|| format!("indexing {}", args.path.display()))?;
+    let report = index_tree(
+        &store,
+        runtime.handle(),
+        &args.path,
+        kind,
+        args.tag.as_deref(),
+        &options,
+        &bar,
+    )
+    .with_context(|| format!("indexing {}", args.path.display()))?;
     let seconds = started.elapsed().as_secs_f64();
     for skipped in &report.skipped_indexes {
         eprintln!("thaw: warning: pack index not trusted for dedup: {skipped}");
@@ -87,8 +99,18 @@ pub fn run(global: &GlobalOptions, runtime: &tokio::runtime::Runtime, cmd: Index
             println!("tag        {tag}");
         }
         println!("entries    {}", report.entries);
-        println!("read       {} in {seconds:.2}s ({}/s)", bytesize::ByteSize(report.bytes_read), bytesize::ByteSize((report.bytes_read as f64 / seconds.max(1e-9)) as u64));
-        println!("chunks     {} ({} new, {} raw -> {} stored)", report.chunks, report.new_chunks, bytesize::ByteSize(report.new_raw_bytes), bytesize::ByteSize(report.new_stored_bytes));
+        println!(
+            "read       {} in {seconds:.2}s ({}/s)",
+            bytesize::ByteSize(report.bytes_read),
+            bytesize::ByteSize((report.bytes_read as f64 / seconds.max(1e-9)) as u64)
+        );
+        println!(
+            "chunks     {} ({} new, {} raw -> {} stored)",
+            report.chunks,
+            report.new_chunks,
+            bytesize::ByteSize(report.new_raw_bytes),
+            bytesize::ByteSize(report.new_stored_bytes)
+        );
         println!("packs      {} written", report.packs);
     }
     Ok(ExitCode::SUCCESS)

@@ -41,7 +41,12 @@ pub struct GlobalOptions {
     #[arg(long, env = "THAW_S3_ACCESS_KEY_ID", global = true)]
     s3_access_key_id: Option<String>,
     /// S3 secret access key (else AWS_SECRET_ACCESS_KEY).
-    #[arg(long, env = "THAW_S3_SECRET_ACCESS_KEY", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "THAW_S3_SECRET_ACCESS_KEY",
+        global = true,
+        hide_env_values = true
+    )]
     s3_secret_access_key: Option<String>,
     /// Allow plain HTTP to the S3 endpoint.
     #[arg(long, env = "THAW_S3_ALLOW_HTTP", global = true)]
@@ -53,7 +58,12 @@ pub struct GlobalOptions {
     #[arg(long, env = "THAW_CACHE_BYTES", global = true, default_value = "20GiB")]
     cache_bytes: bytesize::ByteSize,
     /// Memory cache budget (e.g. 512MiB).
-    #[arg(long, env = "THAW_MEMORY_CACHE_BYTES", global = true, default_value = "512MiB")]
+    #[arg(
+        long,
+        env = "THAW_MEMORY_CACHE_BYTES",
+        global = true,
+        default_value = "512MiB"
+    )]
     memory_cache_bytes: bytesize::ByteSize,
     /// Do not use the local disk cache.
     #[arg(long, env = "THAW_NO_DISK_CACHE", global = true)]
@@ -111,7 +121,11 @@ impl GlobalOptions {
             disk_dir: if self.no_disk_cache {
                 None
             } else {
-                Some(self.cache_dir.clone().unwrap_or_else(tier::default_cache_dir))
+                Some(
+                    self.cache_dir
+                        .clone()
+                        .unwrap_or_else(tier::default_cache_dir),
+                )
             },
             disk_bytes: self.cache_bytes.as_u64(),
             memory_bytes: self.memory_cache_bytes.as_u64(),

@@ -23,8 +23,14 @@ pub async fn verify(global: &GlobalOptions, args: VerifyArgs) -> anyhow::Result<
     let store = global.open_store()?;
     let (manifest, map) = store.open_manifest(&args.name).await?;
     let bar = Bar::new(global.quiet);
-    bar.start("verifying", map.locations.iter().map(|l| l.raw_len as u64).sum());
-    let report = verify_manifest(&store, &manifest, &map, args.concurrency, |n| bar.advance(n)).await?;
+    bar.start(
+        "verifying",
+        map.locations.iter().map(|l| l.raw_len as u64).sum(),
+    );
+    let report = verify_manifest(&store, &manifest, &map, args.concurrency, |n| {
+        bar.advance(n)
+    })
+    .await?;
     bar.finish();
     for bad in &report.bad_chunks {
         println!(
@@ -39,7 +45,11 @@ pub async fn verify(global: &GlobalOptions, args: VerifyArgs) -> anyhow::Result<
         println!("BAD {problem}");
     }
     if report.is_ok() {
-        println!("ok: {} chunks, {} verified", report.chunks, bytesize::ByteSize(report.bytes));
+        println!(
+            "ok: {} chunks, {} verified",
+            report.chunks,
+            bytesize::ByteSize(report.bytes)
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!(

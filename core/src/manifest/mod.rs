@@ -403,8 +403,18 @@ impl Manifest {
             r.u32(at + 4, "name length")?,
             "entry name",
         )?;
-        if name.is_empty() || name == b"." || name == b".." || name.iter().any(|c| *c == b'/' || *c == 0) {
-            return Err(r.corrupt(at, format!("entry name {:?} is empty, '.', '..' or holds '/' or NUL", String::from_utf8_lossy(name))));
+        if name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name.iter().any(|c| *c == b'/' || *c == 0)
+        {
+            return Err(r.corrupt(
+                at,
+                format!(
+                    "entry name {:?} is empty, '.', '..' or holds '/' or NUL",
+                    String::from_utf8_lossy(name)
+                ),
+            ));
         }
         let ino = r.u32(at + 8, "entry inode")?;
         if ino as u64 >= self.count(Section::Inodes) {

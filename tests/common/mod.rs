@@ -1,0 +1,398 @@
+//! Shared harness for the end-to-end tests: a private store and cache per test, the real `thaw`
+//! binary, tree generators and comparisons, and a real S3-compatible server (moto) on loopback.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{RngCore, SeedableRng};
+
+/// A scratch world: store, cache and work directories for one test.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub store: String,
+    extra_env: Vec<(String, String)>,
+}
+
+impl World {
+    /// A world with a local folder store.
+    pub fn local() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store").display().to_string();
+        World {
+            dir,
+            store,
+            extra_env: Vec::new(),
+        }
+    }
+
+    /// A world whose store is a bucket on a running S3-compatible server.
+    pub fn s3(server: &S3Server, bucket: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        server.create_bucket(bucket);
+        World {
+            dir,
+            store: format!("s3://{bucket}/thaw"),
+            extra_env: vec![
+                ("THAW_S3_ENDPOINT".into(), server.endpoint()),
+                ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+            ],
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The store directory of a local world.
+    pub fn store_dir(&self) -> PathBuf {
+        PathBuf::from(&self.store)
+    }
+
+    /// `thaw` with this world's store and cache.
+    pub fn thaw(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_thaw"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("THAW_STORE", &self.store)
+            .env("THAW_CACHE_DIR", self.path("cache"))
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs thaw with `args`; panics with its output unless it exits 0.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.thaw().args(args).output().unwrap();
+        assert_no_panic(&out);
+        assert!(
+            out.status.success(),
+            "thaw {args:?} failed:\n{}",
+            describe(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs thaw with `args`; panics unless it exits non-zero. Returns stdout + stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.thaw().args(args).output().unwrap();
+        assert_no_panic(&out);
+        assert!(
+            !out.status.success(),
+            "thaw {args:?} should have failed:\n{}",
+            describe(&out)
+        );
+        describe(&out)
+    }
+
+    /// `thaw index dir PATH --tag TAG --json` parsed.
+    pub fn index(&self, kind: &str, path: &Path, tag: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "index",
+            kind,
+            path.to_str().unwrap(),
+            "--tag",
+            tag,
+            "--json",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(self.ok(&args).trim()).unwrap()
+    }
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn assert_no_panic(out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "thaw panicked:\n{}",
+        describe(out)
+    );
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut buf = vec![0u8; len];
+    rng.fill_bytes(&mut buf);
+    buf
+}
+
+/// Compressible text-like bytes.
+pub fn text_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let words = [
+        "import", "torch", "def", "return", "self", "model", "layer", "weight", "\n", "    ",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        out.extend_from_slice(words[(rng.next_u32() % words.len() as u32) as usize].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(len);
+    out
+}
+
+fn set_mtime(path: &Path, sec: i64, nsec: u32) {
+    let t = filetime::FileTime::from_unix_time(sec, nsec);
+    filetime::set_symlink_file_times(path, t, t).unwrap();
+}
+
+/// A tree with every kind of entry the indexer supports. Device nodes and foreign owners only
+/// when running as root.
+pub fn build_rich_tree(root: &Path) {
+    fs::create_dir_all(root.join("lib/python/pkg")).unwrap();
+    fs::create_dir_all(root.join("empty-dir")).unwrap();
+    fs::write(root.join("big.bin"), random_bytes(9 << 20, 1)).unwrap();
+    fs::write(root.join("lib/python/text.py"), text_bytes(3 << 20, 2)).unwrap();
+    for i in 0..40 {
+        fs::write(
+            root.join(format!("lib/python/pkg/mod{i}.py")),
+            text_bytes(100 + i * 997, i as u64),
+        )
+        .unwrap();
+    }
+    fs::write(root.join("empty-file"), b"").unwrap();
+    fs::write(
+        root.join("lib/python/pkg/setuid-tool"),
+        b"#!/bin/sh\necho hi\n",
+    )
+    .unwrap();
+    fs::set_permissions(
+        root.join("lib/python/pkg/setuid-tool"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    fs::write(root.join("secret"), b"private").unwrap();
+    fs::set_permissions(root.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("lib/python/text.py", root.join("link-rel")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("link-dangling")).unwrap();
+    fs::write(root.join("hard-a"), text_bytes(200_000, 9)).unwrap();
+    fs::hard_link(root.join("hard-a"), root.join("lib/hard-b")).unwrap();
+    fs::write(root.join("small-hard"), b"tiny").unwrap();
+    fs::hard_link(root.join("small-hard"), root.join("empty-dir/small-hard-2")).unwrap();
+    // A sparse file: 64 MiB with two islands of data.
+    let sparse = fs::File::create(root.join("sparse.img")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    sparse
+        .write_all_at(&random_bytes(300_000, 3), 5 << 20)
+        .unwrap();
+    sparse.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+    xattr::set(
+        root.join("lib/python/text.py"),
+        "user.thaw.test",
+        b"value-1",
+    )
+    .unwrap();
+    xattr::set(root.join("empty-dir"), "user.dir", b"d").unwrap();
+    let fifo = std::ffi::CString::new(root.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    if is_root() {
+        let dev = std::ffi::CString::new(root.join("null-dev").to_str().unwrap()).unwrap();
+        // SAFETY: valid NUL-terminated path.
+        assert_eq!(
+            unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+            0
+        );
+        std::os::unix::fs::lchown(root.join("secret"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::lchown(root.join("link-rel"), Some(42), Some(43)).unwrap();
+    }
+    set_mtime(&root.join("big.bin"), 1_600_000_000, 123_456_789);
+    set_mtime(&root.join("link-rel"), 1_500_000_000, 1);
+    set_mtime(&root.join("empty-dir"), 1_400_000_000, 999);
+}
+
+/// Everything about one entry that extraction must preserve.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EntryFacts {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub nlink: u64,
+    pub rdev: u64,
+    pub link_target: Option<PathBuf>,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub content: Option<blake3::Hash>,
+}
+
+/// Facts of every entry under `root`, keyed by relative path.
+pub fn tree_facts(root: &Path) -> BTreeMap<PathBuf, EntryFacts> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            for e in fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+        let xattrs = xattr::list(&path)
+            .map(|names| {
+                names
+                    .map(|n| {
+                        (
+                            n.to_string_lossy().into_owned(),
+                            xattr::get(&path, &n).unwrap().unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let content = meta.is_file().then(|| {
+            let mut h = blake3::Hasher::new();
+            let mut f = fs::File::open(&path).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            h.finalize()
+        });
+        let rel = path.strip_prefix(root).unwrap().to_path_buf();
+        out.insert(
+            rel,
+            EntryFacts {
+                mode: meta.mode(),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                size: if meta.is_dir() { 0 } else { meta.size() },
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                nlink: meta.nlink(),
+                rdev: meta.rdev(),
+                link_target: meta
+                    .file_type()
+                    .is_symlink()
+                    .then(|| fs::read_link(&path).unwrap()),
+                xattrs,
+                content,
+            },
+        );
+    }
+    out
+}
+
+/// Asserts two trees are equal in content and metadata, naming the first difference.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let (fa, fb) = (tree_facts(a), tree_facts(b));
+    assert_eq!(
+        fa.keys().collect::<Vec<_>>(),
+        fb.keys().collect::<Vec<_>>(),
+        "different entries"
+    );
+    for (path, facts) in &fa {
+        assert_eq!(facts, &fb[path], "entry {} differs", path.display());
+    }
+}
+
+/// A real S3-compatible server (moto) on a free loopback port, stopped on drop.
+pub struct S3Server {
+    child: Child,
+    port: u16,
+}
+
+impl S3Server {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "moto_server not found: run .ci/run's setup (pip install 'moto[server]') first",
+            );
+        let server = S3Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket with a plain HTTP PUT (moto needs no signature for this).
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = self.request("PUT", &format!("/{bucket}"));
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "create bucket {bucket}: {status}"
+        );
+    }
+
+    /// Deletes one object; returns the status line.
+    pub fn delete_object(&self, bucket: &str, key: &str) -> String {
+        self.request("DELETE", &format!("/{bucket}/{key}"))
+    }
+
+    fn request(&self, method: &str, path: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port).unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        response.lines().next().unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every object key under `dir` of a local store with the given suffix.
+pub fn store_files(store: &Path, dir: &str, suffix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(store.join(dir))
+        .map(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(suffix))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}

@@ -1,0 +1,196 @@
+//! End-to-end: index real trees with the `thaw` binary into a local folder store, then read them
+//! back with extract, cat, ls, stats and verify.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+#[test]
+fn extract_restores_every_file_kind_with_its_metadata() {
+    let w = World::local();
+    let src = w.path("src");
+    build_rich_tree(&src);
+    let report = w.index("dir", &src, "rich", &[]);
+    assert!(report["new_chunks"].as_u64().unwrap() > 0);
+
+    let out = w.path("out");
+    w.ok(&["extract", "rich", out.to_str().unwrap(), "--quiet"]);
+    assert_same_tree(&src, &out);
+
+    // Holes stay holes: the 64 MiB sparse file holds little more than its data.
+    let meta = fs::metadata(out.join("sparse.img")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.len(), 64 << 20);
+    assert!(
+        meta.blocks() * 512 < 4 << 20,
+        "sparse file allocated {} bytes",
+        meta.blocks() * 512
+    );
+
+    // Extraction refuses a non-empty destination.
+    let err = w.fails(&["extract", "rich", out.to_str().unwrap()]);
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[test]
+fn cat_and_ls_read_single_files_and_directories() {
+    let w = World::local();
+    let src = w.path("src");
+    build_rich_tree(&src);
+    w.index("dir", &src, "rich", &[]);
+
+    for file in [
+        "big.bin",
+        "lib/python/pkg/mod7.py",
+        "sparse.img",
+        "lib/hard-b",
+        "empty-file",
+    ] {
+        let out = w.thaw().args(["cat", "rich", file]).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(out.stdout, fs::read(src.join(file)).unwrap(), "cat {file}");
+    }
+    let listing = w.ok(&["ls", "rich", "lib/python"]);
+    assert!(listing.contains("/lib/python/text.py"), "{listing}");
+    assert!(listing.contains("drwx"), "{listing}");
+    let recursive = w.ok(&["ls", "rich", "-R"]);
+    assert!(
+        recursive.contains("/lib/python/pkg/mod39.py"),
+        "{recursive}"
+    );
+    assert!(
+        recursive.contains("/link-rel -> lib/python/text.py"),
+        "{recursive}"
+    );
+    let err = w.fails(&["cat", "rich", "no/such/file"]);
+    assert!(err.contains("no/such/file"), "{err}");
+    let err = w.fails(&["ls", "nosuchtag"]);
+    assert!(err.contains("nosuchtag"), "{err}");
+    let tags = w.ok(&["tags"]);
+    assert!(tags.trim().ends_with(" rich"), "{tags}");
+}
+
+#[test]
+fn the_same_tree_gives_the_same_manifest_and_stores_nothing_new() {
+    let w = World::local();
+    let src = w.path("src");
+    build_rich_tree(&src);
+    let first = w.index("dir", &src, "a", &[]);
+    let second = w.index("dir", &src, "b", &[]);
+    assert_eq!(first["manifest"], second["manifest"]);
+    assert_eq!(second["new_chunks"], 0);
+    assert_eq!(second["packs"], 0);
+    // A different chunker is recorded in the manifest and so gives a different id.
+    let fixed = w.index("dir", &src, "c", &["--chunker", "fixed:1048576"]);
+    assert_ne!(first["manifest"], fixed["manifest"]);
+}
+
+#[test]
+fn stats_report_dedup_between_two_versions_of_a_tree() {
+    let w = World::local();
+    let v1 = w.path("v1");
+    build_rich_tree(&v1);
+    let v2 = w.path("v2");
+    build_rich_tree(&v2);
+    // Version 2 changes one byte in the middle of the big file and adds a package.
+    let mut big = fs::read(v2.join("big.bin")).unwrap();
+    big[4 << 20] ^= 0xff;
+    fs::write(v2.join("big.bin"), big).unwrap();
+    fs::create_dir(v2.join("lib/python/newpkg")).unwrap();
+    fs::write(
+        v2.join("lib/python/newpkg/__init__.py"),
+        text_bytes(5000, 77),
+    )
+    .unwrap();
+    w.index("dir", &v1, "v1", &[]);
+    let second = w.index("dir", &v2, "v2", &[]);
+    let stats: serde_json::Value =
+        serde_json::from_str(w.ok(&["stats", "v1", "v2", "--json"]).trim()).unwrap();
+    let combined = &stats["combined"];
+    let ratio = combined["dedup_ratio"].as_f64().unwrap();
+    assert!(
+        ratio < 0.65,
+        "two near-identical versions should share most bytes: {stats}"
+    );
+    let v1_stored = stats["manifests"][0]["stored_bytes"].as_u64().unwrap();
+    assert!(
+        second["new_stored_bytes"].as_u64().unwrap() < v1_stored / 2,
+        "{second}"
+    );
+    let human = w.ok(&["stats", "v1", "v2"]);
+    assert!(human.contains("dedup ratio"), "{human}");
+}
+
+#[test]
+fn verify_passes_on_a_sound_store() {
+    let w = World::local();
+    let src = w.path("src");
+    build_rich_tree(&src);
+    w.index("dir", &src, "rich", &[]);
+    let out = w.ok(&["verify", "rich", "--quiet"]);
+    assert!(out.starts_with("ok: "), "{out}");
+}
+
+#[test]
+fn model_folders_are_indexed_with_their_safetensors_validated() {
+    let w = World::local();
+    let model = w.path("model");
+    fs::create_dir_all(&model).unwrap();
+    let header = br#"{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[1024,1024],"data_offsets":[0,4194304]},"b":{"dtype":"F16","shape":[8],"data_offsets":[4194304,4194320]}}"#;
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header);
+    file.extend_from_slice(&random_bytes(4194320, 5));
+    fs::write(model.join("model.safetensors"), &file).unwrap();
+    fs::write(model.join("config.json"), br#"{"hidden_size": 1024}"#).unwrap();
+    fs::write(model.join("tokenizer.json"), text_bytes(50_000, 3)).unwrap();
+    w.index("model", &model, "m", &[]);
+    let out = w.path("out");
+    w.ok(&["extract", "m", out.to_str().unwrap(), "--quiet"]);
+    assert_same_tree(&model, &out);
+
+    // A lying header: a tensor past the end of the data.
+    let bad_header = br#"{"w":{"dtype":"F32","shape":[1024,1024],"data_offsets":[0,8388608]}}"#;
+    let mut bad = (bad_header.len() as u64).to_le_bytes().to_vec();
+    bad.extend_from_slice(bad_header);
+    bad.extend_from_slice(&[0u8; 4096]);
+    fs::write(model.join("broken.safetensors"), &bad).unwrap();
+    let err = w.fails(&["index", "model", model.to_str().unwrap(), "--tag", "m2"]);
+    assert!(
+        err.contains("broken.safetensors: tensor w.data_offsets"),
+        "{err}"
+    );
+    // An absurd header length.
+    fs::write(model.join("broken.safetensors"), u64::MAX.to_le_bytes()).unwrap();
+    let err = w.fails(&["index", "model", model.to_str().unwrap(), "--tag", "m2"]);
+    assert!(err.contains("broken.safetensors: header length"), "{err}");
+    assert!(!w.ok(&["tags"]).contains("m2"), "no tag for a failed index");
+
+    // A folder without safetensors is not a model.
+    let err = w.fails(&["index", "model", w.path("src-none").to_str().unwrap()]);
+    assert!(err.contains("src-none"), "{err}");
+}
+
+#[test]
+fn a_warm_disk_cache_serves_extracts_when_the_store_is_gone() {
+    let w = World::local();
+    let src = w.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("data"), random_bytes(3 << 20, 8)).unwrap();
+    w.index("dir", &src, "t", &[]);
+    w.ok(&["extract", "t", w.path("first").to_str().unwrap(), "--quiet"]);
+    // Remove every pack: only the disk cache (a new process, so it survived a restart) can serve.
+    for pack in store_files(&w.store_dir(), "packs", ".pack") {
+        fs::remove_file(pack).unwrap();
+    }
+    let second = w.path("second");
+    w.ok(&["extract", "t", second.to_str().unwrap(), "--quiet"]);
+    assert_eq!(
+        fs::read(second.join("data")).unwrap(),
+        fs::read(src.join("data")).unwrap()
+    );
+    // Without the cache the same read fails, naming the missing pack.
+    let err = w.fails(&["--no-disk-cache", "cat", "t", "data"]);
+    assert!(err.contains("pack is missing"), "{err}");
+}
