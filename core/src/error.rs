@@ -12,13 +12,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The object store failed on one object.
-    #[error("store object {object}: {source}")]
+    #[error("store object {object}: {cause}")]
     ObjectStore {
         /// Object key inside the store.
         object: String,
-        /// What the object store said.
-        #[source]
-        source: object_store::Error,
+        /// What the object store said (part of the message, so not repeated as a source).
+        cause: object_store::Error,
     },
     /// An object the store should hold is absent.
     #[error("store object {object} not found")]
@@ -55,13 +54,12 @@ pub enum Error {
         tried: String,
     },
     /// A local file operation failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The local disk cache failed.
     #[error("disk cache {}: {reason}", path.display())]
@@ -127,7 +125,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -136,7 +134,7 @@ impl Error {
         let object = object.into();
         match source {
             object_store::Error::NotFound { .. } => Error::NotFound { object },
-            source => Error::ObjectStore { object, source },
+            cause => Error::ObjectStore { object, cause },
         }
     }
 

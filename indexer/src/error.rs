@@ -6,13 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     /// A source or destination file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file changed size while it was being read.
     #[error("{}: changed while being indexed (expected {expected} bytes, read {read})", path.display())]
@@ -42,7 +41,7 @@ impl IndexError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         IndexError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

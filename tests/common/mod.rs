@@ -363,9 +363,32 @@ impl S3Server {
         );
     }
 
-    /// Deletes one object; returns the status line.
-    pub fn delete_object(&self, bucket: &str, key: &str) -> String {
-        self.request("DELETE", &format!("/{bucket}/{key}"))
+    /// Deletes every object under `prefix` whose key ends with `suffix` (through boto3, which
+    /// moto brings, so the request is signed as a real client's); returns the deleted keys.
+    pub fn delete_objects(&self, bucket: &str, prefix: &str, suffix: &str) -> Vec<String> {
+        let script = format!(
+            "import boto3\n\
+             s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='testing', aws_secret_access_key='testing', region_name='us-east-1')\n\
+             for o in s3.list_objects_v2(Bucket='{bucket}', Prefix='{prefix}').get('Contents', []):\n\
+             \x20   if o['Key'].endswith('{suffix}'):\n\
+             \x20       s3.delete_object(Bucket='{bucket}', Key=o['Key'])\n\
+             \x20       print(o['Key'])\n",
+            self.endpoint()
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     fn request(&self, method: &str, path: &str) -> String {

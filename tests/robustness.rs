@@ -1,0 +1,136 @@
+//! A store stays valid when an indexer is killed mid-run, and two indexers can share a store.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn tag_target(w: &World, tag: &str) -> Option<String> {
+    w.ok(&["tags"])
+        .lines()
+        .find(|l| l.ends_with(&format!("  {tag}")))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+}
+
+#[test]
+fn an_indexer_killed_mid_run_leaves_tags_on_complete_manifests() {
+    let w = World::local();
+    let old = w.path("old");
+    fs::create_dir_all(&old).unwrap();
+    fs::write(old.join("f"), b"old version").unwrap();
+    w.index("dir", &old, "app", &[]);
+    let old_manifest = tag_target(&w, "app").unwrap();
+
+    let big = w.path("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..12 {
+        fs::write(
+            big.join(format!("part{i}")),
+            random_bytes(24 << 20, 100 + i),
+        )
+        .unwrap();
+    }
+    let mut child = w
+        .thaw()
+        .args([
+            "index",
+            "dir",
+            big.to_str().unwrap(),
+            "--tag",
+            "app",
+            "--pack-bytes",
+            "4MiB",
+            "--threads",
+            "1",
+            "--quiet",
+        ])
+        .spawn()
+        .unwrap();
+    // Kill it once it has written a few packs but long before it can finish.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if store_files(&w.store_dir(), "packs", ".idx").len() >= 4 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the indexer finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no packs appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+
+    assert_eq!(
+        tag_target(&w, "app").as_deref(),
+        Some(old_manifest.as_str()),
+        "the tag still names the old manifest"
+    );
+    w.ok(&["verify", "app", "--quiet"]);
+    // Every manifest in the store is complete: it opens, and its chunk map is there.
+    for manifest in store_files(&w.store_dir(), "manifests", "") {
+        let id = manifest.file_name().unwrap().to_string_lossy().to_string();
+        w.ok(&["verify", &id, "--quiet"]);
+    }
+    // A rerun reuses the packs the killed run left and completes.
+    let report = w.index("dir", &big, "app", &["--pack-bytes", "4MiB"]);
+    assert!(
+        report["new_chunks"].as_u64().unwrap() < report["chunks"].as_u64().unwrap(),
+        "{report}"
+    );
+    w.ok(&["verify", "app", "--quiet"]);
+    let out = w.path("out");
+    w.ok(&["extract", "app", out.to_str().unwrap(), "--quiet"]);
+    assert_same_tree(&big, &out);
+}
+
+#[test]
+fn two_indexers_writing_one_store_at_once_both_succeed() {
+    let w = World::local();
+    let shared = random_bytes(6 << 20, 7);
+    let mut children = Vec::new();
+    for name in ["one", "two"] {
+        let dir = w.path(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("shared.bin"), &shared).unwrap();
+        fs::write(
+            dir.join("own.bin"),
+            random_bytes(5 << 20, name.len() as u64 * 31),
+        )
+        .unwrap();
+        for i in 0..50 {
+            fs::write(dir.join(format!("small{i}.txt")), text_bytes(3000, i)).unwrap();
+        }
+        let child = w
+            .thaw()
+            .args([
+                "index",
+                "dir",
+                dir.to_str().unwrap(),
+                "--tag",
+                name,
+                "--pack-bytes",
+                "2MiB",
+                "--quiet",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    for name in ["one", "two"] {
+        w.ok(&["verify", name, "--quiet"]);
+        let out = w.path(&format!("{name}-out"));
+        w.ok(&["extract", name, out.to_str().unwrap(), "--quiet"]);
+        assert_same_tree(&w.path(name), &out);
+    }
+}
