@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use thaw_core::manifest::{FileKind, NodeMeta};
+use thaw_core::manifest::{FileKind, NodeMeta, Xattrs};
 
 use crate::IndexError;
 
@@ -49,7 +49,7 @@ fn kind_of(meta: &Metadata) -> FileKind {
     }
 }
 
-fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, IndexError> {
+fn read_xattrs(path: &Path) -> Result<Xattrs, IndexError> {
     let names = match xattr::list(path) {
         Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),

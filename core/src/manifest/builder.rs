@@ -13,6 +13,9 @@ use crate::binary::Writer;
 use crate::chunker::Chunker;
 use crate::{ChunkId, Error, Result};
 
+/// Extended attributes as (name, value) pairs, sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Metadata and content of one node, as the indexer found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeMeta {
@@ -35,7 +38,7 @@ pub struct NodeMeta {
     /// Target of a symlink.
     pub symlink_target: Vec<u8>,
     /// Extended attributes, sorted by name.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Xattrs,
     /// Content of a regular file, sorted by offset; gaps are holes (zeros).
     pub extents: Vec<ExtentSpec>,
 }

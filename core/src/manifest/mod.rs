@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-pub use builder::{ExtentSpec, ManifestBuilder, NodeMeta};
+pub use builder::{ExtentSpec, ManifestBuilder, NodeMeta, Xattrs};
 pub use layout::*;
 
 use crate::binary::Reader;

@@ -64,7 +64,7 @@ impl TieredStore {
 
     /// The verified bytes of a chunk.
     pub async fn get(&self, chunk: &ChunkRef) -> Result<Bytes> {
-        if let Some(data) = self.inner.from_caches(chunk).await {
+        if let Some(data) = self.inner.read_caches(chunk).await {
             return Ok(data);
         }
         let flight = {
@@ -81,7 +81,7 @@ impl TieredStore {
                     let inner = self.inner.clone();
                     let chunk = *chunk;
                     let flight = async move {
-                        let result = inner.from_origin(&chunk).await.map_err(Arc::new);
+                        let result = inner.fetch_origin(&chunk).await.map_err(Arc::new);
                         inner
                             .in_flight
                             .lock()
@@ -101,7 +101,7 @@ impl TieredStore {
 }
 
 impl Inner {
-    async fn from_caches(&self, chunk: &ChunkRef) -> Option<Bytes> {
+    async fn read_caches(&self, chunk: &ChunkRef) -> Option<Bytes> {
         for (tier, cache) in self.caches.iter().enumerate() {
             let data = match cache.fetch(chunk).await {
                 Ok(Some(data)) => data,
@@ -126,7 +126,7 @@ impl Inner {
         None
     }
 
-    async fn from_origin(&self, chunk: &ChunkRef) -> Result<Bytes> {
+    async fn fetch_origin(&self, chunk: &ChunkRef) -> Result<Bytes> {
         let data = self
             .origin
             .fetch(chunk)
