@@ -80,7 +80,7 @@ impl EncodedChunk {
 
     /// Like [`EncodedChunk::encode`] for a caller that already hashed `raw` into `id`.
     pub fn encode_with_id(id: ChunkId, raw: &[u8], level: i32) -> Self {
-        let compressed = zstd::bulk::compress(raw, level).unwrap_or_default();
+        let compressed = compress_reusing_context(raw, level);
         let (codec, data) = if !compressed.is_empty()
             && (compressed.len() as f64) < raw.len() as f64 * INCOMPRESSIBLE_RATIO
         {
@@ -95,6 +95,27 @@ impl EncodedChunk {
             data,
         }
     }
+}
+
+thread_local! {
+    /// One zstd context per thread and level: creating a context per chunk costs more than
+    /// compressing a small chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// zstd-compresses `raw` with this thread's cached context; empty on failure (stored raw then).
+fn compress_reusing_context(raw: &[u8], level: i32) -> Vec<u8> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+        }
+        match slot.as_mut() {
+            Some((_, compressor)) => compressor.compress(raw).unwrap_or_default(),
+            None => Vec::new(),
+        }
+    })
 }
 
 /// Where one chunk lives: pack, frame offset, stored and raw length, codec.

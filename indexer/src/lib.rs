@@ -117,24 +117,16 @@ pub fn index_tree(
     if let Some(tag) = tag {
         thaw_core::store::validate_tag(tag)?;
     }
-    let tree = walk::scan(root)?;
-    let annotations = match kind {
-        SourceKind::Directory => Vec::new(),
-        SourceKind::Model => vec![(
-            model::ANNOTATION.to_string(),
-            model::validate_model(root, &tree)?,
-        )],
-    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads.max(1))
+        .build()
+        .map_err(|e| IndexError::Unsupported {
+            path: root.to_path_buf(),
+            reason: format!("thread pool: {e}"),
+        })?;
     let chunker = options.chunker.unwrap_or_else(|| kind.default_chunker());
     let report = pipeline::run(
-        store,
-        runtime,
-        tree,
-        chunker,
-        kind,
-        annotations,
-        options,
-        progress,
+        store, runtime, &pool, root, chunker, kind, options, progress,
     )?;
     if let Some(tag) = tag {
         runtime.block_on(store.set_tag(tag, &report.manifest))?;

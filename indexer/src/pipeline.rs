@@ -1,11 +1,12 @@
-//! The indexing pipeline: plan work units, chunk + hash + compress them on a thread pool, append
-//! new chunks to packs on one writer thread, then write chunk map, manifest (and the caller the tag).
+//! The indexing pipeline: as the parallel scan finds each directory's files, chunk + hash +
+//! compress them on the same thread pool, append new chunks to packs on one writer thread, then
+//! write chunk map and manifest (and the caller the tag).
 //!
 //! Memory stays bounded: workers stream files through the chunker, the writer's channel holds at
 //! most [`CHANNEL_CHUNKS`] compressed chunks, and at most [`UPLOADS_IN_FLIGHT`] sealed packs wait
 //! for the object store.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::io::AsRawFd;
@@ -21,8 +22,8 @@ use thaw_core::pack::{ChunkLocation, EncodedChunk, PackBuilder};
 use thaw_core::store::Store;
 use thaw_core::ChunkId;
 
-use crate::walk::{Entry, Tree};
-use crate::{IndexError, IndexOptions, Progress, SourceKind, BATCH_BYTES, SMALL_FILE_BYTES};
+use crate::walk::{self, DirVisitor, Entry};
+use crate::{model, IndexError, IndexOptions, Progress, SourceKind, BATCH_BYTES, SMALL_FILE_BYTES};
 
 /// Compressed chunks buffered between workers and the pack writer.
 const CHANNEL_CHUNKS: usize = 64;
@@ -52,34 +53,33 @@ pub struct IndexReport {
     pub skipped_indexes: Vec<String>,
 }
 
-/// A unit of parallel work: one large file, or a batch of small files sharing one chunk.
+/// A unit of parallel work inside one directory: one large file, or a batch of small files that
+/// share one chunk (indexes into the directory's children).
 enum Unit {
     Large(usize),
     Batch(Vec<usize>),
 }
 
-fn plan(entries: &[Entry]) -> Vec<Unit> {
+/// Splits one directory's children (sorted by name) into units. Small files are batched in name
+/// order up to [`BATCH_BYTES`]; batches never span directories, so a change in one package leaves
+/// the other packages' chunk ids alone. Files with several names always get their own chunks, so
+/// their chunk ids do not depend on which name the scan reached first.
+fn plan_dir(children: &[Entry]) -> Vec<Unit> {
     let mut units = Vec::new();
     let mut batch: Vec<usize> = Vec::new();
     let mut batch_bytes = 0u64;
-    let mut batch_parent: &[u8] = b"";
-    let parent = |rel: &[u8]| -> usize { rel.iter().rposition(|c| *c == b'/').unwrap_or(0) };
-    for (i, e) in entries.iter().enumerate() {
-        if e.meta.kind != FileKind::Regular || e.hardlink_of.is_some() || e.meta.size == 0 {
+    for (i, e) in children.iter().enumerate() {
+        if e.meta.kind != FileKind::Regular || e.meta.size == 0 {
             continue;
         }
-        if e.meta.size >= SMALL_FILE_BYTES {
+        if e.meta.size >= SMALL_FILE_BYTES || e.link_key.is_some() {
             units.push(Unit::Large(i));
             continue;
         }
-        // Batches never span directories, so a change in one package leaves the others' batches
-        // (and their chunk ids) alone.
-        let dir = &e.rel[..parent(&e.rel)];
-        if !batch.is_empty() && (dir != batch_parent || batch_bytes + e.meta.size > BATCH_BYTES) {
+        if !batch.is_empty() && batch_bytes + e.meta.size > BATCH_BYTES {
             units.push(Unit::Batch(std::mem::take(&mut batch)));
             batch_bytes = 0;
         }
-        batch_parent = dir;
         batch.push(i);
         batch_bytes += e.meta.size;
     }
@@ -92,6 +92,11 @@ fn plan(entries: &[Entry]) -> Vec<Unit> {
 /// Shared state of the workers.
 struct Workers<'a> {
     chunker: Chunker,
+    kind: SourceKind,
+    /// Files with several names whose content a worker has taken on, and their extents.
+    linked: Mutex<HashMap<(u64, u64), Option<Vec<ExtentSpec>>>>,
+    /// Summaries of validated safetensors files (model folders).
+    model_files: Mutex<BTreeMap<String, serde_json::Value>>,
     zstd_level: i32,
     seen: Mutex<HashSet<ChunkId>>,
     sender: crossbeam_channel::Sender<EncodedChunk>,
@@ -160,7 +165,9 @@ impl Workers<'_> {
         entries: &[Entry],
         members: &[usize],
     ) -> Result<Vec<(usize, ExtentSpec)>, IndexError> {
-        let mut buf = Vec::with_capacity(BATCH_BYTES as usize + SMALL_FILE_BYTES as usize);
+        // Exactly the batch's size (+1 so a file that grew is noticed without a reallocation).
+        let total: u64 = members.iter().map(|&i| entries[i].meta.size).sum();
+        let mut buf = Vec::with_capacity(total as usize + 1);
         let mut placed = Vec::with_capacity(members.len());
         for &i in members {
             let entry = &entries[i];
@@ -196,6 +203,67 @@ impl Workers<'_> {
                 )
             })
             .collect())
+    }
+}
+
+impl DirVisitor for Workers<'_> {
+    fn visit(&self, children: &mut [Entry]) -> Result<(), IndexError> {
+        if self.abort.load(Ordering::Relaxed) {
+            // Another worker or the pack writer failed; its error is the one reported.
+            return Ok(());
+        }
+        if self.kind == SourceKind::Model {
+            for child in children.iter().filter(|c| model::is_safetensors(c)) {
+                let (name, summary) = model::summarize(child)?;
+                self.model_files
+                    .lock()
+                    .expect("model lock")
+                    .insert(name, summary);
+            }
+        }
+        let units = plan_dir(children);
+        let results: Vec<Vec<(usize, ExtentSpec)>> = units
+            .par_iter()
+            .map(|unit| {
+                let result = match unit {
+                    Unit::Large(i) => self
+                        .large_once(&children[*i])
+                        .map(|x| x.into_iter().map(|e| (*i, e)).collect()),
+                    Unit::Batch(members) => self.batch(children, members),
+                };
+                if result.is_err() {
+                    self.abort.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .collect::<Result<_, IndexError>>()?;
+        for (i, extent) in results.into_iter().flatten() {
+            children[i].meta.extents.push(extent);
+        }
+        Ok(())
+    }
+}
+
+impl Workers<'_> {
+    /// Chunks a large file; a file with several names is chunked once, by whoever gets there
+    /// first, and its extents are handed out after the scan.
+    fn large_once(&self, entry: &Entry) -> Result<Vec<ExtentSpec>, IndexError> {
+        let Some(key) = entry.link_key else {
+            return self.large(entry);
+        };
+        // Claim the inode without overwriting a claim (or the extents) of another name.
+        match self.linked.lock().expect("linked lock").entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => return Ok(Vec::new()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(None);
+            }
+        }
+        let extents = self.large(entry)?;
+        self.linked
+            .lock()
+            .expect("linked lock")
+            .insert(key, Some(extents));
+        Ok(Vec::new())
     }
 }
 
@@ -298,10 +366,10 @@ impl PackWriter<'_> {
 pub fn run(
     store: &Store,
     runtime: &tokio::runtime::Handle,
-    tree: Tree,
+    pool: &rayon::ThreadPool,
+    root: &Path,
     chunker: Chunker,
     kind: SourceKind,
-    annotations: Vec<(String, String)>,
     options: &IndexOptions,
     progress: &dyn Progress,
 ) -> Result<IndexReport, IndexError> {
@@ -316,37 +384,25 @@ pub fn run(
     for problem in &skipped_indexes {
         tracing::warn!(%problem, "not trusting this pack index for dedup");
     }
-
-    let entries = tree.entries;
-    let units = plan(&entries);
-    let total: u64 = units
-        .iter()
-        .map(|u| match u {
-            Unit::Large(i) => entries[*i].meta.size,
-            Unit::Batch(m) => m.iter().map(|i| entries[*i].meta.size).sum(),
-        })
-        .sum();
-    progress.start("indexing", total);
+    // The total is unknown until the scan ends: the bar counts bytes and rate.
+    progress.start("indexing", 0);
 
     let (sender, receiver) = crossbeam_channel::bounded::<EncodedChunk>(CHANNEL_CHUNKS);
     let abort = AtomicBool::new(false);
     let workers = Workers {
         chunker,
+        kind,
+        linked: Mutex::new(HashMap::new()),
+        model_files: Mutex::new(BTreeMap::new()),
         zstd_level: options.zstd_level,
         seen: Mutex::new(known.keys().copied().collect()),
         sender,
         abort: &abort,
         progress,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads.max(1))
-        .build()
-        .map_err(|e| IndexError::Unsupported {
-            path: "thread pool".into(),
-            reason: e.to_string(),
-        })?;
 
-    let (extents, writer) = std::thread::scope(|scope| {
+    let started = std::time::Instant::now();
+    let (tree, writer, linked, model_files) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
             let mut writer = PackWriter {
                 store,
@@ -373,56 +429,66 @@ pub fn run(
             }
             writer.finish()
         });
-        let results: Result<Vec<Vec<(usize, ExtentSpec)>>, IndexError> = pool.install(|| {
-            units
-                .par_iter()
-                .map(|unit| {
-                    let r = match unit {
-                        Unit::Large(i) => workers
-                            .large(&entries[*i])
-                            .map(|x| x.into_iter().map(|e| (*i, e)).collect()),
-                        Unit::Batch(members) => workers.batch(&entries, members),
-                    };
-                    if r.is_err() {
-                        abort.store(true, Ordering::Relaxed);
-                    }
-                    r
-                })
-                .collect()
-        });
-        drop(workers);
+        let tree = pool.install(|| walk::scan(root, &workers));
+        if tree.is_err() {
+            abort.store(true, Ordering::Relaxed);
+        }
+        // Hang up on the writer (dropping the sender) so it seals the last pack and returns.
+        let Workers {
+            linked,
+            model_files,
+            sender,
+            ..
+        } = workers;
+        drop(sender);
         let writer = writer.join().expect("pack writer thread panicked");
-        (results, writer)
+        (tree, writer, linked, model_files)
     });
-    // A worker error is the root cause; report it before the writer's "aborted".
-    let extents = extents?;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "scanned, chunked, compressed and packed"
+    );
+    // A scan or worker error is the root cause; report it before the writer's "aborted".
+    let entries = tree?.entries;
     let writer = writer?;
     progress.finish();
 
-    let mut per_entry: HashMap<usize, Vec<ExtentSpec>> = HashMap::new();
-    for (i, extent) in extents.into_iter().flatten() {
-        per_entry.entry(i).or_default().push(extent);
-    }
     let mut builder = ManifestBuilder::new(chunker, entries[0].meta.clone());
     builder.annotate("org.thaw.source.kind", kind.name());
-    for (key, value) in annotations {
-        builder.annotate(key, value);
+    if kind == SourceKind::Model {
+        let files = model_files.into_inner().expect("model lock");
+        if files.is_empty() {
+            return Err(IndexError::Unsupported {
+                path: root.to_path_buf(),
+                reason: "no .safetensors files: not a model folder (use `thaw index dir` for other trees)".into(),
+            });
+        }
+        builder.annotate(
+            model::ANNOTATION,
+            serde_json::to_string(&files).expect("summary serialises"),
+        );
     }
+    let mut linked = linked.into_inner().expect("linked lock");
     let mut bytes_read = 0;
-    for (i, entry) in entries.iter().enumerate().skip(1) {
+    for entry in entries.iter().skip(1) {
         if let Some(first) = &entry.hardlink_of {
             builder.link(&entry.rel, first)?;
             continue;
         }
         let mut meta = entry.meta.clone();
-        if let Some(mut extents) = per_entry.remove(&i) {
-            extents.sort_by_key(|e| e.file_offset);
-            bytes_read += extents.iter().map(|e| e.len as u64).sum::<u64>();
+        if let Some(extents) = entry.link_key.and_then(|key| linked.remove(&key)).flatten() {
             meta.extents = extents;
         }
+        meta.extents.sort_by_key(|e| e.file_offset);
+        bytes_read += meta.extents.iter().map(|e| e.len as u64).sum::<u64>();
         builder.insert(&entry.rel, meta)?;
     }
     let (manifest_id, manifest_bytes) = builder.finish()?;
+    tracing::info!(
+        bytes = manifest_bytes.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "manifest built"
+    );
     let manifest = Manifest::open(manifest_bytes.clone(), "new manifest")?;
     let locations = manifest
         .chunks()?
@@ -458,4 +524,89 @@ pub fn run(
         packs: writer.packs,
         skipped_indexes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thaw_core::manifest::NodeMeta;
+
+    fn file(name: &str, size: u64, linked: bool) -> Entry {
+        Entry {
+            rel: name.as_bytes().to_vec(),
+            abs: name.into(),
+            meta: NodeMeta {
+                kind: FileKind::Regular,
+                size,
+                ..NodeMeta::directory(0o644)
+            },
+            hardlink_of: None,
+            link_key: linked.then_some((1, 2)),
+        }
+    }
+
+    #[test]
+    fn small_files_are_batched_in_order_up_to_the_batch_size() {
+        let children = vec![
+            file("a", 40_000, false),
+            file("b", 0, false),
+            file("c", SMALL_FILE_BYTES, false),
+            file("d", 600_000 / 10, false),
+            file("e", 10, true),
+        ];
+        let mut many = children.clone();
+        for i in 0..30 {
+            many.push(file(&format!("s{i:02}"), 60_000, false));
+        }
+        let units = plan_dir(&many);
+        let larges: Vec<usize> = units
+            .iter()
+            .filter_map(|u| match u {
+                Unit::Large(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            larges,
+            vec![2, 4],
+            "files >= the small limit and linked files get their own chunks"
+        );
+        let batches: Vec<&Vec<usize>> = units
+            .iter()
+            .filter_map(|u| match u {
+                Unit::Batch(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        let flat: Vec<usize> = batches.iter().flat_map(|b| b.iter().copied()).collect();
+        let expected: Vec<usize> = [0, 3].into_iter().chain(5..35).collect();
+        assert_eq!(
+            flat, expected,
+            "empty files have no data; the rest keep name order"
+        );
+        for b in &batches {
+            let bytes: u64 = b.iter().map(|&i| many[i].meta.size).sum();
+            assert!(bytes <= BATCH_BYTES, "batch of {bytes} bytes");
+        }
+        assert!(batches.len() >= 2);
+    }
+
+    #[test]
+    fn data_regions_skip_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let f = File::create(&path).unwrap();
+        f.set_len(32 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&[1u8; 4096], 16 << 20).unwrap();
+        let regions = data_regions(&File::open(&path).unwrap(), 32 << 20, &path).unwrap();
+        let data: u64 = regions.iter().map(|(s, e)| e - s).sum();
+        assert!(
+            regions
+                .iter()
+                .any(|(s, e)| *s <= 16 << 20 && *e >= (16 << 20) + 4096),
+            "{regions:?}"
+        );
+        assert!(data < 4 << 20, "holes are skipped: {regions:?}");
+    }
 }

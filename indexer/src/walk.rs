@@ -1,4 +1,8 @@
 //! Scans a directory tree into entries with full metadata, sorted depth first by name.
+//!
+//! Directories are scanned in parallel on the current rayon pool, and each directory's children
+//! are handed to a [`DirVisitor`] as soon as they are known, so reading file contents overlaps
+//! with scanning the rest of the tree.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -7,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use thaw_core::manifest::{FileKind, NodeMeta, Xattrs};
 
 use crate::IndexError;
@@ -22,6 +27,14 @@ pub struct Entry {
     pub meta: NodeMeta,
     /// For the second and later names of a hard-linked file: the first name.
     pub hardlink_of: Option<Vec<u8>>,
+    /// (device, inode) of a non-directory with more than one name.
+    pub link_key: Option<(u64, u64)>,
+}
+
+/// Called once per directory with its children (sorted by name) before descending further.
+pub trait DirVisitor: Sync {
+    /// Looks at (and may fill in the extents of) one directory's children.
+    fn visit(&self, children: &mut [Entry]) -> Result<(), IndexError>;
 }
 
 /// The scanned tree: `entries[0]` is the root.
@@ -99,8 +112,9 @@ fn node_meta(path: &Path, meta: &Metadata) -> Result<NodeMeta, IndexError> {
     })
 }
 
-/// Scans `root` (which must be a directory). Symlinks are recorded, never followed.
-pub fn scan(root: &Path) -> Result<Tree, IndexError> {
+/// Scans `root` (which must be a directory), calling `visitor` for every directory's children.
+/// Symlinks are recorded, never followed.
+pub fn scan(root: &Path, visitor: &dyn DirVisitor) -> Result<Tree, IndexError> {
     let meta = std::fs::symlink_metadata(root).map_err(|e| IndexError::io(root, e))?;
     if !meta.is_dir() {
         return Err(IndexError::Unsupported {
@@ -108,58 +122,68 @@ pub fn scan(root: &Path) -> Result<Tree, IndexError> {
             reason: "not a directory".into(),
         });
     }
-    let mut found = vec![(
-        Entry {
-            rel: Vec::new(),
-            abs: root.to_path_buf(),
-            meta: node_meta(root, &meta)?,
-            hardlink_of: None,
-        },
-        None,
-    )];
-    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        for item in std::fs::read_dir(&dir).map_err(|e| IndexError::io(&dir, e))? {
-            let item = item.map_err(|e| IndexError::io(&dir, e))?;
-            let path = item.path();
+    let root_entry = Entry {
+        rel: Vec::new(),
+        abs: root.to_path_buf(),
+        meta: node_meta(root, &meta)?,
+        hardlink_of: None,
+        link_key: None,
+    };
+    let mut entries = vec![root_entry];
+    entries.extend(scan_dir(root, b"", visitor)?);
+    // Parents before children, siblings in name order: compare component by component.
+    entries.sort_by(|a, b| components(&a.rel).cmp(components(&b.rel)));
+    // The first name of a hard-link group in that order holds the data; the others link to it.
+    let mut first_names: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    for entry in &mut entries {
+        if let Some(key) = entry.link_key {
+            match first_names.get(&key) {
+                Some(first) => entry.hardlink_of = Some(first.clone()),
+                None => {
+                    first_names.insert(key, entry.rel.clone());
+                }
+            }
+        }
+    }
+    Ok(Tree { entries })
+}
+
+/// Everything below `dir` (whose relative path is `rel`), subdirectories scanned in parallel.
+fn scan_dir(dir: &Path, rel: &[u8], visitor: &dyn DirVisitor) -> Result<Vec<Entry>, IndexError> {
+    let mut items: Vec<(Vec<u8>, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| IndexError::io(dir, e))?
+        .map(|item| {
+            let item = item.map_err(|e| IndexError::io(dir, e))?;
+            Ok((item.file_name().as_bytes().to_vec(), item.path()))
+        })
+        .collect::<Result<_, IndexError>>()?;
+    items.sort();
+    let mut children: Vec<Entry> = items
+        .into_par_iter()
+        .map(|(name, path)| {
             let meta = std::fs::symlink_metadata(&path).map_err(|e| IndexError::io(&path, e))?;
-            let mut child_rel = rel.clone();
+            let mut child_rel = rel.to_vec();
             if !child_rel.is_empty() {
                 child_rel.push(b'/');
             }
-            child_rel.extend_from_slice(item.file_name().as_bytes());
-            if meta.is_dir() {
-                stack.push((path.clone(), child_rel.clone()));
-            }
-            let link_key = (!meta.is_dir() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
-            let entry = Entry {
+            child_rel.extend_from_slice(&name);
+            Ok(Entry {
                 meta: node_meta(&path, &meta)?,
                 rel: child_rel,
                 abs: path,
                 hardlink_of: None,
-            };
-            found.push((entry, link_key));
-        }
-    }
-    // Parents before children, siblings in name order: compare component by component.
-    found.sort_by(|(a, _), (b, _)| components(&a.rel).cmp(components(&b.rel)));
-    // The first name of a hard-link group in that order holds the data; the others link to it.
-    let mut first_names: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let entries = found
-        .into_iter()
-        .map(|(mut entry, link_key)| {
-            if let Some(key) = link_key {
-                match first_names.get(&key) {
-                    Some(first) => entry.hardlink_of = Some(first.clone()),
-                    None => {
-                        first_names.insert(key, entry.rel.clone());
-                    }
-                }
-            }
-            entry
+                link_key: (!meta.is_dir() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
+            })
         })
-        .collect();
-    Ok(Tree { entries })
+        .collect::<Result<_, IndexError>>()?;
+    visitor.visit(&mut children)?;
+    let below: Vec<Vec<Entry>> = children
+        .par_iter()
+        .filter(|c| c.meta.kind == FileKind::Directory)
+        .map(|c| scan_dir(&c.abs, &c.rel, visitor))
+        .collect::<Result<_, IndexError>>()?;
+    children.extend(below.into_iter().flatten());
+    Ok(children)
 }
 
 fn components(rel: &[u8]) -> impl Iterator<Item = &[u8]> {

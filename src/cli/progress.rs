@@ -28,6 +28,17 @@ impl Bar {
 
 impl thaw_indexer::Progress for Bar {
     fn start(&self, phase: &str, total_bytes: u64) {
+        if total_bytes == 0 {
+            // Unknown total (indexing discovers files as it goes): count bytes and rate.
+            self.bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg:>10} {bytes} {binary_bytes_per_sec} {elapsed}",
+                )
+                .expect("static template"),
+            );
+            self.bar
+                .enable_steady_tick(std::time::Duration::from_millis(200));
+        }
         self.bar.set_message(phase.to_string());
         self.bar.set_length(total_bytes);
         self.bar.set_position(0);
