@@ -89,12 +89,15 @@ fn plan_dir(children: &[Entry]) -> Vec<Unit> {
     units
 }
 
+/// Extents of files with several names, by (device, inode); `None` while being chunked.
+type LinkedExtents = HashMap<(u64, u64), Option<Vec<ExtentSpec>>>;
+
 /// Shared state of the workers.
 struct Workers<'a> {
     chunker: Chunker,
     kind: SourceKind,
     /// Files with several names whose content a worker has taken on, and their extents.
-    linked: Mutex<HashMap<(u64, u64), Option<Vec<ExtentSpec>>>>,
+    linked: Mutex<LinkedExtents>,
     /// Summaries of validated safetensors files (model folders).
     model_files: Mutex<BTreeMap<String, serde_json::Value>>,
     zstd_level: i32,
