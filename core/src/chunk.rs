@@ -50,6 +50,45 @@ impl ChunkId {
     }
 }
 
+/// Bytes that were checked against their id. Only [`ChunkId::verified`] makes one, so a cache
+/// that takes `VerifiedChunk`s can only ever hold verified bytes.
+#[derive(Clone, Debug)]
+pub struct VerifiedChunk {
+    id: ChunkId,
+    bytes: bytes::Bytes,
+}
+
+impl VerifiedChunk {
+    /// The id the bytes hash to.
+    pub fn id(&self) -> ChunkId {
+        self.id
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.bytes
+    }
+
+    /// The bytes, owned.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        self.bytes
+    }
+
+    /// Wraps bytes from a source that verified them itself (a tier whose
+    /// `returns_verified()` is true). Only core's tiers make that promise.
+    pub(crate) fn already_verified(id: ChunkId, bytes: bytes::Bytes) -> Self {
+        VerifiedChunk { id, bytes }
+    }
+}
+
+impl ChunkId {
+    /// Checks `bytes` against this id (see [`ChunkId::verify`]) and wraps them as verified.
+    pub fn verified(&self, bytes: bytes::Bytes, source_name: &str) -> Result<VerifiedChunk> {
+        self.verify(&bytes, source_name)?;
+        Ok(VerifiedChunk { id: *self, bytes })
+    }
+}
+
 impl fmt::Display for ChunkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())

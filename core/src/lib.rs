@@ -33,5 +33,5 @@ pub mod store;
 pub mod tier;
 pub mod verify;
 
-pub use chunk::ChunkId;
+pub use chunk::{ChunkId, VerifiedChunk};
 pub use error::{Error, Result};

@@ -9,7 +9,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 
@@ -17,6 +17,9 @@ use crate::chunk_map::{chunk_map_key, ChunkMap};
 use crate::manifest::{manifest_key, Manifest};
 use crate::pack::{index_key, pack_key, PackIndex, SealedPack};
 use crate::{ChunkId, Error, Result};
+
+/// Pack indexes fetched at once when loading them all.
+const INDEX_FETCHES_IN_FLIGHT: usize = 32;
 
 /// Options for S3 and S3-compatible stores; unset fields fall back to the usual AWS_* variables.
 #[derive(Clone, Debug, Default)]
@@ -264,7 +267,10 @@ impl Store {
             .iter()
             .filter(|(k, _)| k.ends_with(".idx"))
             .map(|(k, _)| async move { (k, self.get(k).await) });
-        let results = futures::future::join_all(fetches).await;
+        let results: Vec<_> = futures::stream::iter(fetches)
+            .buffer_unordered(INDEX_FETCHES_IN_FLIGHT)
+            .collect()
+            .await;
         for (key, bytes) in results {
             match bytes.and_then(|b| PackIndex::decode(&b, key)) {
                 Ok(index) if index_key(&index.pack) == *key => good.push(index),

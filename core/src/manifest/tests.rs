@@ -10,38 +10,19 @@ fn file(size: u64, extents: Vec<ExtentSpec>) -> NodeMeta {
     }
 }
 
-fn sample() -> ManifestBuilder {
+fn slice_of(chunk: ChunkId, file_offset: u64, chunk_offset: u32, len: u32) -> Vec<ExtentSpec> {
+    vec![ExtentSpec {
+        file_offset,
+        chunk,
+        chunk_raw_len: 10,
+        chunk_offset,
+        len,
+    }]
+}
+
+/// The sample tree's nodes, in an order where parents come first.
+fn sample_nodes() -> Vec<(&'static [u8], NodeMeta)> {
     let chunk = ChunkId::of(b"0123456789");
-    let mut b = ManifestBuilder::new(Chunker::default(), NodeMeta::directory(0o755));
-    b.insert(b"etc", NodeMeta::directory(0o755)).unwrap();
-    b.insert(
-        b"etc/hosts",
-        file(
-            10,
-            vec![ExtentSpec {
-                file_offset: 0,
-                chunk,
-                chunk_raw_len: 10,
-                chunk_offset: 0,
-                len: 10,
-            }],
-        ),
-    )
-    .unwrap();
-    b.insert(
-        b"sparse",
-        file(
-            1 << 30,
-            vec![ExtentSpec {
-                file_offset: 1 << 20,
-                chunk,
-                chunk_raw_len: 10,
-                chunk_offset: 2,
-                len: 5,
-            }],
-        ),
-    )
-    .unwrap();
     let mut link = NodeMeta {
         kind: FileKind::Symlink,
         mode: 0o120777,
@@ -49,20 +30,35 @@ fn sample() -> ManifestBuilder {
         ..NodeMeta::directory(0)
     };
     link.xattrs = vec![(b"user.k".to_vec(), b"v".to_vec())];
-    b.insert(b"link", link).unwrap();
+    let null = NodeMeta {
+        kind: FileKind::CharDevice,
+        mode: 0o020666,
+        rdev: 0x103,
+        ..NodeMeta::directory(0)
+    };
+    vec![
+        (b"etc", NodeMeta::directory(0o755)),
+        (b"etc/hosts", file(10, slice_of(chunk, 0, 0, 10))),
+        (b"sparse", file(1 << 30, slice_of(chunk, 1 << 20, 2, 5))),
+        (b"link", link),
+        (b"null", null),
+    ]
+}
+
+/// Builds the sample tree from its nodes in the given order, then the hard link.
+fn build(order: &[usize]) -> ManifestBuilder {
+    let nodes = sample_nodes();
+    let mut b = ManifestBuilder::new(Chunker::default(), NodeMeta::directory(0o755));
+    for &i in order {
+        b.insert(nodes[i].0, nodes[i].1.clone()).unwrap();
+    }
     b.link(b"hard", b"etc/hosts").unwrap();
-    b.insert(
-        b"null",
-        NodeMeta {
-            kind: FileKind::CharDevice,
-            mode: 0o020666,
-            rdev: 0x103,
-            ..NodeMeta::directory(0)
-        },
-    )
-    .unwrap();
     b.annotate("org.thaw.source", "test");
     b
+}
+
+fn sample() -> ManifestBuilder {
+    build(&[0, 1, 2, 3, 4])
 }
 
 #[test]
@@ -101,62 +97,15 @@ fn tree_round_trips_with_lookup_links_and_sparse_extents() {
 #[test]
 fn same_tree_in_another_order_has_the_same_id() {
     let (a, _) = sample().finish().unwrap();
-    let mut b = ManifestBuilder::new(Chunker::default(), NodeMeta::directory(0o755));
-    b.insert(
-        b"null",
-        NodeMeta {
-            kind: FileKind::CharDevice,
-            mode: 0o020666,
-            rdev: 0x103,
-            ..NodeMeta::directory(0)
-        },
-    )
-    .unwrap();
-    let mut rest = sample();
-    rest.remove(b"null");
-    let (c, _) = rest.finish().unwrap();
-    assert_ne!(a, c, "removing a node changes the id");
-    let chunk = ChunkId::of(b"0123456789");
-    b.insert(b"etc", NodeMeta::directory(0o755)).unwrap();
-    let mut link = NodeMeta {
-        kind: FileKind::Symlink,
-        mode: 0o120777,
-        symlink_target: b"etc/hosts".to_vec(),
-        ..NodeMeta::directory(0)
-    };
-    link.xattrs = vec![(b"user.k".to_vec(), b"v".to_vec())];
-    b.insert(b"link", link).unwrap();
-    b.insert(
-        b"sparse",
-        file(
-            1 << 30,
-            vec![ExtentSpec {
-                file_offset: 1 << 20,
-                chunk,
-                chunk_raw_len: 10,
-                chunk_offset: 2,
-                len: 5,
-            }],
-        ),
-    )
-    .unwrap();
-    b.insert(
-        b"etc/hosts",
-        file(
-            10,
-            vec![ExtentSpec {
-                file_offset: 0,
-                chunk,
-                chunk_raw_len: 10,
-                chunk_offset: 0,
-                len: 10,
-            }],
-        ),
-    )
-    .unwrap();
-    b.link(b"hard", b"etc/hosts").unwrap();
-    b.annotate("org.thaw.source", "test");
-    assert_eq!(b.finish().unwrap().0, a);
+    let (b, _) = build(&[4, 0, 3, 2, 1]).finish().unwrap();
+    assert_eq!(a, b);
+    let mut fewer = sample();
+    fewer.remove(b"null");
+    assert_ne!(
+        fewer.finish().unwrap().0,
+        a,
+        "removing a node changes the id"
+    );
 }
 
 #[test]

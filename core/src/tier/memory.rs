@@ -7,7 +7,7 @@ use bytes::Bytes;
 use lru::LruCache;
 
 use super::{ChunkCache, ChunkRef, ChunkSource};
-use crate::{ChunkId, Result};
+use crate::{ChunkId, Result, VerifiedChunk};
 
 /// Default memory budget.
 pub const DEFAULT_MEMORY_CACHE_BYTES: u64 = 512 * 1024 * 1024;
@@ -56,11 +56,17 @@ impl ChunkSource for MemoryCache {
             .get(&chunk.id)
             .cloned())
     }
+
+    fn returns_verified(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]
 impl ChunkCache for MemoryCache {
-    async fn insert(&self, id: ChunkId, data: Bytes) -> Result<()> {
+    async fn insert(&self, chunk: VerifiedChunk) -> Result<()> {
+        let id = chunk.id();
+        let data = chunk.into_bytes();
         let size = data.len() as u64;
         if size > self.budget {
             return Ok(());
@@ -95,17 +101,26 @@ mod tests {
     #[tokio::test]
     async fn evicts_least_recently_used_to_stay_within_budget() {
         let cache = MemoryCache::new(250);
-        let chunk = |b: u8| (ChunkId::of(&[b]), Bytes::from(vec![b; 100]));
+        let chunk = |b: u8| (ChunkId::of(&[b; 100]), Bytes::from(vec![b; 100]));
         let r = |id| ChunkRef {
             id,
             raw_len: 100,
             location: None,
         };
         let (a, b, c) = (chunk(1), chunk(2), chunk(3));
-        cache.insert(a.0, a.1.clone()).await.unwrap();
-        cache.insert(b.0, b.1.clone()).await.unwrap();
+        cache
+            .insert(a.0.verified(a.1.clone(), "test").unwrap())
+            .await
+            .unwrap();
+        cache
+            .insert(b.0.verified(b.1.clone(), "test").unwrap())
+            .await
+            .unwrap();
         cache.fetch(&r(a.0)).await.unwrap().unwrap();
-        cache.insert(c.0, c.1.clone()).await.unwrap();
+        cache
+            .insert(c.0.verified(c.1.clone(), "test").unwrap())
+            .await
+            .unwrap();
         assert_eq!(cache.used_bytes(), 200);
         assert!(
             cache.fetch(&r(b.0)).await.unwrap().is_none(),

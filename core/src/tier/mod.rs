@@ -16,7 +16,7 @@ pub use origin::PackSource;
 pub use tiered::{TierCounters, TieredStore};
 
 use crate::pack::ChunkLocation;
-use crate::{ChunkId, Result};
+use crate::{ChunkId, Result, VerifiedChunk};
 
 /// What a reader asks a tier for: a chunk id, its raw length and (when known) its pack location.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,13 +38,19 @@ pub trait ChunkSource: Send + Sync {
 
     /// The chunk's bytes, `Ok(None)` when this source does not hold it.
     async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>>;
+
+    /// True when everything this source returns was verified when it was kept and cannot have
+    /// changed since (process memory holding [`VerifiedChunk`]s); such hits skip re-hashing.
+    fn returns_verified(&self) -> bool {
+        false
+    }
 }
 
 /// A tier that can also keep chunks: memory and disk caches.
 #[async_trait]
 pub trait ChunkCache: ChunkSource {
-    /// Keeps verified bytes of `id`.
-    async fn insert(&self, id: ChunkId, data: Bytes) -> Result<()>;
+    /// Keeps a verified chunk.
+    async fn insert(&self, chunk: VerifiedChunk) -> Result<()>;
 
     /// Forgets `id` (after its bytes failed verification).
     async fn remove(&self, id: &ChunkId) -> Result<()>;

@@ -26,6 +26,11 @@ impl ChunkSource for PackSource {
         "store"
     }
 
+    /// Every frame is decoded and checked against its chunk id in [`decode_frame`].
+    fn returns_verified(&self) -> bool {
+        true
+    }
+
     async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>> {
         let location = chunk.location.ok_or_else(|| Error::ChunkUnavailable {
             id: chunk.id,

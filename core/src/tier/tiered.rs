@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::{ChunkCache, ChunkRef, ChunkSource};
-use crate::{ChunkId, Error, Result};
+use crate::{ChunkId, Error, Result, VerifiedChunk};
 
 type Flight = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
 
@@ -101,6 +101,25 @@ impl TieredStore {
 }
 
 impl Inner {
+    /// Checks bytes from `source` unless the source only ever returns verified bytes.
+    fn check(
+        &self,
+        chunk: &ChunkRef,
+        data: Bytes,
+        source: &dyn ChunkSource,
+    ) -> Result<VerifiedChunk> {
+        let checked = if source.returns_verified() {
+            Ok(VerifiedChunk::already_verified(chunk.id, data))
+        } else {
+            chunk.id.verified(data, source.name())
+        };
+        checked.inspect_err(|_| {
+            self.counters
+                .verify_failures
+                .fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
     async fn read_caches(&self, chunk: &ChunkRef) -> Option<Bytes> {
         for (tier, cache) in self.caches.iter().enumerate() {
             let data = match cache.fetch(chunk).await {
@@ -111,17 +130,17 @@ impl Inner {
                     continue;
                 }
             };
-            if let Err(e) = chunk.id.verify(&data, cache.name()) {
-                self.counters
-                    .verify_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "dropping a bad cached copy");
-                let _ = cache.remove(&chunk.id).await;
-                continue;
-            }
+            let verified = match self.check(chunk, data, cache.as_ref()) {
+                Ok(verified) => verified,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping a bad cached copy");
+                    let _ = cache.remove(&chunk.id).await;
+                    continue;
+                }
+            };
             self.counters.cache_hits[tier].fetch_add(1, Ordering::Relaxed);
-            self.fill(&self.caches[..tier], chunk.id, &data).await;
-            return Some(data);
+            self.fill(&self.caches[..tier], &verified).await;
+            return Some(verified.into_bytes());
         }
         None
     }
@@ -135,24 +154,19 @@ impl Inner {
                 id: chunk.id,
                 tried: format!("{}: not found", self.origin.name()),
             })?;
-        if let Err(e) = chunk.id.verify(&data, self.origin.name()) {
-            self.counters
-                .verify_failures
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(e);
-        }
+        let verified = self.check(chunk, data, self.origin.as_ref())?;
         self.counters.origin_fetches.fetch_add(1, Ordering::Relaxed);
         self.counters
             .origin_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.fill(&self.caches, chunk.id, &data).await;
-        Ok(data)
+            .fetch_add(verified.bytes().len() as u64, Ordering::Relaxed);
+        self.fill(&self.caches, &verified).await;
+        Ok(verified.into_bytes())
     }
 
-    async fn fill(&self, caches: &[Arc<dyn ChunkCache>], id: ChunkId, data: &Bytes) {
+    async fn fill(&self, caches: &[Arc<dyn ChunkCache>], chunk: &VerifiedChunk) {
         for cache in caches {
-            if let Err(e) = cache.insert(id, data.clone()).await {
-                tracing::warn!(chunk = %id, tier = cache.name(), error = %e, "could not keep chunk in cache");
+            if let Err(e) = cache.insert(chunk.clone()).await {
+                tracing::warn!(chunk = %chunk.id(), tier = cache.name(), error = %e, "could not keep chunk in cache");
             }
         }
     }
@@ -211,20 +225,52 @@ mod tests {
         assert_eq!(store.counters().cache_hits[0].load(Ordering::SeqCst), 1);
     }
 
+    /// A cache whose stored bytes can rot (like a disk); it does not vouch for what it returns.
+    #[derive(Default)]
+    struct RottingCache {
+        held: std::sync::Mutex<HashMap<ChunkId, Bytes>>,
+    }
+
+    #[async_trait]
+    impl ChunkSource for RottingCache {
+        fn name(&self) -> &str {
+            "rotting"
+        }
+        async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>> {
+            Ok(self.held.lock().unwrap().get(&chunk.id).cloned())
+        }
+    }
+
+    #[async_trait]
+    impl ChunkCache for RottingCache {
+        async fn insert(&self, chunk: VerifiedChunk) -> Result<()> {
+            self.held
+                .lock()
+                .unwrap()
+                .insert(chunk.id(), chunk.into_bytes());
+            Ok(())
+        }
+        async fn remove(&self, id: &ChunkId) -> Result<()> {
+            self.held.lock().unwrap().remove(id);
+            Ok(())
+        }
+    }
+
     #[tokio::test]
     async fn a_bad_cached_copy_is_dropped_and_the_origin_used() {
         let data = Bytes::from_static(b"good bytes");
         let id = ChunkId::of(&data);
-        let memory = Arc::new(MemoryCache::new(1 << 20));
-        memory
-            .insert(id, Bytes::from_static(b"evil bytes"))
-            .await
-            .unwrap();
+        let cache = Arc::new(RottingCache::default());
+        cache
+            .held
+            .lock()
+            .unwrap()
+            .insert(id, Bytes::from_static(b"evil bytes"));
         let origin = Arc::new(CountingOrigin {
             calls: AtomicU64::new(0),
             data: data.clone(),
         });
-        let store = TieredStore::new(vec![memory.clone()], origin);
+        let store = TieredStore::new(vec![cache.clone()], origin);
         let chunk = ChunkRef {
             id,
             raw_len: 10,
@@ -233,7 +279,7 @@ mod tests {
         assert_eq!(store.get(&chunk).await.unwrap(), data);
         assert_eq!(store.counters().verify_failures.load(Ordering::SeqCst), 1);
         assert_eq!(
-            memory.fetch(&chunk).await.unwrap().unwrap(),
+            cache.fetch(&chunk).await.unwrap().unwrap(),
             data,
             "refilled with the good copy"
         );

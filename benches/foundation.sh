@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Foundation benchmarks (issue: store format, indexer). Each line compares thaw with a named
+# baseline measured in the same run and prints the ratio; docs/benchmarks.md quotes the output.
+#
+#   benches/foundation.sh [TREE]      TREE defaults to a copy of /usr/lib/x86_64-linux-gnu plus the
+#                                     Python installation (>= 1 GiB of real files)
+# Env: RUNS (default 3, the median is reported), BENCH_DIR (default ./.thaw-bench),
+#      SKIP_DEDUP=1 to skip the pip-based dedup benchmark (needs PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+BENCH_DIR=$(realpath -m "${BENCH_DIR:-.thaw-bench}")
+mkdir -p "$BENCH_DIR"
+cargo build --release --quiet --jobs "${THAW_BUILD_JOBS:-2}"
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+THAW="$target_dir/release/thaw"
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+drop_page_cache() { sync; { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null || true; }
+can_drop=no; { echo 1 > /proc/sys/vm/drop_caches; } 2>/dev/null && can_drop=yes
+
+tree=${1:-}
+if [ -z "$tree" ]; then
+  tree="$BENCH_DIR/tree"
+  if [ ! -d "$tree" ]; then
+    echo "building the benchmark tree in $tree" >&2
+    mkdir -p "$tree"
+    cp -a /usr/lib/x86_64-linux-gnu "$tree/usr-lib"
+    cp -a "$(python3 -c 'import sys; print(sys.base_prefix)')" "$tree/python"
+  fi
+fi
+tree_bytes=$(du -sb --apparent-size "$tree" | cut -f1)
+tree_files=$(find "$tree" -type f | wc -l)
+mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); page cache drop: $can_drop"
+echo "tree: $tree ($(mib "$tree_bytes") MiB, $tree_files files), median of $RUNS runs"
+
+# --- index throughput: thaw index dir vs tar -c | zstd -T0 -3 -------------------------------
+thaw_index=(); base_index=()
+for _ in $(seq "$RUNS"); do
+  rm -rf "$BENCH_DIR/store" "$BENCH_DIR/base.tar.zst"
+  drop_page_cache
+  t0=$(now); "$THAW" --store "$BENCH_DIR/store" -q index dir "$tree" --tag bench >/dev/null; t1=$(now)
+  thaw_index+=("$(echo "$t1 - $t0" | bc -l)")
+  drop_page_cache
+  t0=$(now); tar -c -C "$tree" . | zstd -T0 -3 -q > "$BENCH_DIR/base.tar.zst"; t1=$(now)
+  base_index+=("$(echo "$t1 - $t0" | bc -l)")
+done
+ti=$(printf '%s\n' "${thaw_index[@]}" | median); bi=$(printf '%s\n' "${base_index[@]}" | median)
+stored=$(du -sb "$BENCH_DIR/store" | cut -f1); base_stored=$(stat -c %s "$BENCH_DIR/base.tar.zst")
+printf 'index    thaw index dir: %.2f s (%s MiB/s, %s MiB stored) | tar -c | zstd -T0 -3: %.2f s (%s MiB/s, %s MiB) | thaw speed / baseline = %.2fx\n' \
+  "$ti" "$(mib "$(echo "$tree_bytes / $ti" | bc)")" "$(mib "$stored")" "$bi" "$(mib "$(echo "$tree_bytes / $bi" | bc)")" "$(mib "$base_stored")" "$(echo "$bi / $ti" | bc -l)"
+
+# --- extract from a cold local cache: thaw extract vs zstd -d | tar -x -------------------------
+thaw_x=(); base_x=()
+for _ in $(seq "$RUNS"); do
+  rm -rf "$BENCH_DIR/cache" "$BENCH_DIR/out-thaw" "$BENCH_DIR/out-tar"; mkdir -p "$BENCH_DIR/out-tar"
+  drop_page_cache
+  t0=$(now); "$THAW" --store "$BENCH_DIR/store" --cache-dir "$BENCH_DIR/cache" -q extract bench "$BENCH_DIR/out-thaw" 2>/dev/null; t1=$(now)
+  thaw_x+=("$(echo "$t1 - $t0" | bc -l)")
+  drop_page_cache
+  t0=$(now); zstd -d -q -c "$BENCH_DIR/base.tar.zst" | tar -x -C "$BENCH_DIR/out-tar"; t1=$(now)
+  base_x+=("$(echo "$t1 - $t0" | bc -l)")
+done
+diff -r --no-dereference "$tree" "$BENCH_DIR/out-thaw" >/dev/null || { echo "extracted tree differs from $tree" >&2; exit 1; }
+tx=$(printf '%s\n' "${thaw_x[@]}" | median); bx=$(printf '%s\n' "${base_x[@]}" | median)
+printf 'extract  thaw extract (cold cache): %.2f s | zstd -d | tar -x: %.2f s | thaw speed / baseline = %.2fx\n' "$tx" "$bx" "$(echo "$bx / $tx" | bc -l)"
+rm -rf "$BENCH_DIR/out-thaw" "$BENCH_DIR/out-tar" "$BENCH_DIR/cache"
+
+# --- dedup: two versions of a pip package set --------------------------------------------------
+if [ "${SKIP_DEDUP:-0}" != 1 ]; then
+  v1=(numpy==2.1.3 pandas==2.2.2 requests==2.32.3 pyyaml==6.0.2 jinja2==3.1.4)
+  v2=(numpy==2.1.3 pandas==2.2.3 requests==2.32.3 pyyaml==6.0.2 jinja2==3.1.4 tqdm==4.67.1)
+  for v in v1 v2; do
+    if [ ! -d "$BENCH_DIR/pip-$v" ]; then
+      declare -n pkgs=$v
+      python3 -m pip install --quiet --no-compile --target "$BENCH_DIR/pip-$v" "${pkgs[@]}" >&2
+    fi
+  done
+  rm -rf "$BENCH_DIR/dedup-store"
+  for v in v1 v2; do
+    "$THAW" --store "$BENCH_DIR/dedup-store" -q index dir "$BENCH_DIR/pip-$v" --tag "$v" >/dev/null
+  done
+  "$THAW" --store "$BENCH_DIR/dedup-store" stats v1 v2 --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)["combined"]
+mib = lambda b: b / 1048576
+print("dedup    %s -> %s: stored together %.1f MiB | each alone summed %.1f MiB | together / sum = %.3f"
+      % ("v1 (numpy 2.1.3, pandas 2.2.2, requests, pyyaml, jinja2)", "v2 (pandas 2.2.3, + tqdm)",
+         mib(s["stored_bytes"]), mib(s["stored_bytes_separately"]), s["dedup_ratio"]))'
+  for v in v1 v2; do tar -c -C "$BENCH_DIR/pip-$v" . | zstd -T0 -3 -q > "$BENCH_DIR/pip-$v.tar.zst"; done
+  printf 'dedup    baseline: tar | zstd -3 of each version: %s MiB + %s MiB (no sharing)\n' \
+    "$(mib "$(stat -c %s "$BENCH_DIR/pip-v1.tar.zst")")" "$(mib "$(stat -c %s "$BENCH_DIR/pip-v2.tar.zst")")"
+fi
