@@ -179,7 +179,16 @@ fn a_warm_disk_cache_serves_extracts_when_the_store_is_gone() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("data"), random_bytes(3 << 20, 8)).unwrap();
     w.index("dir", &src, "t", &[]);
-    w.ok(&["extract", "t", w.path("first").to_str().unwrap(), "--quiet"]);
+    // Without --fill-cache an extract leaves the disk cache as it was (here: empty)...
+    w.ok(&["extract", "t", w.path("plain").to_str().unwrap(), "--quiet"]);
+    // ...with it, the fetched chunks are kept.
+    w.ok(&[
+        "extract",
+        "t",
+        w.path("first").to_str().unwrap(),
+        "--quiet",
+        "--fill-cache",
+    ]);
     // Remove every pack: only the disk cache (a new process, so it survived a restart) can serve.
     for pack in store_files(&w.store_dir(), "packs", ".pack") {
         fs::remove_file(pack).unwrap();

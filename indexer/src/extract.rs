@@ -8,6 +8,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use thaw_core::chunk_map::ChunkMap;
@@ -155,35 +157,19 @@ pub async fn copy_file_to(
     out.flush().map_err(stdout_error)
 }
 
-fn create_node(
-    path: &Path,
-    inode: &Inode,
-    manifest: &Manifest,
-) -> Result<Option<File>, IndexError> {
+/// Creates a directory, symlink or special file (regular files are created in [`write_file`]).
+fn create_node(path: &Path, inode: &Inode, manifest: &Manifest) -> Result<(), IndexError> {
     match inode.kind {
         FileKind::Directory => {
             if !path.exists() {
                 std::fs::create_dir(path).map_err(|e| IndexError::io(path, e))?;
             }
-            Ok(None)
         }
-        FileKind::Regular => {
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-                .map_err(|e| IndexError::io(path, e))?;
-            file.set_len(inode.size)
-                .map_err(|e| IndexError::io(path, e))?;
-            Ok(Some(file))
-        }
+        FileKind::Regular => {}
         FileKind::Symlink => {
             let target = manifest.symlink_target(inode)?;
             std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
                 .map_err(|e| IndexError::io(path, e))?;
-            Ok(None)
         }
         FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo | FileKind::Socket => {
             let c = cstring(path)?;
@@ -196,30 +182,72 @@ fn create_node(
                 )
             };
             check_libc(path, rc)?;
-            Ok(None)
         }
     }
+    Ok(())
 }
 
+fn mtime_of(inode: &Inode) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(inode.mtime_sec, inode.mtime_nsec)
+}
+
+/// Sets owner, xattrs, mode and mtime by path (not following symlinks). Owner before mode, so a
+/// set-uid bit survives the chown.
 fn apply_metadata(
     path: &Path,
     inode: &Inode,
     manifest: &Manifest,
     owners: bool,
 ) -> Result<(), IndexError> {
+    let io = |e| IndexError::io(path, e);
     if owners {
-        std::os::unix::fs::lchown(path, Some(inode.uid), Some(inode.gid))
-            .map_err(|e| IndexError::io(path, e))?;
+        std::os::unix::fs::lchown(path, Some(inode.uid), Some(inode.gid)).map_err(io)?;
     }
     for (name, value) in manifest.xattrs(inode)? {
-        xattr::set(path, OsStr::from_bytes(name), value).map_err(|e| IndexError::io(path, e))?;
+        xattr::set(path, OsStr::from_bytes(name), value).map_err(io)?;
     }
     if inode.kind != FileKind::Symlink {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(inode.mode & 0o7777))
-            .map_err(|e| IndexError::io(path, e))?;
+            .map_err(io)?;
     }
-    let mtime = filetime::FileTime::from_unix_time(inode.mtime_sec, inode.mtime_nsec);
-    filetime::set_symlink_file_times(path, mtime, mtime).map_err(|e| IndexError::io(path, e))
+    filetime::set_symlink_file_times(path, mtime_of(inode), mtime_of(inode)).map_err(io)
+}
+
+/// Creates one regular file, writes its content (holes stay holes) and sets its metadata through
+/// the open descriptor.
+#[allow(clippy::too_many_arguments)]
+async fn write_file(
+    tiers: &TieredStore,
+    manifest: &Manifest,
+    map: &ChunkMap,
+    inode: &Inode,
+    path: &Path,
+    owners: bool,
+    progress: &dyn Progress,
+) -> Result<u64, IndexError> {
+    let io = |e| IndexError::io(path, e);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)?;
+    let written = fill_file(tiers, manifest, map, inode, &file, path, progress).await?;
+    if written < inode.size {
+        file.set_len(inode.size).map_err(io)?;
+    }
+    if owners {
+        std::os::unix::fs::fchown(&file, Some(inode.uid), Some(inode.gid)).map_err(io)?;
+    }
+    for (name, value) in manifest.xattrs(inode)? {
+        xattr::FileExt::set_xattr(&file, OsStr::from_bytes(name), value).map_err(io)?;
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(inode.mode & 0o7777))
+        .map_err(io)?;
+    filetime::set_file_handle_times(&file, Some(mtime_of(inode)), Some(mtime_of(inode)))
+        .map_err(io)?;
+    Ok(written)
 }
 
 /// Extracts `manifest` into `dest` (absent or empty), reading chunks through `tiers`.
@@ -229,57 +257,79 @@ pub async fn extract(
     map: &ChunkMap,
     dest: &Path,
     options: &ExtractOptions,
-    progress: &dyn Progress,
+    progress: Arc<dyn Progress>,
 ) -> Result<ExtractReport, IndexError> {
     prepare_destination(dest)?;
     let nodes = manifest.walk()?;
-    let total: u64 = {
-        let mut seen = std::collections::HashSet::new();
-        nodes
-            .iter()
-            .filter(|(_, i)| i.kind == FileKind::Regular && seen.insert(i.ino))
-            .map(|(_, i)| i.size)
-            .sum()
+    let mut report = ExtractReport {
+        entries: nodes.len() as u64,
+        bytes: 0,
     };
-    progress.start("extracting", total);
 
-    // Pass 1: the tree's shape. Directories stay writable until pass 3.
+    // Pass 1: directories, symlinks and special files, in tree order. Regular files are listed
+    // (first names) and hard links (later names) kept for after their file exists.
     let mut first_path: HashMap<u32, PathBuf> = HashMap::new();
-    let mut to_fill: Vec<(PathBuf, Inode)> = Vec::new();
-    let mut report = ExtractReport::default();
+    let mut files: Vec<(PathBuf, Inode)> = Vec::new();
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (rel, inode) in &nodes {
         let path = os_path(dest, rel);
-        report.entries += 1;
         if let Some(first) = first_path.get(&inode.ino) {
-            std::fs::hard_link(first, &path).map_err(|e| IndexError::io(&path, e))?;
+            links.push((first.clone(), path));
             continue;
         }
-        if create_node(&path, inode, manifest)?.is_some() && inode.size > 0 {
-            to_fill.push((path.clone(), *inode));
+        create_node(&path, inode, manifest)?;
+        if inode.kind == FileKind::Regular {
+            files.push((path.clone(), *inode));
         }
         first_path.insert(inode.ino, path);
     }
+    progress.start("extracting", files.iter().map(|(_, i)| i.size).sum());
 
-    // Pass 2: file contents, several files at once.
-    let mut fills = futures::stream::iter(to_fill.iter().map(|(path, inode)| async move {
-        let file = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| IndexError::io(path, e))?;
-        fill_file(tiers, manifest, map, inode, &file, path, progress).await
-    }))
-    .buffer_unordered(options.concurrency.max(1));
-    while let Some(written) = fills.next().await {
-        report.bytes += written?;
+    // Pass 2: regular files, `concurrency` tasks at once on the runtime's threads (decompression
+    // and writes run in parallel), each file with its metadata.
+    let owners = options.restore_owners;
+    let shared = Arc::new((tiers.clone(), manifest.clone(), map.clone(), files));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..options.concurrency.max(1) {
+        let (shared, next, progress) = (shared.clone(), next.clone(), progress.clone());
+        workers.spawn(async move {
+            let (tiers, manifest, map, files) = &*shared;
+            let mut written = 0;
+            while let Some((path, inode)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                written += write_file(tiers, manifest, map, inode, path, owners, progress.as_ref())
+                    .await?;
+            }
+            Ok::<u64, IndexError>(written)
+        });
     }
-    drop(fills);
+    while let Some(result) = workers.join_next().await {
+        let written = result.map_err(|e| IndexError::Unsupported {
+            path: dest.to_path_buf(),
+            reason: format!("extract task: {e}"),
+        })?;
+        match written {
+            Ok(n) => report.bytes += n,
+            Err(e) => {
+                workers.abort_all();
+                return Err(e);
+            }
+        }
+    }
 
-    // Pass 3: metadata, children before parents so directory mtimes stick.
+    // Pass 3: hard links, now that their files exist.
+    for (first, path) in &links {
+        std::fs::hard_link(first, path).map_err(|e| IndexError::io(path, e))?;
+    }
+
+    // Pass 4: metadata of everything else, children before parents so directory mtimes stick.
     for (rel, inode) in nodes.iter().rev() {
+        if inode.kind == FileKind::Regular {
+            continue;
+        }
         let path = os_path(dest, rel);
         if first_path.get(&inode.ino) == Some(&path) {
-            apply_metadata(&path, inode, manifest, options.restore_owners)?;
+            apply_metadata(&path, inode, manifest, owners)?;
         }
     }
     progress.finish();

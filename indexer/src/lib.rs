@@ -92,7 +92,7 @@ impl Default for IndexOptions {
 }
 
 /// Receives progress of long operations (the CLI draws bars with it).
-pub trait Progress: Sync {
+pub trait Progress: Send + Sync {
     /// The total amount of work is now known (bytes).
     fn start(&self, _phase: &str, _total_bytes: u64) {}
     /// `bytes` more are done.

@@ -115,8 +115,9 @@ impl GlobalOptions {
         Store::open(&config).context("opening the store")
     }
 
-    /// Builds the read tiers (memory, disk cache, store).
-    fn tiers(&self, store: &Store) -> TieredStore {
+    /// Builds the read tiers (memory, disk cache, store); `fill_disk` keeps fetched chunks in
+    /// the disk cache.
+    fn tiers(&self, store: &Store, fill_disk: bool) -> TieredStore {
         let config = CacheConfig {
             disk_dir: if self.no_disk_cache {
                 None
@@ -129,6 +130,7 @@ impl GlobalOptions {
             },
             disk_bytes: self.cache_bytes.as_u64(),
             memory_bytes: self.memory_cache_bytes.as_u64(),
+            fill_disk,
         };
         tier::tiers_for(store, &config)
     }

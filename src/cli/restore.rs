@@ -22,12 +22,16 @@ pub struct ExtractArgs {
     /// Do not restore owners (the default when not running as root).
     #[arg(long)]
     no_owners: bool,
+    /// Also keep the fetched chunks in the disk cache. Off by default: the extracted tree is
+    /// the local copy, and filling the cache would write every byte twice.
+    #[arg(long)]
+    fill_cache: bool,
 }
 
 pub async fn extract(global: &GlobalOptions, args: ExtractArgs) -> anyhow::Result<ExitCode> {
     let store = global.open_store()?;
     let (manifest, map) = store.open_manifest(&args.name).await?;
-    let tiers = global.tiers(&store);
+    let tiers = global.tiers(&store, args.fill_cache);
     let mut options = ExtractOptions {
         concurrency: args.concurrency,
         ..ExtractOptions::default()
@@ -35,9 +39,9 @@ pub async fn extract(global: &GlobalOptions, args: ExtractArgs) -> anyhow::Resul
     if args.no_owners {
         options.restore_owners = false;
     }
-    let bar = Bar::new(global.quiet);
+    let bar = std::sync::Arc::new(Bar::new(global.quiet));
     let started = std::time::Instant::now();
-    let report = extract_tree(&tiers, &manifest, &map, &args.dest, &options, &bar)
+    let report = extract_tree(&tiers, &manifest, &map, &args.dest, &options, bar)
         .await
         .with_context(|| format!("extracting {} into {}", args.name, args.dest.display()))?;
     let seconds = started.elapsed().as_secs_f64();

@@ -56,6 +56,36 @@ pub trait ChunkCache: ChunkSource {
     async fn remove(&self, id: &ChunkId) -> Result<()>;
 }
 
+/// A cache tier that is read but never filled: for one-off reads whose output is itself the
+/// local copy (`thaw extract`), where filling the cache would write every byte twice.
+pub struct ReadOnlyCache<C>(pub C);
+
+#[async_trait]
+impl<C: ChunkCache> ChunkSource for ReadOnlyCache<C> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>> {
+        self.0.fetch(chunk).await
+    }
+
+    fn returns_verified(&self) -> bool {
+        self.0.returns_verified()
+    }
+}
+
+#[async_trait]
+impl<C: ChunkCache> ChunkCache for ReadOnlyCache<C> {
+    async fn insert(&self, _chunk: VerifiedChunk) -> Result<()> {
+        Ok(())
+    }
+
+    async fn remove(&self, id: &ChunkId) -> Result<()> {
+        self.0.remove(id).await
+    }
+}
+
 /// Where and how big the local caches are.
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
@@ -65,6 +95,8 @@ pub struct CacheConfig {
     pub disk_bytes: u64,
     /// Memory budget in bytes (0 disables the memory tier).
     pub memory_bytes: u64,
+    /// Keep chunks fetched from the store in the disk cache (else the disk cache is read only).
+    pub fill_disk: bool,
 }
 
 impl Default for CacheConfig {
@@ -73,6 +105,7 @@ impl Default for CacheConfig {
             disk_dir: Some(default_cache_dir()),
             disk_bytes: DEFAULT_DISK_CACHE_BYTES,
             memory_bytes: DEFAULT_MEMORY_CACHE_BYTES,
+            fill_disk: true,
         }
     }
 }
@@ -95,7 +128,8 @@ pub fn tiers_for(store: &crate::store::Store, config: &CacheConfig) -> TieredSto
     }
     if let Some(dir) = &config.disk_dir {
         match DiskCache::open(dir, config.disk_bytes) {
-            Ok(disk) => caches.push(std::sync::Arc::new(disk)),
+            Ok(disk) if config.fill_disk => caches.push(std::sync::Arc::new(disk)),
+            Ok(disk) => caches.push(std::sync::Arc::new(ReadOnlyCache(disk))),
             Err(e) => tracing::warn!(error = %e, "running without the local disk cache"),
         }
     }
