@@ -134,3 +134,69 @@ fn two_indexers_writing_one_store_at_once_both_succeed() {
         assert_same_tree(&w.path(name), &out);
     }
 }
+
+#[test]
+fn a_disk_cache_filled_by_a_killed_process_still_serves_only_right_bytes() {
+    let w = World::local();
+    let src = w.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        fs::write(src.join(format!("f{i}")), random_bytes(16 << 20, 300 + i)).unwrap();
+    }
+    w.index("dir", &src, "t", &[]);
+    let mut child = w
+        .thaw()
+        .args([
+            "extract",
+            "t",
+            w.path("partial").to_str().unwrap(),
+            "--fill-cache",
+            "--quiet",
+            "--concurrency",
+            "1",
+        ])
+        .spawn()
+        .unwrap();
+    // Kill it once the cache has started to fill.
+    let cache = w.path("cache");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cached: u64 = fs::read_dir(&cache)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if cached > 8 << 20 || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cache never filled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        child.wait().unwrap().signal(),
+        Some(libc::SIGKILL),
+        "the extract finished before it could be killed"
+    );
+    // The reopened cache serves what it kept (verified) and the store the rest: all bytes right.
+    let out = w.path("out");
+    w.ok(&[
+        "extract",
+        "t",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--fill-cache",
+    ]);
+    assert_same_tree(&src, &out);
+    // And with every pack gone, the cache alone now holds everything.
+    for pack in store_files(&w.store_dir(), "packs", ".pack") {
+        fs::remove_file(pack).unwrap();
+    }
+    let again = w.path("again");
+    w.ok(&["extract", "t", again.to_str().unwrap(), "--quiet"]);
+    assert_same_tree(&src, &again);
+}

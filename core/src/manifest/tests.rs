@@ -169,3 +169,25 @@ fn insert_refuses_missing_parents_and_dotdot() {
     assert!(b.insert(b"../x", NodeMeta::directory(0o755)).is_err());
     assert!(b.link(b"x", b"nope").is_err());
 }
+
+#[test]
+fn a_hundred_thousand_files_open_and_resolve_without_decoding_the_tree() {
+    let chunk = ChunkId::of(b"0123456789");
+    let mut b = ManifestBuilder::new(Chunker::default(), NodeMeta::directory(0o755));
+    for d in 0..100 {
+        b.insert(format!("dir{d:03}").as_bytes(), NodeMeta::directory(0o755))
+            .unwrap();
+        for f in 0..1000 {
+            let path = format!("dir{d:03}/file{f:04}.py");
+            b.insert(path.as_bytes(), file(10, slice_of(chunk, 0, 0, 10)))
+                .unwrap();
+        }
+    }
+    let (id, bytes) = b.finish().unwrap();
+    let m = Manifest::open_verified(bytes, &id).unwrap();
+    assert_eq!(m.inode_count(), 1 + 100 + 100_000);
+    let found = m.lookup("dir057/file0999.py").unwrap().unwrap();
+    assert_eq!(found.size, 10);
+    assert!(m.lookup("dir057/file1000.py").unwrap().is_none());
+    assert!(m.lookup("dir100/file0000.py").unwrap().is_none());
+}
