@@ -287,18 +287,30 @@ pub async fn extract(
 
     // Pass 2: regular files, `concurrency` tasks at once on the runtime's threads (decompression
     // and writes run in parallel), each file with its metadata.
+    // Tasks take whole runs of files that share a directory: creating files in one directory
+    // from several tasks only makes them queue on the directory's lock.
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, (path, _)) in files.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if files[run.start].0.parent() == path.parent() => run.end = i + 1,
+            _ => runs.push(i..i + 1),
+        }
+    }
     let owners = options.restore_owners;
-    let shared = Arc::new((tiers.clone(), manifest.clone(), map.clone(), files));
+    let shared = Arc::new((tiers.clone(), manifest.clone(), map.clone(), files, runs));
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..options.concurrency.max(1) {
         let (shared, next, progress) = (shared.clone(), next.clone(), progress.clone());
         workers.spawn(async move {
-            let (tiers, manifest, map, files) = &*shared;
+            let (tiers, manifest, map, files, runs) = &*shared;
             let mut written = 0;
-            while let Some((path, inode)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                written += write_file(tiers, manifest, map, inode, path, owners, progress.as_ref())
-                    .await?;
+            while let Some(run) = runs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                for (path, inode) in &files[run.clone()] {
+                    written +=
+                        write_file(tiers, manifest, map, inode, path, owners, progress.as_ref())
+                            .await?;
+                }
             }
             Ok::<u64, IndexError>(written)
         });
