@@ -90,6 +90,29 @@ fn prepare_destination(dest: &Path) -> Result<(), IndexError> {
     }
 }
 
+/// The data of one regular file as (file offset, bytes) pieces in offset order, fetched through
+/// the tiers a few chunks ahead. Gaps between pieces are holes.
+fn file_pieces<'a>(
+    tiers: &'a TieredStore,
+    manifest: &'a Manifest,
+    map: &'a ChunkMap,
+    inode: &Inode,
+) -> Result<impl futures::Stream<Item = Result<(u64, bytes::Bytes), IndexError>> + 'a, IndexError> {
+    let extents = manifest.extents(inode)?;
+    Ok(
+        futures::stream::iter(extents.into_iter().map(move |extent| async move {
+            let chunk = map.chunk_ref(manifest, extent.chunk)?;
+            let data = tiers.get(&chunk).await?;
+            let start = extent.chunk_offset as usize;
+            Ok((
+                extent.file_offset,
+                data.slice(start..start + extent.len as usize),
+            ))
+        }))
+        .buffered(CHUNKS_AHEAD_PER_FILE),
+    )
+}
+
 /// Writes the content of one regular file into `out` at its offsets (holes stay holes).
 async fn fill_file(
     tiers: &TieredStore,
@@ -100,22 +123,14 @@ async fn fill_file(
     path: &Path,
     progress: &dyn Progress,
 ) -> Result<u64, IndexError> {
-    let extents = manifest.extents(inode)?;
-    let mut fetches = futures::stream::iter(extents.into_iter().map(|extent| async move {
-        let chunk = map.chunk_ref(manifest, extent.chunk)?;
-        let data = tiers.get(&chunk).await?;
-        Ok::<_, IndexError>((extent, data))
-    }))
-    .buffered(CHUNKS_AHEAD_PER_FILE);
+    let mut pieces = std::pin::pin!(file_pieces(tiers, manifest, map, inode)?);
     let mut written = 0;
-    while let Some(item) = fetches.next().await {
-        let (extent, data) = item?;
-        let start = extent.chunk_offset as usize;
-        let slice = &data[start..start + extent.len as usize];
-        out.write_all_at(slice, extent.file_offset)
+    while let Some(piece) = pieces.next().await {
+        let (offset, data) = piece?;
+        out.write_all_at(&data, offset)
             .map_err(|e| IndexError::io(path, e))?;
-        written += slice.len() as u64;
-        progress.advance(slice.len() as u64);
+        written += data.len() as u64;
+        progress.advance(data.len() as u64);
     }
     Ok(written)
 }
@@ -128,33 +143,26 @@ pub async fn copy_file_to(
     inode: &Inode,
     out: &mut dyn Write,
 ) -> Result<(), IndexError> {
-    let extents = manifest.extents(inode)?;
-    let mut fetches = futures::stream::iter(extents.into_iter().map(|extent| async move {
-        let chunk = map.chunk_ref(manifest, extent.chunk)?;
-        Ok::<_, IndexError>((extent, tiers.get(&chunk).await?))
-    }))
-    .buffered(CHUNKS_AHEAD_PER_FILE);
-    let stdout_error = |e| IndexError::io("<output>", e);
+    let output_error = |e| IndexError::io("<output>", e);
     let zeros = vec![0u8; 64 * 1024];
-    let mut pos = 0u64;
     let write_zeros = |out: &mut dyn Write, mut n: u64| -> Result<(), IndexError> {
         while n > 0 {
             let k = n.min(zeros.len() as u64) as usize;
-            out.write_all(&zeros[..k]).map_err(stdout_error)?;
+            out.write_all(&zeros[..k]).map_err(output_error)?;
             n -= k as u64;
         }
         Ok(())
     };
-    while let Some(item) = fetches.next().await {
-        let (extent, data) = item?;
-        write_zeros(out, extent.file_offset - pos)?;
-        let start = extent.chunk_offset as usize;
-        out.write_all(&data[start..start + extent.len as usize])
-            .map_err(stdout_error)?;
-        pos = extent.file_offset + extent.len as u64;
+    let mut pieces = std::pin::pin!(file_pieces(tiers, manifest, map, inode)?);
+    let mut pos = 0u64;
+    while let Some(piece) = pieces.next().await {
+        let (offset, data) = piece?;
+        write_zeros(out, offset - pos)?;
+        out.write_all(&data).map_err(output_error)?;
+        pos = offset + data.len() as u64;
     }
     write_zeros(out, inode.size - pos)?;
-    out.flush().map_err(stdout_error)
+    out.flush().map_err(output_error)
 }
 
 /// Creates a directory, symlink or special file (regular files are created in [`write_file`]).
