@@ -18,16 +18,6 @@ impl<'a> Reader<'a> {
         Reader { bytes, object }
     }
 
-    /// The whole buffer.
-    pub fn bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
-
-    /// The name used in errors.
-    pub fn object(&self) -> &'a str {
-        self.object
-    }
-
     /// A corrupt-object error at `offset`.
     pub fn corrupt(&self, offset: u64, reason: impl Into<String>) -> Error {
         Error::corrupt(self.object, offset, reason)

@@ -161,20 +161,6 @@ impl Store {
         builder.build().map_err(|e| config_error(url, e))
     }
 
-    /// Wraps an existing object store (tests, throttled benchmark stores).
-    pub fn from_object_store(objects: Arc<dyn ObjectStore>, display: impl Into<String>) -> Self {
-        Store {
-            objects,
-            prefix: String::new(),
-            display: display.into(),
-        }
-    }
-
-    /// The URL or path this store was opened from.
-    pub fn display_name(&self) -> &str {
-        &self.display
-    }
-
     fn path(&self, key: &str) -> Path {
         if self.prefix.is_empty() {
             Path::from(key)
@@ -221,14 +207,6 @@ impl Store {
             .await
             .map_err(|e| Error::object_store(key, e))?;
         Ok(meta.size)
-    }
-
-    /// Deletes one object.
-    pub async fn delete(&self, key: &str) -> Result<()> {
-        self.objects
-            .delete(&self.path(key))
-            .await
-            .map_err(|e| Error::object_store(key, e))
     }
 
     /// Lists keys (relative to the store) under `dir` with their sizes.

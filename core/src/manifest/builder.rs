@@ -123,11 +123,6 @@ impl ManifestBuilder {
         self.annotations.insert(key.into(), value.into());
     }
 
-    /// Replaces the root directory's metadata.
-    pub fn set_root(&mut self, meta: NodeMeta) {
-        self.nodes[0].meta = meta;
-    }
-
     fn parent_and_name<'p>(&self, path: &'p [u8]) -> Result<(usize, &'p [u8])> {
         let parts: Vec<&[u8]> = components(path).collect();
         let (name, dirs) = parts
@@ -188,20 +183,6 @@ impl ManifestBuilder {
         match self.parent_and_name(path) {
             Ok((parent, name)) => self.nodes[parent].children.remove(name).is_some(),
             Err(_) => false,
-        }
-    }
-
-    /// Removes every child of the directory at `path` (an OCI opaque directory).
-    pub fn clear_dir(&mut self, path: &[u8]) {
-        let node = if components(path).next().is_none() {
-            Some(0)
-        } else {
-            self.parent_and_name(path)
-                .ok()
-                .and_then(|(parent, name)| self.nodes[parent].children.get(name).copied())
-        };
-        if let Some(node) = node {
-            self.nodes[node].children.clear();
         }
     }
 
