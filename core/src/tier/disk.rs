@@ -273,20 +273,7 @@ impl ChunkCache for DiskCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chunk(b: u8, len: usize) -> (ChunkId, Bytes, ChunkRef) {
-        let data = Bytes::from(vec![b; len]);
-        let id = ChunkId::of(&data);
-        (
-            id,
-            data,
-            ChunkRef {
-                id,
-                raw_len: len as u32,
-                location: None,
-            },
-        )
-    }
+    use crate::tier::test_support::chunk;
 
     #[tokio::test]
     async fn survives_restart_and_evicts_oldest_over_budget() {
@@ -294,27 +281,18 @@ mod tests {
         let (a, b, c) = (chunk(1, 100_000), chunk(2, 100_000), chunk(3, 100_000));
         {
             let cache = DiskCache::open(dir.path(), 250_000).unwrap();
-            cache
-                .insert(a.0.verified(a.1.clone(), "test").unwrap())
-                .await
-                .unwrap();
-            cache
-                .insert(b.0.verified(b.1.clone(), "test").unwrap())
-                .await
-                .unwrap();
-            assert_eq!(cache.fetch(&a.2).await.unwrap().unwrap(), a.1);
+            cache.insert(a.0.clone()).await.unwrap();
+            cache.insert(b.0.clone()).await.unwrap();
+            assert_eq!(&cache.fetch(&a.1).await.unwrap().unwrap(), a.0.bytes());
         }
         let cache = DiskCache::open(dir.path(), 250_000).unwrap();
         assert_eq!(cache.used_bytes(), 200_000, "accounting survives restart");
-        assert_eq!(cache.fetch(&b.2).await.unwrap().unwrap(), b.1);
+        assert_eq!(&cache.fetch(&b.1).await.unwrap().unwrap(), b.0.bytes());
         // a was used after b before the restart... but b was just read, so a is now the oldest.
-        cache
-            .insert(c.0.verified(c.1.clone(), "test").unwrap())
-            .await
-            .unwrap();
-        assert!(cache.fetch(&a.2).await.unwrap().is_none());
-        assert!(cache.fetch(&b.2).await.unwrap().is_some());
-        assert!(cache.fetch(&c.2).await.unwrap().is_some());
+        cache.insert(c.0.clone()).await.unwrap();
+        assert!(cache.fetch(&a.1).await.unwrap().is_none());
+        assert!(cache.fetch(&b.1).await.unwrap().is_some());
+        assert!(cache.fetch(&c.1).await.unwrap().is_some());
         assert_eq!(cache.len(), 2);
         drop(cache);
         let smaller = DiskCache::open(dir.path(), 150_000).unwrap();

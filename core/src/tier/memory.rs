@@ -97,37 +97,23 @@ impl ChunkCache for MemoryCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tier::test_support::chunk;
 
     #[tokio::test]
     async fn evicts_least_recently_used_to_stay_within_budget() {
         let cache = MemoryCache::new(250);
-        let chunk = |b: u8| (ChunkId::of(&[b; 100]), Bytes::from(vec![b; 100]));
-        let r = |id| ChunkRef {
-            id,
-            raw_len: 100,
-            location: None,
-        };
-        let (a, b, c) = (chunk(1), chunk(2), chunk(3));
-        cache
-            .insert(a.0.verified(a.1.clone(), "test").unwrap())
-            .await
-            .unwrap();
-        cache
-            .insert(b.0.verified(b.1.clone(), "test").unwrap())
-            .await
-            .unwrap();
-        cache.fetch(&r(a.0)).await.unwrap().unwrap();
-        cache
-            .insert(c.0.verified(c.1.clone(), "test").unwrap())
-            .await
-            .unwrap();
+        let (a, b, c) = (chunk(1, 100), chunk(2, 100), chunk(3, 100));
+        cache.insert(a.0.clone()).await.unwrap();
+        cache.insert(b.0.clone()).await.unwrap();
+        cache.fetch(&a.1).await.unwrap().unwrap();
+        cache.insert(c.0.clone()).await.unwrap();
         assert_eq!(cache.used_bytes(), 200);
         assert!(
-            cache.fetch(&r(b.0)).await.unwrap().is_none(),
+            cache.fetch(&b.1).await.unwrap().is_none(),
             "b was least recently used"
         );
-        assert!(cache.fetch(&r(a.0)).await.unwrap().is_some());
-        cache.remove(&a.0).await.unwrap();
+        assert!(cache.fetch(&a.1).await.unwrap().is_some());
+        cache.remove(&a.0.id()).await.unwrap();
         assert_eq!(cache.used_bytes(), 100);
     }
 }

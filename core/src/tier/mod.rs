@@ -135,3 +135,25 @@ pub fn tiers_for(store: &crate::store::Store, config: &CacheConfig) -> TieredSto
     }
     TieredStore::new(caches, std::sync::Arc::new(PackSource::new(store.clone())))
 }
+
+/// Helpers for the tier tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::ChunkRef;
+    use crate::{ChunkId, VerifiedChunk};
+
+    /// A verified chunk of `len` bytes of `fill`, and the request for it.
+    pub(crate) fn chunk(fill: u8, len: usize) -> (VerifiedChunk, ChunkRef) {
+        let data = bytes::Bytes::from(vec![fill; len]);
+        let id = ChunkId::of(&data);
+        let request = ChunkRef {
+            id,
+            raw_len: len as u32,
+            location: None,
+        };
+        (
+            id.verified(data, "test").expect("hashes to its id"),
+            request,
+        )
+    }
+}
