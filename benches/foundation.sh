@@ -39,14 +39,21 @@ echo "tree: $tree ($(mib "$tree_bytes") MiB, $tree_files files), median of $RUNS
 # --- index throughput: thaw index dir vs tar -c | zstd -T0 -3, cold and warm page cache --------
 index_row() { # $1 = cold|warm
   local thaw_t=() base_t=()
-  for _ in $(seq "$RUNS"); do
-    rm -rf "$BENCH_DIR/store" "$BENCH_DIR/base.tar.zst"
+  run_thaw() {
+    rm -rf "$BENCH_DIR/store"
     if [ "$1" = cold ]; then drop_page_cache; fi
     t0=$(now); "$THAW" --store "$BENCH_DIR/store" -q index dir "$tree" --tag bench >/dev/null; t1=$(now)
     thaw_t+=("$(echo "$t1 - $t0" | bc -l)")
+  }
+  run_base() {
+    rm -f "$BENCH_DIR/base.tar.zst"
     if [ "$1" = cold ]; then drop_page_cache; fi
     t0=$(now); tar -c -C "$tree" . | zstd -T0 -3 -q > "$BENCH_DIR/base.tar.zst"; t1=$(now)
     base_t+=("$(echo "$t1 - $t0" | bc -l)")
+  }
+  for i in $(seq "$RUNS"); do
+    # Alternate who goes first, so neither always inherits the other's cache and disk state.
+    if [ $((i % 2)) = 1 ]; then run_thaw "$1"; run_base "$1"; else run_base "$1"; run_thaw "$1"; fi
   done
   local ti bi stored base_stored
   ti=$(printf '%s\n' "${thaw_t[@]}" | median); bi=$(printf '%s\n' "${base_t[@]}" | median)
@@ -74,14 +81,22 @@ printf 'manifest %s entries in %s KiB; thaw ls of one deep path (process start, 
 # destination file system's allocator out of the comparison and leaves the tools' own costs.
 extract_row() { # $1 = label, $2 = destination parent
   local thaw_t=() base_t=() tx bx
-  for _ in $(seq "$RUNS"); do
-    rm -rf "$BENCH_DIR/cache" "$2/out-thaw" "$2/out-tar"; mkdir -p "$2/out-tar"
+  run_thaw() {
+    rm -rf "$BENCH_DIR/cache" "$2/out-thaw"
     drop_page_cache
     t0=$(now); "$THAW" --store "$BENCH_DIR/store" --cache-dir "$BENCH_DIR/cache" -q extract bench "$2/out-thaw" 2>/dev/null; t1=$(now)
     thaw_t+=("$(echo "$t1 - $t0" | bc -l)")
+  }
+  run_base() {
+    rm -rf "$2/out-tar"; mkdir -p "$2/out-tar"
     drop_page_cache
     t0=$(now); zstd -d -q -c "$BENCH_DIR/base.tar.zst" | tar -x -C "$2/out-tar"; t1=$(now)
     base_t+=("$(echo "$t1 - $t0" | bc -l)")
+  }
+  for i in $(seq "$RUNS"); do
+    # Alternate who goes first: ext4 skips recently deleted inodes when allocating, so whoever
+    # creates files right after the previous run's outputs were deleted pays extra kernel time.
+    if [ $((i % 2)) = 1 ]; then run_thaw "$1" "$2"; run_base "$1" "$2"; else run_base "$1" "$2"; run_thaw "$1" "$2"; fi
   done
   diff -r --no-dereference "$tree" "$2/out-thaw" >/dev/null || { echo "extracted tree differs from $tree" >&2; exit 1; }
   tx=$(printf '%s\n' "${thaw_t[@]}" | median); bx=$(printf '%s\n' "${base_t[@]}" | median)
