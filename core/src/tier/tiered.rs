@@ -146,14 +146,17 @@ impl Inner {
     }
 
     async fn fetch_origin(&self, chunk: &ChunkRef) -> Result<Bytes> {
-        let data = self
-            .origin
-            .fetch(chunk)
-            .await?
-            .ok_or_else(|| Error::ChunkUnavailable {
-                id: chunk.id,
-                tried: format!("{}: not found", self.origin.name()),
-            })?;
+        let fetched = self.origin.fetch(chunk).await;
+        if let Err(Error::ChunkMismatch { .. }) = &fetched {
+            // A source that verifies itself reports bad bytes as this error.
+            self.counters
+                .verify_failures
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let data = fetched?.ok_or_else(|| Error::ChunkUnavailable {
+            id: chunk.id,
+            tried: format!("{}: not found", self.origin.name()),
+        })?;
         let verified = self.check(chunk, data, self.origin.as_ref())?;
         self.counters.origin_fetches.fetch_add(1, Ordering::Relaxed);
         self.counters
