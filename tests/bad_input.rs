@@ -173,12 +173,7 @@ fn plant_manifest(w: &World, bytes: &[u8], tag: &str) -> String {
 #[test]
 fn manifests_with_wrong_magic_unknown_version_or_truncated_body_are_refused() {
     let (w, _) = two_file_store();
-    let id = w
-        .ok(&["tags"])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let id = w.manifest_of("t").unwrap();
     let good = fs::read(w.store_dir().join("manifests").join(&id)).unwrap();
 
     let mut magic = good.clone();

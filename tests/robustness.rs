@@ -7,13 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn tag_target(w: &World, tag: &str) -> Option<String> {
-    w.ok(&["tags"])
-        .lines()
-        .find(|l| l.ends_with(&format!("  {tag}")))
-        .map(|l| l.split_whitespace().next().unwrap().to_string())
-}
-
 #[test]
 fn an_indexer_killed_mid_run_leaves_tags_on_complete_manifests() {
     let w = World::local();
@@ -21,7 +14,7 @@ fn an_indexer_killed_mid_run_leaves_tags_on_complete_manifests() {
     fs::create_dir_all(&old).unwrap();
     fs::write(old.join("f"), b"old version").unwrap();
     w.index("dir", &old, "app", &[]);
-    let old_manifest = tag_target(&w, "app").unwrap();
+    let old_manifest = w.manifest_of("app").unwrap();
 
     let big = w.path("big");
     fs::create_dir_all(&big).unwrap();
@@ -66,7 +59,7 @@ fn an_indexer_killed_mid_run_leaves_tags_on_complete_manifests() {
     child.wait().unwrap();
 
     assert_eq!(
-        tag_target(&w, "app").as_deref(),
+        w.manifest_of("app").as_deref(),
         Some(old_manifest.as_str()),
         "the tag still names the old manifest"
     );

@@ -10,8 +10,7 @@ use common::*;
 fn index_verify_extract_and_stats_work_against_s3() {
     let server = S3Server::start();
     let w = World::s3(&server, "thaw-test");
-    let src = w.path("src");
-    build_rich_tree(&src);
+    let src = w.rich_src();
     let first = w.index("dir", &src, "rich", &["--pack-bytes", "4MiB"]);
     assert!(first["packs"].as_u64().unwrap() >= 2, "{first}");
     let again = w.index("dir", &src, "rich-again", &[]);
@@ -50,12 +49,7 @@ fn a_pack_missing_from_s3_is_reported_by_name() {
     w.index("dir", &src, "t", &[]);
     let listing = w.ok(&["verify", "t"]);
     assert!(listing.starts_with("ok"), "{listing}");
-    let manifest = w
-        .ok(&["tags"])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let manifest = w.manifest_of("t").unwrap();
     let deleted = server.delete_objects("thaw-missing", "thaw/packs/", ".pack");
     assert_eq!(deleted.len(), 1, "{deleted:?}");
     let report = w.fails(&["verify", &manifest, "--quiet"]);

@@ -10,8 +10,7 @@ use common::*;
 #[test]
 fn extract_restores_every_file_kind_with_its_metadata() {
     let w = World::local();
-    let src = w.path("src");
-    build_rich_tree(&src);
+    let src = w.rich_src();
     let report = w.index("dir", &src, "rich", &[]);
     assert!(report["new_chunks"].as_u64().unwrap() > 0);
 
@@ -37,8 +36,7 @@ fn extract_restores_every_file_kind_with_its_metadata() {
 #[test]
 fn cat_and_ls_read_single_files_and_directories() {
     let w = World::local();
-    let src = w.path("src");
-    build_rich_tree(&src);
+    let src = w.rich_src();
     w.index("dir", &src, "rich", &[]);
 
     for file in [
@@ -75,8 +73,7 @@ fn cat_and_ls_read_single_files_and_directories() {
 #[test]
 fn the_same_tree_gives_the_same_manifest_and_stores_nothing_new() {
     let w = World::local();
-    let src = w.path("src");
-    build_rich_tree(&src);
+    let src = w.rich_src();
     let first = w.index("dir", &src, "a", &[]);
     let second = w.index("dir", &src, "b", &[]);
     assert_eq!(first["manifest"], second["manifest"]);
@@ -126,8 +123,7 @@ fn stats_report_dedup_between_two_versions_of_a_tree() {
 #[test]
 fn verify_passes_on_a_sound_store() {
     let w = World::local();
-    let src = w.path("src");
-    build_rich_tree(&src);
+    let src = w.rich_src();
     w.index("dir", &src, "rich", &[]);
     let out = w.ok(&["verify", "rich", "--quiet"]);
     assert!(out.starts_with("ok: "), "{out}");

@@ -97,6 +97,21 @@ impl World {
         describe(&out)
     }
 
+    /// Builds [`build_rich_tree`] at `src` in this world and returns its path.
+    pub fn rich_src(&self) -> PathBuf {
+        let src = self.path("src");
+        build_rich_tree(&src);
+        src
+    }
+
+    /// The manifest id `tag` names, as `thaw tags` lists it.
+    pub fn manifest_of(&self, tag: &str) -> Option<String> {
+        self.ok(&["tags"])
+            .lines()
+            .find(|l| l.ends_with(&format!("  {tag}")))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+    }
+
     /// `thaw index dir PATH --tag TAG --json` parsed.
     pub fn index(&self, kind: &str, path: &Path, tag: &str, extra: &[&str]) -> serde_json::Value {
         let mut args = vec![
