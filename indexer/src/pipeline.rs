@@ -160,6 +160,15 @@ impl Workers<'_> {
                 });
             }
         }
+        // A file that grew past its scanned size would be stored cut short: refuse that too.
+        let now = file.metadata().map_err(|e| IndexError::io(path, e))?.len();
+        if now != entry.meta.size {
+            return Err(IndexError::Changed {
+                path: path.clone(),
+                expected: entry.meta.size,
+                read: now,
+            });
+        }
         Ok(extents)
     }
 
