@@ -6,6 +6,7 @@
 //! the manifest before the tag. A tag therefore only ever names a complete manifest.
 
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,6 +45,9 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// S3 settings.
     pub s3: S3Options,
+    /// Extra wait before every read request, to measure behaviour against a distant store
+    /// (benchmarks inject e.g. 20 ms); `None` in normal use.
+    pub read_latency: Option<std::time::Duration>,
 }
 
 impl StoreConfig {
@@ -51,7 +55,7 @@ impl StoreConfig {
     pub fn local(path: impl AsRef<FsPath>) -> Self {
         StoreConfig {
             url: Some(path.as_ref().display().to_string()),
-            s3: S3Options::default(),
+            ..StoreConfig::default()
         }
     }
 }
@@ -65,12 +69,30 @@ pub fn default_local_store() -> PathBuf {
     base.join("thaw/store")
 }
 
+/// Requests this process made to the object store, by kind (for metrics and for tests that
+/// check a read touched only what it needed).
+#[derive(Debug, Default)]
+pub struct StoreRequests {
+    /// Whole-object reads.
+    pub gets: AtomicU64,
+    /// Ranged reads (one chunk frame each).
+    pub range_gets: AtomicU64,
+    /// Bytes received by both kinds of read.
+    pub bytes_read: AtomicU64,
+    /// Writes.
+    pub puts: AtomicU64,
+    /// Size queries and listings.
+    pub other: AtomicU64,
+}
+
 /// A handle on one store.
 #[derive(Clone)]
 pub struct Store {
     objects: Arc<dyn ObjectStore>,
     prefix: String,
     display: String,
+    requests: Arc<StoreRequests>,
+    read_latency: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Store {
@@ -133,7 +155,21 @@ impl Store {
             objects,
             prefix,
             display: url,
+            requests: Arc::default(),
+            read_latency: config.read_latency,
         })
+    }
+
+    /// Waits the configured extra read latency, if any.
+    async fn distant(&self) {
+        if let Some(wait) = self.read_latency {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The requests made through this handle (and its clones) so far.
+    pub fn requests(&self) -> &StoreRequests {
+        &self.requests
     }
 
     fn s3(url: &str, options: &S3Options) -> Result<object_store::aws::AmazonS3> {
@@ -171,6 +207,7 @@ impl Store {
 
     /// Writes one object (atomically: readers see all of it or nothing).
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.requests.puts.fetch_add(1, Ordering::Relaxed);
         self.objects
             .put(&self.path(key), PutPayload::from(bytes))
             .await
@@ -180,27 +217,41 @@ impl Store {
 
     /// Reads one whole object.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
+        self.requests.gets.fetch_add(1, Ordering::Relaxed);
+        self.distant().await;
         let result = self
             .objects
             .get(&self.path(key))
             .await
             .map_err(|e| Error::object_store(key, e))?;
-        result
+        let bytes = result
             .bytes()
             .await
-            .map_err(|e| Error::object_store(key, e))
+            .map_err(|e| Error::object_store(key, e))?;
+        self.requests
+            .bytes_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
     }
 
     /// Reads a byte range of one object.
     pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
-        self.objects
+        self.requests.range_gets.fetch_add(1, Ordering::Relaxed);
+        self.distant().await;
+        let bytes = self
+            .objects
             .get_range(&self.path(key), range)
             .await
-            .map_err(|e| Error::object_store(key, e))
+            .map_err(|e| Error::object_store(key, e))?;
+        self.requests
+            .bytes_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
     }
 
     /// The size of one object.
     pub async fn size(&self, key: &str) -> Result<u64> {
+        self.requests.other.fetch_add(1, Ordering::Relaxed);
         let meta = self
             .objects
             .head(&self.path(key))
@@ -211,6 +262,7 @@ impl Store {
 
     /// Lists keys (relative to the store) under `dir` with their sizes.
     pub async fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
+        self.requests.other.fetch_add(1, Ordering::Relaxed);
         let prefix = self.path(dir);
         let strip = if self.prefix.is_empty() {
             0

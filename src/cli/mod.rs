@@ -2,6 +2,7 @@
 
 mod browse;
 mod index;
+mod mount;
 mod progress;
 mod restore;
 mod verify;
@@ -68,6 +69,10 @@ pub struct GlobalOptions {
     /// Do not use the local disk cache.
     #[arg(long, env = "THAW_NO_DISK_CACHE", global = true)]
     no_disk_cache: bool,
+    /// Wait this many milliseconds before every store read (to measure against a distant
+    /// object store; benchmarks use 20).
+    #[arg(long, env = "THAW_STORE_READ_LATENCY_MS", global = true, hide = true)]
+    store_read_latency_ms: Option<u64>,
     /// Hide progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -93,6 +98,13 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Sizes, chunks and dedup of one or more tags.
     Stats(browse::StatsArgs),
+    /// Mount a tagged tree read-only (FUSE); chunks are fetched on first read.
+    Mount(mount::MountArgs),
+    /// Unmount a `thaw mount` (its daemon saves the access trace first).
+    Umount(mount::UmountArgs),
+    /// Access traces: what a start-up read, replayed as prefetch by the next mount.
+    #[command(subcommand)]
+    Trace(mount::TraceCommand),
 }
 
 impl GlobalOptions {
@@ -106,6 +118,9 @@ impl GlobalOptions {
                 secret_access_key: self.s3_secret_access_key.clone(),
                 allow_http: self.s3_allow_http,
             },
+            read_latency: self
+                .store_read_latency_ms
+                .map(std::time::Duration::from_millis),
         }
     }
 
@@ -148,6 +163,7 @@ pub fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -166,5 +182,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => runtime.block_on(browse::stats(global, args)),
         Command::Extract(args) => runtime.block_on(restore::extract(global, args)),
         Command::Verify(args) => runtime.block_on(verify::verify(global, args)),
+        Command::Mount(args) => mount::mount(global, &runtime, args),
+        Command::Umount(args) => runtime.block_on(mount::umount(args)),
+        Command::Trace(cmd) => runtime.block_on(mount::trace(global, cmd)),
     }
 }

@@ -65,6 +65,7 @@ impl World {
             .env("HOME", self.dir.path())
             .env("THAW_STORE", &self.store)
             .env("THAW_CACHE_DIR", self.path("cache"))
+            .env("THAW_RUNTIME_DIR", self.path("run"))
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null());
         for (k, v) in &self.extra_env {
@@ -329,6 +330,116 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     );
     for (path, facts) in &fa {
         assert_eq!(facts, &fb[path], "entry {} differs", path.display());
+    }
+}
+
+/// A `thaw mount --daemon` started by a test; unmounted (lazily, so a failing test cannot leave
+/// it busy) when dropped.
+pub struct MountGuard<'w> {
+    world: &'w World,
+    /// The mount point.
+    pub dir: PathBuf,
+    /// The daemon's pid.
+    pub pid: i32,
+    /// `http://ADDR/metrics` when started with `--metrics`.
+    pub metrics_url: Option<String>,
+    mounted: bool,
+}
+
+impl World {
+    /// Mounts `name` at `dir` (created) as a daemon with `extra` options.
+    pub fn mount(&self, name: &str, dir: &Path, extra: &[&str]) -> MountGuard<'_> {
+        fs::create_dir_all(dir).unwrap();
+        let mut args = vec!["mount", name, dir.to_str().unwrap(), "--daemon"];
+        args.extend_from_slice(extra);
+        let out = self.thaw().args(&args).output().unwrap();
+        assert_no_panic(&out);
+        assert!(
+            out.status.success(),
+            "thaw {args:?} failed:\n{}",
+            describe(&out)
+        );
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        let pid = said
+            .split("(pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {said:?}"));
+        let metrics_url = said
+            .split("metrics on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|url| url.trim_end_matches([')', ';']).to_string());
+        MountGuard {
+            world: self,
+            dir: dir.to_path_buf(),
+            pid,
+            metrics_url,
+            mounted: true,
+        }
+    }
+}
+
+impl MountGuard<'_> {
+    /// `thaw umount`; returns what it printed.
+    pub fn unmount(mut self) -> String {
+        self.mounted = false;
+        let out = self
+            .world
+            .thaw()
+            .args(["umount", self.dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "umount: {}", describe(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The mount's Prometheus metrics: `name{labels}` -> value.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let url = self
+            .metrics_url
+            .as_ref()
+            .expect("mounted without --metrics");
+        let rest = url.strip_prefix("http://").unwrap();
+        let (addr, path) = rest.split_once('/').unwrap();
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("thaw_"))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// One metric, 0 when absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics().get(name).copied().unwrap_or(0.0)
+    }
+}
+
+impl Drop for MountGuard<'_> {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = self
+                .world
+                .thaw()
+                .args(["umount", "--lazy", self.dir.to_str().unwrap()])
+                .output();
+        }
     }
 }
 

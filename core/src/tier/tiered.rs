@@ -62,6 +62,20 @@ impl TieredStore {
         &self.inner.counters
     }
 
+    /// The names of the cache tiers, in order (matching [`TierCounters::cache_hits`]).
+    pub fn cache_names(&self) -> Vec<String> {
+        self.inner
+            .caches
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect()
+    }
+
+    /// The name of the origin tier (where a read's error comes from once every cache missed).
+    pub fn origin_name(&self) -> &str {
+        self.inner.origin.name()
+    }
+
     /// The verified bytes of a chunk.
     pub async fn get(&self, chunk: &ChunkRef) -> Result<Bytes> {
         if let Some(data) = self.inner.read_caches(chunk).await {

@@ -1,0 +1,157 @@
+//! The control socket of a running mount: `thaw umount` and `thaw trace save` talk to the
+//! mount's daemon through a Unix socket named after the mount point, one JSON request line and
+//! one JSON response line per connection.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::FsError;
+
+/// What a client asks a mount's daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum ControlRequest {
+    /// Merge the trace recorded so far into the store now.
+    SaveTrace,
+    /// Unmount (lazily: detach even while files are open), save the trace and exit.
+    Unmount {
+        /// Detach even if busy.
+        lazy: bool,
+    },
+    /// Report counters.
+    Status,
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlResponse {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// A human-readable result or error.
+    pub message: String,
+    /// Counters (for `status`).
+    #[serde(default)]
+    pub status: Option<MountStatus>,
+}
+
+/// A running mount's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountStatus {
+    /// Manifest id.
+    pub manifest: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// Trace entries recorded so far.
+    pub trace_entries: u64,
+    /// Chunks fetched from the object store.
+    pub store_fetches: u64,
+    /// Prefetch hits so far.
+    pub prefetch_hits: u64,
+}
+
+/// Directory of control sockets and daemon logs: `$THAW_RUNTIME_DIR`, else `/run/thaw` for
+/// root, else `$XDG_RUNTIME_DIR/thaw`, else `/tmp/thaw-<uid>`.
+pub fn runtime_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("THAW_RUNTIME_DIR") {
+        return PathBuf::from(dir);
+    }
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return PathBuf::from("/run/thaw");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("thaw"),
+        None => PathBuf::from(format!("/tmp/thaw-{uid}")),
+    }
+}
+
+/// The absolute, symlink-free form of a mount point (as the kernel and the socket name see it).
+pub fn canonical_mountpoint(mountpoint: &Path) -> PathBuf {
+    std::fs::canonicalize(mountpoint).unwrap_or_else(|_| {
+        if mountpoint.is_absolute() {
+            mountpoint.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(mountpoint))
+                .unwrap_or_else(|_| mountpoint.to_path_buf())
+        }
+    })
+}
+
+/// Files of the mount at `mountpoint` in the runtime dir, with `extension`: named by a hash of
+/// the canonical mount point, so any process can find them from the path alone.
+pub fn runtime_file(mountpoint: &Path, extension: &str) -> PathBuf {
+    let canonical = canonical_mountpoint(mountpoint);
+    let hash = thaw_core::ChunkId::of(canonical.as_os_str().as_encoded_bytes());
+    runtime_dir().join(format!("mount-{}.{extension}", &hash.to_hex()[..16]))
+}
+
+/// The control socket of the mount at `mountpoint`.
+pub fn socket_path(mountpoint: &Path) -> PathBuf {
+    runtime_file(mountpoint, "sock")
+}
+
+/// Sends one request to the daemon of the mount at `mountpoint`.
+pub async fn request(
+    mountpoint: &Path,
+    request: &ControlRequest,
+) -> Result<ControlResponse, FsError> {
+    let socket = socket_path(mountpoint);
+    let fail = |reason: String| FsError::Control {
+        socket: socket.display().to_string(),
+        reason,
+    };
+    let stream = UnixStream::connect(&socket).await.map_err(|e| {
+        fail(format!(
+            "cannot connect ({e}); is a thaw mount running there?"
+        ))
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request).expect("a request always serializes");
+    line.push(b'\n');
+    write
+        .write_all(&line)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut answer = String::new();
+    BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    serde_json::from_str(&answer).map_err(|e| fail(format!("bad answer {answer:?}: {e}")))
+}
+
+/// Reads one request from a connection; `Err` carries the answer to send back.
+pub(crate) async fn read_request(
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+) -> Result<ControlRequest, ControlResponse> {
+    let mut line = String::new();
+    if let Err(e) = reader.read_line(&mut line).await {
+        return Err(ControlResponse {
+            ok: false,
+            message: format!("reading the request: {e}"),
+            status: None,
+        });
+    }
+    serde_json::from_str(&line).map_err(|e| ControlResponse {
+        ok: false,
+        message: format!("bad request {line:?}: {e}"),
+        status: None,
+    })
+}
+
+/// Writes one answer.
+pub(crate) async fn write_response(
+    mut writer: tokio::net::unix::OwnedWriteHalf,
+    response: &ControlResponse,
+) {
+    let mut line = serde_json::to_vec(response).expect("a response always serializes");
+    line.push(b'\n');
+    if let Err(e) = writer.write_all(&line).await {
+        tracing::debug!(error = %e, "control client went away");
+    }
+}

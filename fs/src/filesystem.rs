@@ -1,0 +1,358 @@
+//! [`ThawFs`]: the FUSE request handlers. Metadata is answered on the dispatcher thread from the
+//! manifest alone; reads are handed to the async runtime, so the dispatcher never waits on a
+//! chunk fetch.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use fuser::{
+    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use thaw_core::manifest::{FileKind, Inode};
+
+use crate::attr::{file_attr, file_type, fuse_ino, manifest_ino, BLOCK_SIZE, TTL};
+use crate::read::OpenFile;
+use crate::volume::Volume;
+
+/// Largest read request the kernel may send (it also sizes its readahead requests).
+const MAX_REQUEST_BYTES: u32 = 1 << 20;
+
+/// The file system the kernel talks to.
+pub struct ThawFs {
+    volume: Arc<Volume>,
+    runtime: tokio::runtime::Handle,
+    open_files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    next_handle: AtomicU64,
+}
+
+impl ThawFs {
+    /// Serves `volume`; reads run on `runtime`.
+    pub fn new(volume: Arc<Volume>, runtime: tokio::runtime::Handle) -> Self {
+        ThawFs {
+            volume,
+            runtime,
+            open_files: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    /// The manifest inode behind a FUSE inode number, or the errno to answer with.
+    fn inode(&self, ino: INodeNo) -> Result<Inode, Errno> {
+        let number = manifest_ino(ino).ok_or(Errno::ENOENT)?;
+        if number >= self.volume.manifest.inode_count() {
+            return Err(Errno::ENOENT);
+        }
+        self.volume.manifest.inode(number).map_err(|e| {
+            tracing::error!(inode = number, error = %e, "manifest read failed");
+            Errno::EIO
+        })
+    }
+}
+
+impl Filesystem for ThawFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Bigger requests mean fewer round trips; each setter returns the nearest allowed
+        // value when the kernel offers less.
+        if let Err(nearest) = config.set_max_write(MAX_REQUEST_BYTES) {
+            let _ = config.set_max_write(nearest);
+        }
+        if let Err(nearest) = config.set_max_readahead(MAX_REQUEST_BYTES) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let found = self.inode(parent).and_then(|dir| {
+            match self.volume.manifest.lookup_in(&dir, name.as_bytes()) {
+                Ok(Some(ino)) => self.inode(fuse_ino(ino)),
+                Ok(None) => Err(Errno::ENOENT),
+                Err(e) => {
+                    tracing::error!(parent = dir.ino, error = %e, "directory read failed");
+                    Err(Errno::EIO)
+                }
+            }
+        });
+        match found {
+            Ok(inode) => reply.entry(&TTL, &file_attr(&inode), Generation(0)),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.inode(ino) {
+            Ok(inode) => reply.attr(&TTL, &file_attr(&inode)),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let target = self.inode(ino).and_then(|inode| {
+            if inode.kind != FileKind::Symlink {
+                return Err(Errno::EINVAL);
+            }
+            self.volume
+                .manifest
+                .symlink_target(&inode)
+                .map(|t| t.to_vec())
+                .map_err(|e| {
+                    tracing::error!(inode = inode.ino, error = %e, "symlink read failed");
+                    Errno::EIO
+                })
+        });
+        match target {
+            Ok(target) => reply.data(&target),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let opened = self.inode(ino).and_then(|inode| {
+            if inode.kind == FileKind::Directory {
+                return Err(Errno::EISDIR);
+            }
+            let extents = self.volume.manifest.extents(&inode).map_err(|e| {
+                let path = self.volume.path_of(inode.ino);
+                tracing::error!(%path, error = %e, "file extents are unreadable");
+                Errno::EIO
+            })?;
+            Ok(OpenFile::new(inode, extents))
+        });
+        match opened {
+            Ok(file) => {
+                let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                self.open_files
+                    .lock()
+                    .expect("open files lock")
+                    .insert(handle, Arc::new(file));
+                // The tree never changes: keep pages cached across opens.
+                reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE)
+            }
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let file = self
+            .open_files
+            .lock()
+            .expect("open files lock")
+            .get(&fh.0)
+            .cloned();
+        let Some(file) = file else {
+            return reply.error(Errno::EBADF);
+        };
+        let volume = self.volume.clone();
+        self.runtime.spawn(async move {
+            let started = Instant::now();
+            let metrics = volume.metrics.clone();
+            metrics.reads.inc();
+            match file.read(&volume, offset, size).await {
+                Ok(data) => {
+                    metrics.read_bytes.inc_by(data.len() as u64);
+                    reply.data(&data);
+                }
+                Err(e) => {
+                    metrics.read_errors.inc();
+                    tracing::error!(
+                        path = %volume.path_of(file.inode.ino),
+                        offset,
+                        chunk_index = e.chunk_index,
+                        chunk = %e.chunk.map(|c| c.to_hex()).unwrap_or_default(),
+                        tier = %volume.tiers().origin_name(),
+                        error = %e.source,
+                        "read failed; answering EIO"
+                    );
+                    reply.error(Errno::EIO);
+                }
+            }
+            metrics
+                .read_seconds
+                .observe(started.elapsed().as_secs_f64());
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is ever written.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.open_files
+            .lock()
+            .expect("open files lock")
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.inode(ino) {
+            Ok(inode) if inode.kind == FileKind::Directory => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let dir = match self.inode(ino) {
+            Ok(dir) if dir.kind == FileKind::Directory => dir,
+            Ok(_) => return reply.error(Errno::ENOTDIR),
+            Err(errno) => return reply.error(errno),
+        };
+        let manifest = &self.volume.manifest;
+        let entries = match manifest.read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(path = %self.volume.path_of(dir.ino), error = %e, "directory read failed");
+                return reply.error(Errno::EIO);
+            }
+        };
+        // Offsets: 1 is ".", 2 is "..", 3.. are the entries; each names the one after it.
+        let dots = [
+            (ino, FileType::Directory, OsStr::new(".")),
+            (ino, FileType::Directory, OsStr::new("..")),
+        ];
+        let mut position = 0u64;
+        for (entry_ino, kind, name) in dots.into_iter() {
+            position += 1;
+            if position > offset && reply.add(entry_ino, position, kind, name) {
+                return reply.ok();
+            }
+        }
+        for entry in entries {
+            position += 1;
+            if position <= offset {
+                continue;
+            }
+            let kind = match manifest.inode(entry.ino) {
+                Ok(child) => file_type(child.kind),
+                Err(e) => {
+                    tracing::error!(inode = entry.ino, error = %e, "inode read failed");
+                    return reply.error(Errno::EIO);
+                }
+            };
+            if reply.add(
+                fuse_ino(entry.ino),
+                position,
+                kind,
+                OsStr::from_bytes(entry.name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let manifest = &self.volume.manifest;
+        let bytes: u64 = manifest
+            .chunks()
+            .map(|chunks| chunks.iter().map(|c| c.raw_len as u64).sum())
+            .unwrap_or(0);
+        reply.statfs(
+            bytes.div_ceil(BLOCK_SIZE as u64),
+            0,
+            0,
+            manifest.inode_count() as u64,
+            0,
+            BLOCK_SIZE,
+            255,
+            BLOCK_SIZE,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let value = self.inode(ino).and_then(|inode| {
+            let xattrs = self.volume.manifest.xattrs(&inode).map_err(|e| {
+                tracing::error!(inode = inode.ino, error = %e, "xattr read failed");
+                Errno::EIO
+            })?;
+            xattrs
+                .into_iter()
+                .find(|(n, _)| *n == name.as_bytes())
+                .map(|(_, v)| v.to_vec())
+                .ok_or(Errno::ENODATA)
+        });
+        match value {
+            Ok(value) => reply_sized(reply, size, &value),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let names = self.inode(ino).and_then(|inode| {
+            let xattrs = self.volume.manifest.xattrs(&inode).map_err(|e| {
+                tracing::error!(inode = inode.ino, error = %e, "xattr read failed");
+                Errno::EIO
+            })?;
+            let mut list = Vec::new();
+            for (name, _) in xattrs {
+                list.extend_from_slice(name);
+                list.push(0);
+            }
+            Ok(list)
+        });
+        match names {
+            Ok(names) => reply_sized(reply, size, &names),
+            Err(errno) => reply.error(errno),
+        }
+    }
+}
+
+/// The xattr reply convention: size 0 asks for the length, a too-small size is ERANGE.
+fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}

@@ -1,0 +1,123 @@
+//! Replaying an access trace as prefetch, and telling whether it arrived in time.
+//!
+//! Each chunk has a state: not in the trace, queued for prefetch, being fetched, or fetched. An
+//! application's first read of a chunk looks at that state to count a prefetch hit (fetched
+//! before it was asked for), a late prefetch (asked for while in flight), a miss (the prefetcher
+//! had not reached it) or an unpredicted read (not in the trace).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::volume::Volume;
+
+const NOT_PREDICTED: u8 = 0;
+const QUEUED: u8 = 1;
+const IN_FLIGHT: u8 = 2;
+const FETCHED: u8 = 3;
+
+/// Chunks fetched at once by the prefetcher when not told otherwise.
+pub const DEFAULT_PREFETCH_CONCURRENCY: usize = 16;
+
+/// What an application's first read of a chunk found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FirstRead {
+    /// Prefetch had already fetched it.
+    Prefetched,
+    /// Prefetch was fetching it; the read joined that fetch.
+    InFlight,
+    /// It was in the trace but prefetch had not started on it.
+    Queued,
+    /// It was not in the trace.
+    NotPredicted,
+}
+
+/// The prefetch state of every chunk of a manifest.
+pub(crate) struct PrefetchState {
+    states: Vec<AtomicU8>,
+}
+
+impl PrefetchState {
+    pub(crate) fn new(chunks: usize) -> Self {
+        PrefetchState {
+            states: (0..chunks).map(|_| AtomicU8::new(NOT_PREDICTED)).collect(),
+        }
+    }
+
+    fn set(&self, index: u32, state: u8) {
+        if let Some(slot) = self.states.get(index as usize) {
+            slot.store(state, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn on_first_read(&self, index: u32) -> FirstRead {
+        match self
+            .states
+            .get(index as usize)
+            .map(|s| s.load(Ordering::Acquire))
+        {
+            Some(FETCHED) => FirstRead::Prefetched,
+            Some(IN_FLIGHT) => FirstRead::InFlight,
+            Some(QUEUED) => FirstRead::Queued,
+            _ => FirstRead::NotPredicted,
+        }
+    }
+}
+
+/// What a prefetch run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefetchReport {
+    /// Chunks fetched (from any tier).
+    pub fetched: u64,
+    /// Chunks skipped because the application had already read them.
+    pub skipped: u64,
+    /// Chunks that could not be fetched (logged; the application's own read will retry).
+    pub failed: u64,
+}
+
+/// Fetches `chunks` (chunk table indexes, in trace order) through the volume's tiers,
+/// `concurrency` at a time, starting them in order so the earliest reads are served first.
+pub async fn prefetch(volume: Arc<Volume>, chunks: Vec<u32>, concurrency: usize) -> PrefetchReport {
+    for &index in &chunks {
+        volume.prefetch.set(index, QUEUED);
+    }
+    let started = std::time::Instant::now();
+    let mut report = PrefetchReport::default();
+    let mut fetches = futures::stream::iter(chunks.into_iter().map(|index| {
+        let volume = volume.clone();
+        async move {
+            if volume.recorder.was_read(index) {
+                return None;
+            }
+            volume.prefetch.set(index, IN_FLIGHT);
+            let result = volume.fetch_chunk(index).await;
+            volume
+                .prefetch
+                .set(index, if result.is_ok() { FETCHED } else { QUEUED });
+            Some(result)
+        }
+    }))
+    .buffered(concurrency.max(1));
+    while let Some(outcome) = fetches.next().await {
+        match outcome {
+            None => report.skipped += 1,
+            Some(Ok(_)) => {
+                report.fetched += 1;
+                volume.metrics.prefetched_chunks.inc();
+            }
+            Some(Err(e)) => {
+                report.failed += 1;
+                tracing::warn!(chunk = e.chunk_index, error = %e.source, "prefetch could not fetch a chunk");
+            }
+        }
+    }
+    tracing::info!(
+        fetched = report.fetched,
+        skipped = report.skipped,
+        failed = report.failed,
+        seconds = started.elapsed().as_secs_f64(),
+        "prefetch done"
+    );
+    report
+}

@@ -1,0 +1,177 @@
+//! Reads of an open file: file ranges to chunk slices, fetched concurrently, and a readahead
+//! window that grows while a reader goes through the file in order.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use thaw_core::manifest::{Extent, Inode};
+
+use crate::volume::Volume;
+use crate::ReadError;
+
+/// Readahead starts at this many bytes past a sequential read...
+const READAHEAD_MIN: u64 = 1 << 20;
+/// ...and doubles with each further sequential read up to this.
+const READAHEAD_MAX: u64 = 64 << 20;
+/// Chunks one readahead fetches at once.
+const READAHEAD_FETCHES: usize = 4;
+
+/// An open regular file: its extents (parsed once at open) and its readahead state.
+pub(crate) struct OpenFile {
+    pub(crate) inode: Inode,
+    extents: Vec<Extent>,
+    readahead: Mutex<Readahead>,
+}
+
+/// Where the last read ended and how far ahead to fetch.
+#[derive(Debug, Default)]
+struct Readahead {
+    next_offset: u64,
+    window: u64,
+    issued_until: u64,
+}
+
+impl Readahead {
+    /// Notes a read of `offset..end`; returns the range to fetch ahead, if any.
+    fn on_read(&mut self, offset: u64, end: u64, file_size: u64) -> Option<(u64, u64)> {
+        if offset == self.next_offset {
+            self.window = (self.window * 2).clamp(READAHEAD_MIN, READAHEAD_MAX);
+        } else {
+            self.window = 0;
+            self.issued_until = 0;
+        }
+        self.next_offset = end;
+        if self.window == 0 {
+            return None;
+        }
+        let start = end.max(self.issued_until);
+        let stop = end.saturating_add(self.window).min(file_size);
+        if start >= stop {
+            return None;
+        }
+        self.issued_until = stop;
+        Some((start, stop))
+    }
+}
+
+impl OpenFile {
+    pub(crate) fn new(inode: Inode, extents: Vec<Extent>) -> Self {
+        OpenFile {
+            inode,
+            extents,
+            readahead: Mutex::new(Readahead::default()),
+        }
+    }
+
+    /// The extents that overlap `offset..end`.
+    fn extents_in(&self, offset: u64, end: u64) -> &[Extent] {
+        let first = self
+            .extents
+            .partition_point(|e| e.file_offset + e.len as u64 <= offset);
+        let count = self.extents[first..]
+            .iter()
+            .take_while(|e| e.file_offset < end)
+            .count();
+        &self.extents[first..first + count]
+    }
+
+    /// Bytes `offset..offset+size` of the file (fewer at its end; holes read as zeros).
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        volume: &Arc<Volume>,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, ReadError> {
+        let end = offset.saturating_add(size as u64).min(self.inode.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        self.start_readahead(volume, offset, end);
+        let extents = self.extents_in(offset, end);
+        let ino = self.inode.ino;
+        let chunks =
+            futures::future::try_join_all(extents.iter().map(|e| volume.read_chunk(e.chunk, ino)))
+                .await?;
+        // One extent covering the whole range: hand out a slice of the chunk, no copy.
+        if let ([extent], [chunk]) = (extents, chunks.as_slice()) {
+            if extent.file_offset <= offset && extent.file_offset + extent.len as u64 >= end {
+                let start = extent.chunk_offset as usize + (offset - extent.file_offset) as usize;
+                return Ok(chunk.slice(start..start + (end - offset) as usize));
+            }
+        }
+        let mut out = BytesMut::zeroed((end - offset) as usize);
+        for (extent, chunk) in extents.iter().zip(&chunks) {
+            let from = extent.file_offset.max(offset);
+            let to = (extent.file_offset + extent.len as u64).min(end);
+            let in_chunk = extent.chunk_offset as usize + (from - extent.file_offset) as usize;
+            out[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&chunk[in_chunk..in_chunk + (to - from) as usize]);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Fetches the chunks of the readahead window in the background (into the caches).
+    fn start_readahead(self: &Arc<Self>, volume: &Arc<Volume>, offset: u64, end: u64) {
+        let ahead =
+            self.readahead
+                .lock()
+                .expect("readahead lock")
+                .on_read(offset, end, self.inode.size);
+        let Some((start, stop)) = ahead else { return };
+        let chunks: Vec<u32> = self
+            .extents_in(start, stop)
+            .iter()
+            .map(|e| e.chunk)
+            .filter(|&c| !volume.recorder.was_read(c))
+            .collect();
+        if chunks.is_empty() {
+            return;
+        }
+        let volume = volume.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(chunks)
+                .map(|c| {
+                    let volume = volume.clone();
+                    async move { volume.fetch_chunk(c).await }
+                })
+                .buffered(READAHEAD_FETCHES)
+                .for_each(|_| async {})
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readahead_window_grows_with_sequential_reads_and_resets_on_a_seek() {
+        let mut ra = Readahead::default();
+        let size = 1 << 30;
+        assert_eq!(
+            ra.on_read(0, 131072, size),
+            Some((131072, 131072 + READAHEAD_MIN))
+        );
+        // Next sequential read: window doubles; only the part not yet issued is fetched.
+        let second = ra.on_read(131072, 262144, size).unwrap();
+        assert_eq!(second, (131072 + READAHEAD_MIN, 262144 + 2 * READAHEAD_MIN));
+        assert_eq!(
+            ra.on_read(100 << 20, (100 << 20) + 4096, size),
+            None,
+            "a seek resets"
+        );
+        let mut offset = (100 << 20) + 4096;
+        for _ in 0..20 {
+            ra.on_read(offset, offset + 4096, size);
+            offset += 4096;
+        }
+        assert_eq!(ra.window, READAHEAD_MAX, "the window is capped");
+        assert_eq!(
+            ra.on_read(size - 10, size, size),
+            None,
+            "nothing past the end"
+        );
+    }
+}

@@ -1,0 +1,443 @@
+//! One mount from start to end: mount and wait until it answers, replay the stored trace as
+//! prefetch, serve metrics and the control socket, unmount on SIGTERM/SIGINT or on request, and
+//! save the recorded trace when the mount ends.
+
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, SessionACL};
+use thaw_core::store::Store;
+use tokio::io::BufReader;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::control::{self, ControlRequest, ControlResponse, MountStatus};
+use crate::prefetch::{self, PrefetchReport, DEFAULT_PREFETCH_CONCURRENCY};
+use crate::trace::Trace;
+use crate::{FsError, ThawFs, Volume};
+
+/// `f_type` of a FUSE file system in `statfs`.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// How a mount runs.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Source name shown in /proc/mounts (`thaw:<tag>`).
+    pub fs_name: String,
+    /// Let users other than the mounting one read the tree.
+    pub allow_other: bool,
+    /// Threads reading FUSE requests (reads themselves run on the async runtime).
+    pub dispatch_threads: usize,
+    /// Replay the stored access trace as prefetch.
+    pub prefetch: bool,
+    /// Chunks prefetched at once.
+    pub prefetch_concurrency: usize,
+    /// Save the recorded trace into the store when the mount ends.
+    pub save_trace: bool,
+    /// Serve Prometheus metrics here.
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long to wait for the mount to answer.
+    pub ready_timeout: Duration,
+}
+
+impl SessionOptions {
+    /// Defaults for a mount at `mountpoint`.
+    pub fn new(mountpoint: impl Into<PathBuf>) -> Self {
+        SessionOptions {
+            mountpoint: mountpoint.into(),
+            fs_name: "thaw".into(),
+            // SAFETY: geteuid has no preconditions.
+            allow_other: unsafe { libc::geteuid() } == 0,
+            dispatch_threads: 2,
+            prefetch: true,
+            prefetch_concurrency: DEFAULT_PREFETCH_CONCURRENCY,
+            save_trace: true,
+            metrics_addr: None,
+            ready_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a running mount tells its starter once it answers.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    /// The canonical mount point.
+    pub mountpoint: PathBuf,
+    /// The control socket.
+    pub control_socket: PathBuf,
+    /// The bound metrics address, if serving.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Trace entries queued for prefetch.
+    pub prefetch_chunks: usize,
+}
+
+/// How a mount ended.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Store key and entry count of the saved trace, if one was saved.
+    pub trace_saved: Option<(String, usize)>,
+    /// What prefetch did, if it ran to the end.
+    pub prefetch: Option<PrefetchReport>,
+}
+
+/// Unmounts `mountpoint`: `lazy` detaches it even while files are open. Works on a mount whose
+/// daemon died (the recovery for "Transport endpoint is not connected").
+pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), FsError> {
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|_| FsError::mount(mountpoint, "path holds a NUL byte"))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: `path` is a valid NUL-terminated string.
+    if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EPERM) {
+        // Not root: the setuid helper may unmount what this user mounted.
+        let mut args = vec!["-u"];
+        if lazy {
+            args.push("-z");
+        }
+        for helper in ["fusermount3", "fusermount"] {
+            if let Ok(status) = std::process::Command::new(helper)
+                .args(&args)
+                .arg(mountpoint)
+                .status()
+            {
+                if status.success() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    let hint = if error.raw_os_error() == Some(libc::EBUSY) {
+        " (files are open there; close them or unmount lazily)"
+    } else {
+        ""
+    };
+    Err(FsError::mount(
+        mountpoint,
+        format!("unmount failed: {error}{hint}"),
+    ))
+}
+
+/// The device of `path`, or `None` if it cannot be stat'ed.
+fn device_of(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.dev())
+}
+
+fn is_fuse(path: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills the zeroed struct; the path is NUL-terminated.
+    unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::statfs(c_path.as_ptr(), &mut fs) == 0 && fs.f_type as i64 == FUSE_SUPER_MAGIC
+    }
+}
+
+/// Waits until `mountpoint` is a FUSE file system on a new device that answers `stat`.
+async fn wait_until_mounted(mountpoint: &Path, before: Option<u64>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let path = mountpoint.to_path_buf();
+        let answered = tokio::task::spawn_blocking(move || {
+            is_fuse(&path) && device_of(&path).is_some_and(|dev| Some(dev) != before)
+        })
+        .await
+        .unwrap_or(false);
+        if answered {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+/// Lets the kernel read ahead further on this mount than its 128 KiB default (best effort).
+fn widen_kernel_readahead(mountpoint: &Path) {
+    let Some(dev) = device_of(mountpoint) else {
+        return;
+    };
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, "4096") {
+        tracing::debug!(%knob, error = %e, "kernel readahead left at its default");
+    }
+}
+
+/// Binds the control socket, replacing a stale one left by a daemon that died.
+async fn bind_control(mountpoint: &Path) -> Result<(UnixListener, PathBuf), FsError> {
+    let socket = control::socket_path(mountpoint);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| FsError::Control {
+            socket: socket.display().to_string(),
+            reason: format!("creating {}: {e}", dir.display()),
+        })?;
+    }
+    if socket.exists() {
+        if control::request(mountpoint, &ControlRequest::Status)
+            .await
+            .is_ok()
+        {
+            return Err(FsError::mount(
+                mountpoint,
+                "a thaw mount is already running there (thaw umount it first)",
+            ));
+        }
+        let _ = std::fs::remove_file(&socket);
+    }
+    let listener = UnixListener::bind(&socket).map_err(|e| FsError::Control {
+        socket: socket.display().to_string(),
+        reason: format!("bind: {e}"),
+    })?;
+    Ok((listener, socket))
+}
+
+/// Loads the stored trace of the volume's manifest as chunk indexes to prefetch.
+async fn trace_to_replay(volume: &Volume, store: &Store) -> Vec<u32> {
+    match Trace::load(store, &volume.manifest().id()).await {
+        Ok(Some(trace)) => trace.chunks_for(volume.manifest()),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not prefetching: the stored trace is unreadable");
+            Vec::new()
+        }
+    }
+}
+
+fn fuse_config(options: &SessionOptions) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName(options.fs_name.clone()),
+        MountOption::Subtype("thaw".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    config.acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(options.dispatch_threads.max(1));
+    config.clone_fd = options.dispatch_threads > 1;
+    config
+}
+
+/// Runs a mount of `volume` until it is unmounted (by a signal, `thaw umount` or `umount`).
+/// `on_ready` is called once the mount answers.
+pub async fn run(
+    volume: Arc<Volume>,
+    store: Store,
+    options: SessionOptions,
+    on_ready: impl FnOnce(&Ready),
+) -> Result<Summary, FsError> {
+    let mountpoint = control::canonical_mountpoint(&options.mountpoint);
+    if !mountpoint.is_dir() {
+        return Err(FsError::mount(&mountpoint, "not a directory"));
+    }
+    let (listener, socket) = bind_control(&mountpoint).await?;
+    let _remove_socket = RemoveOnDrop(socket.clone());
+
+    let replay = if options.prefetch {
+        trace_to_replay(&volume, &store).await
+    } else {
+        Vec::new()
+    };
+    let prefetch_chunks = replay.len();
+    let mut prefetch_task = (!replay.is_empty()).then(|| {
+        tokio::spawn(prefetch::prefetch(
+            volume.clone(),
+            replay,
+            options.prefetch_concurrency,
+        ))
+    });
+
+    let metrics = match options.metrics_addr {
+        Some(addr) => {
+            let registry = volume
+                .metrics
+                .registry(volume.tiers().clone(), store.clone());
+            let (bound, task) = crate::metrics::serve(registry, addr)
+                .await
+                .map_err(|e| FsError::mount(&mountpoint, format!("metrics on {addr}: {e}")))?;
+            Some((bound, AbortOnDrop(task)))
+        }
+        None => None,
+    };
+
+    let device_before = device_of(&mountpoint);
+    let fs = ThawFs::new(volume.clone(), tokio::runtime::Handle::current());
+    let config = fuse_config(&options);
+    let session = {
+        let target = mountpoint.clone();
+        tokio::task::spawn_blocking(move || fuser::Session::new(fs, &target, &config))
+            .await
+            .map_err(|e| FsError::mount(&mountpoint, e))?
+            .map_err(|e| FsError::mount(&mountpoint, e))?
+    };
+    let (finished_tx, mut finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let _ = finished_tx.send(session.run());
+        })
+        .map_err(|e| FsError::mount(&mountpoint, e))?;
+
+    if !wait_until_mounted(&mountpoint, device_before, options.ready_timeout).await {
+        let _ = unmount(&mountpoint, true);
+        return Err(FsError::mount(
+            &mountpoint,
+            format!(
+                "the mount did not answer within {:?}",
+                options.ready_timeout
+            ),
+        ));
+    }
+    widen_kernel_readahead(&mountpoint);
+    on_ready(&Ready {
+        mountpoint: mountpoint.clone(),
+        control_socket: socket.clone(),
+        metrics_addr: metrics.as_ref().map(|(addr, _)| *addr),
+        prefetch_chunks,
+    });
+
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| FsError::mount(&mountpoint, e))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| FsError::mount(&mountpoint, e))?;
+    let mut summary = Summary::default();
+    let mut waiting_for_unmount: Option<tokio::net::unix::OwnedWriteHalf> = None;
+    loop {
+        tokio::select! {
+            ended = &mut finished => {
+                if let Ok(Err(e)) = ended {
+                    tracing::warn!(error = %e, "the FUSE session ended with an error");
+                }
+                break;
+            }
+            _ = terminate.recv() => stop(&mountpoint, "SIGTERM"),
+            _ = interrupt.recv() => stop(&mountpoint, "SIGINT"),
+            report = async { prefetch_task.as_mut().expect("guarded").await }, if prefetch_task.is_some() => {
+                prefetch_task = None;
+                summary.prefetch = report.ok();
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let (read, write) = stream.into_split();
+                let request = control::read_request(&mut BufReader::new(read)).await;
+                match request {
+                    Err(answer) => control::write_response(write, &answer).await,
+                    Ok(ControlRequest::Status) => {
+                        let answer = ControlResponse { ok: true, message: "mounted".into(), status: Some(status(&volume)) };
+                        control::write_response(write, &answer).await;
+                    }
+                    Ok(ControlRequest::SaveTrace) => {
+                        let answer = save_answer(volume.save_trace(&store).await);
+                        control::write_response(write, &answer).await;
+                    }
+                    Ok(ControlRequest::Unmount { lazy }) => match unmount(&mountpoint, lazy) {
+                        Ok(()) => waiting_for_unmount = Some(write),
+                        Err(e) => control::write_response(write, &ControlResponse { ok: false, message: e.to_string(), status: None }).await,
+                    },
+                }
+            }
+        }
+    }
+    if options.save_trace {
+        let saved = volume.save_trace(&store).await;
+        if let Err(e) = &saved {
+            tracing::error!(error = %e, "could not save the access trace");
+        }
+        if let Some(write) = waiting_for_unmount.take() {
+            let mut answer = save_answer(
+                saved
+                    .as_ref()
+                    .map(|s| s.clone())
+                    .map_err(|e| FsError::mount(&mountpoint, e)),
+            );
+            answer.message = format!("unmounted; {}", answer.message);
+            control::write_response(write, &answer).await;
+        }
+        summary.trace_saved = saved.ok().flatten();
+    } else if let Some(write) = waiting_for_unmount.take() {
+        let answer = ControlResponse {
+            ok: true,
+            message: "unmounted".into(),
+            status: None,
+        };
+        control::write_response(write, &answer).await;
+    }
+    drop(metrics);
+    Ok(summary)
+}
+
+/// Unmounts on a signal: normally if possible, else detached (the daemon is going away).
+fn stop(mountpoint: &Path, why: &str) {
+    tracing::info!(signal = why, "unmounting");
+    if let Err(e) = unmount(mountpoint, false) {
+        tracing::warn!(error = %e, "busy; detaching instead");
+        if let Err(e) = unmount(mountpoint, true) {
+            tracing::error!(error = %e, "could not unmount");
+        }
+    }
+}
+
+fn status(volume: &Volume) -> MountStatus {
+    MountStatus {
+        manifest: volume.manifest().id().to_hex(),
+        pid: std::process::id(),
+        trace_entries: volume.recorder.len() as u64,
+        store_fetches: volume
+            .tiers()
+            .counters()
+            .origin_fetches
+            .load(std::sync::atomic::Ordering::Relaxed),
+        prefetch_hits: volume.metrics.prefetch_hits.get(),
+    }
+}
+
+fn save_answer(saved: Result<Option<(String, usize)>, FsError>) -> ControlResponse {
+    match saved {
+        Ok(Some((key, entries))) => ControlResponse {
+            ok: true,
+            message: format!("trace saved: {entries} chunks in {key}"),
+            status: None,
+        },
+        Ok(None) => ControlResponse {
+            ok: true,
+            message: "no reads recorded; trace unchanged".into(),
+            status: None,
+        },
+        Err(e) => ControlResponse {
+            ok: false,
+            message: e.to_string(),
+            status: None,
+        },
+    }
+}
+
+/// Removes a file when dropped (the control socket, however the session ends).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

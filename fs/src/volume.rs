@@ -1,0 +1,116 @@
+//! [`Volume`]: one mounted manifest with everything its reads share (chunk map, tiers, the
+//! per-chunk first-read and prefetch state, the trace recorder and metrics).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use thaw_core::chunk_map::ChunkMap;
+use thaw_core::manifest::{InodeNo, Manifest};
+use thaw_core::tier::TieredStore;
+
+use crate::metrics::FsMetrics;
+use crate::prefetch::{FirstRead, PrefetchState};
+use crate::trace::TraceRecorder;
+use crate::ReadError;
+
+/// A mounted manifest: shared by the FUSE handlers, the read workers and the prefetcher.
+pub struct Volume {
+    pub(crate) manifest: Manifest,
+    pub(crate) map: ChunkMap,
+    pub(crate) tiers: TieredStore,
+    pub(crate) prefetch: PrefetchState,
+    pub(crate) recorder: TraceRecorder,
+    pub(crate) metrics: Arc<FsMetrics>,
+    paths: OnceLock<HashMap<InodeNo, String>>,
+}
+
+impl Volume {
+    /// A volume over `manifest` whose chunks (located by `map`) come through `tiers`; the
+    /// trace recorder keeps the first read of each chunk during `trace_window` after now.
+    pub fn new(
+        manifest: Manifest,
+        map: ChunkMap,
+        tiers: TieredStore,
+        trace_window: std::time::Duration,
+        metrics: Arc<FsMetrics>,
+    ) -> Self {
+        let chunks = manifest.chunk_count() as usize;
+        Volume {
+            prefetch: PrefetchState::new(chunks),
+            recorder: TraceRecorder::new(chunks, Instant::now(), trace_window),
+            manifest,
+            map,
+            tiers,
+            metrics,
+            paths: OnceLock::new(),
+        }
+    }
+
+    /// The mounted manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The tiers reads go through.
+    pub fn tiers(&self) -> &TieredStore {
+        &self.tiers
+    }
+
+    /// The path of `ino` inside the tree (for logs and traces). Built on first use: errors and
+    /// trace saves are rare, and most mounts never need it.
+    pub(crate) fn path_of(&self, ino: InodeNo) -> String {
+        let paths = self.paths.get_or_init(|| match self.manifest.walk() {
+            Ok(walk) => walk
+                .into_iter()
+                .map(|(path, inode)| (inode.ino, format!("/{}", String::from_utf8_lossy(&path))))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the manifest's paths");
+                HashMap::new()
+            }
+        });
+        paths
+            .get(&ino)
+            .cloned()
+            .unwrap_or_else(|| format!("<inode {ino}>"))
+    }
+
+    /// Chunk table entry `index` for an application read of file `ino`: notes the first read
+    /// (trace, prefetch accounting) and fetches the verified bytes through the tiers.
+    pub(crate) async fn read_chunk(&self, index: u32, ino: InodeNo) -> Result<Bytes, ReadError> {
+        if self.recorder.note_read(index, ino) {
+            match self.prefetch.on_first_read(index) {
+                FirstRead::Prefetched => self.metrics.prefetch_hits.inc(),
+                FirstRead::InFlight => self.metrics.prefetch_late.inc(),
+                FirstRead::Queued => self.metrics.prefetch_missed.inc(),
+                FirstRead::NotPredicted => self.metrics.unpredicted_reads.inc(),
+            };
+        }
+        self.fetch_chunk(index).await
+    }
+
+    /// Fetches chunk table entry `index` through the tiers, timing it (no first-read
+    /// accounting: readahead and prefetch use this directly).
+    pub(crate) async fn fetch_chunk(&self, index: u32) -> Result<Bytes, ReadError> {
+        let started = Instant::now();
+        let chunk = self
+            .map
+            .chunk_ref(&self.manifest, index)
+            .map_err(|source| ReadError {
+                chunk_index: index,
+                chunk: None,
+                source,
+            })?;
+        let result = self.tiers.get(&chunk).await;
+        self.metrics
+            .chunk_fetch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(|source| ReadError {
+            chunk_index: index,
+            chunk: Some(chunk.id),
+            source,
+        })
+    }
+}

@@ -1,0 +1,278 @@
+//! `thaw mount`, `thaw umount` and `thaw trace save|show`.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use thaw_fs::control::{self, ControlRequest};
+use thaw_fs::metrics::FsMetrics;
+use thaw_fs::session::{self, SessionOptions};
+use thaw_fs::trace::{Trace, DEFAULT_TRACE_WINDOW};
+use thaw_fs::Volume;
+
+use super::GlobalOptions;
+
+/// Set in the environment of the background process `--daemon` starts.
+const DAEMON_CHILD_ENV: &str = "THAW_MOUNT_DAEMON_CHILD";
+/// The descriptor a daemon child reports readiness on.
+const READY_FD: i32 = 3;
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Tag or manifest id.
+    name: String,
+    /// Mount point (an existing directory).
+    mountpoint: PathBuf,
+    /// Run in the background; exit 0 once the mount answers (its log goes to --log-file).
+    #[arg(long, short = 'd')]
+    daemon: bool,
+    /// Log file of a --daemon mount [default: <runtime dir>/mount-<hash>.log].
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101) at /metrics.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Do not replay the stored access trace as prefetch.
+    #[arg(long)]
+    no_prefetch: bool,
+    /// Chunks prefetched at once.
+    #[arg(long, default_value_t = thaw_fs::prefetch::DEFAULT_PREFETCH_CONCURRENCY)]
+    prefetch_concurrency: usize,
+    /// Record first reads for this many seconds after mount.
+    #[arg(long, default_value_t = DEFAULT_TRACE_WINDOW.as_secs())]
+    trace_window: u64,
+    /// Do not save the recorded access trace when the mount ends.
+    #[arg(long)]
+    no_trace: bool,
+    /// Threads reading FUSE requests.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct UmountArgs {
+    /// Mount point.
+    mountpoint: PathBuf,
+    /// Detach even while files are open there.
+    #[arg(long, short = 'l')]
+    lazy: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TraceCommand {
+    /// Merge what a running mount recorded so far into the store now.
+    Save {
+        /// Mount point of a running `thaw mount`.
+        mountpoint: PathBuf,
+    },
+    /// Print the stored access trace of a tag, in prefetch order.
+    Show {
+        /// Tag or manifest id.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `thaw mount`: in the foreground, or through a background child when `--daemon`.
+pub fn mount(
+    global: &GlobalOptions,
+    runtime: &tokio::runtime::Runtime,
+    args: MountArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.daemon && std::env::var_os(DAEMON_CHILD_ENV).is_none() {
+        return start_daemon(&args);
+    }
+    runtime.block_on(mount_here(global, args))
+}
+
+async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<ExitCode> {
+    let store = global.open_store()?;
+    let (manifest, map) = store.open_manifest(&args.name).await?;
+    let tiers = global.tiers(&store, true);
+    let volume = Arc::new(Volume::new(
+        manifest,
+        map,
+        tiers,
+        Duration::from_secs(args.trace_window),
+        Arc::new(FsMetrics::default()),
+    ));
+    let options = SessionOptions {
+        fs_name: format!("thaw:{}", args.name),
+        prefetch: !args.no_prefetch,
+        prefetch_concurrency: args.prefetch_concurrency,
+        save_trace: !args.no_trace,
+        metrics_addr: args.metrics,
+        dispatch_threads: args.threads,
+        ..SessionOptions::new(&args.mountpoint)
+    };
+    let name = args.name.clone();
+    let summary = session::run(volume, store, options, |ready| {
+        let mut line = format!("mounted {name} at {}", ready.mountpoint.display());
+        if ready.prefetch_chunks > 0 {
+            line.push_str(&format!(" (prefetching {} chunks)", ready.prefetch_chunks));
+        }
+        if let Some(addr) = ready.metrics_addr {
+            line.push_str(&format!("; metrics on http://{addr}/metrics"));
+        }
+        eprintln!("thaw: {line}");
+        report_ready(&line);
+    })
+    .await
+    .with_context(|| format!("mounting {} at {}", args.name, args.mountpoint.display()))?;
+    match summary.trace_saved {
+        Some((key, entries)) => eprintln!("thaw: unmounted; trace of {entries} chunks in {key}"),
+        None => eprintln!("thaw: unmounted"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// In a daemon child, tells the waiting parent the mount answers (and closes the pipe).
+fn report_ready(line: &str) {
+    if std::env::var_os(DAEMON_CHILD_ENV).is_none() {
+        return;
+    }
+    // SAFETY: the parent passed READY_FD open for this process alone; it is taken once.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(READY_FD) };
+    let _ = writeln!(pipe, "ready {line}");
+}
+
+/// Starts this command again as a detached child, waits for it to report readiness, exits.
+fn start_daemon(args: &MountArgs) -> anyhow::Result<ExitCode> {
+    let log_path = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| control::runtime_file(&args.mountpoint, "log"));
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating the log file {}", log_path.display()))?;
+    let (ready_read, ready_write) = pipe()?;
+    let exe = std::env::current_exe().context("finding the thaw executable")?;
+    let write_fd = ready_write.as_raw_fd();
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(std::env::args_os().skip(1))
+        .env(DAEMON_CHILD_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: only async-signal-safe calls (setsid, dup2) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 || libc::dup2(write_fd, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("starting the mount daemon")?;
+    drop(ready_write);
+    let mut answer = String::new();
+    let _ = std::fs::File::from(ready_read).read_to_string(&mut answer);
+    if let Some(line) = answer.strip_prefix("ready ") {
+        eprintln!(
+            "thaw: {} (pid {}, log {})",
+            line.trim(),
+            child.id(),
+            log_path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = child.wait().ok();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    bail!(
+        "the mount daemon exited ({}) before the mount answered; its log ({}):\n{}",
+        status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown status".into()),
+        log_path.display(),
+        log.trim_end()
+    )
+}
+
+/// A pipe whose ends close on exec (the child's copy is made by dup2, which clears that flag).
+fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that this function then owns.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating the readiness pipe");
+    }
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `thaw umount`: asks the daemon (which saves its trace), else unmounts directly (a daemon
+/// that died leaves a mount answering "Transport endpoint is not connected").
+pub async fn umount(args: UmountArgs) -> anyhow::Result<ExitCode> {
+    let request = ControlRequest::Unmount { lazy: args.lazy };
+    match control::request(&args.mountpoint, &request).await {
+        Ok(answer) if answer.ok => {
+            eprintln!("thaw: {}", answer.message);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(answer) => bail!("{}: {}", args.mountpoint.display(), answer.message),
+        Err(e) => {
+            tracing::info!(error = %e, "no daemon answered; unmounting directly");
+            session::unmount(&control::canonical_mountpoint(&args.mountpoint), args.lazy)?;
+            let _ = std::fs::remove_file(control::socket_path(&args.mountpoint));
+            eprintln!(
+                "thaw: no daemon answered; unmounted {}",
+                args.mountpoint.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `thaw trace save|show`.
+pub async fn trace(global: &GlobalOptions, command: TraceCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TraceCommand::Save { mountpoint } => {
+            let answer = control::request(&mountpoint, &ControlRequest::SaveTrace).await?;
+            if !answer.ok {
+                bail!("{}: {}", mountpoint.display(), answer.message);
+            }
+            eprintln!("thaw: {}", answer.message);
+        }
+        TraceCommand::Show { name, json } => {
+            let store = global.open_store()?;
+            let id = store.resolve(&name).await?;
+            let Some(trace) = Trace::load(&store, &id).await? else {
+                bail!("{name}: no access trace stored yet (mount it and run the program once)");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&trace)?);
+            } else {
+                print_trace(&trace);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_trace(trace: &Trace) {
+    println!(
+        "manifest {}  runs {}  chunks {}",
+        trace.manifest,
+        trace.runs,
+        trace.entries.len()
+    );
+    for (order, entry) in trace.entries.iter().enumerate() {
+        println!(
+            "{order:>6} {:>9.3}s {} {}",
+            entry.at_ms as f64 / 1000.0,
+            &entry.id[..16.min(entry.id.len())],
+            entry.path
+        );
+    }
+}
