@@ -249,15 +249,19 @@ fn a_corrupted_chunk_fails_its_file_with_eio_and_the_mount_keeps_serving() {
     m.unmount();
 }
 
+/// The rich tree indexed as `rich` in `w`; its mount point.
+fn rich_tag(w: &World) -> std::path::PathBuf {
+    let src = w.rich_src();
+    w.index("dir", &src, "rich", &[]);
+    w.path("mnt")
+}
+
 #[test]
 fn a_mount_whose_daemon_was_killed_answers_enotconn_and_umount_recovers_it() {
     let w = World::local();
-    let src = w.rich_src();
-    w.index("dir", &src, "rich", &[]);
-    let mnt = w.path("mnt");
+    let mnt = rich_tag(&w);
     let m = w.mount("rich", &mnt, &[]);
-    // SAFETY: kill(2) on the daemon this test started.
-    assert_eq!(unsafe { libc::kill(m.pid, libc::SIGKILL) }, 0);
+    m.signal(libc::SIGKILL);
     let probe = mnt.join("big.bin");
     let err = within(Duration::from_secs(20), move || loop {
         match fs::metadata(&probe) {
@@ -266,10 +270,15 @@ fn a_mount_whose_daemon_was_killed_answers_enotconn_and_umount_recovers_it() {
         }
     });
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
-    let said = w.ok(&["umount", mnt.to_str().unwrap()]);
-    let _ = said;
+    let out = w
+        .thaw()
+        .args(["umount", mnt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no daemon answered"));
     assert!(!is_fuse_mount(&mnt));
-    std::mem::forget(m);
+    m.ended();
     // The mount point works again.
     let again = w.mount("rich", &mnt, &[]);
     assert_eq!(fs::read(mnt.join("secret")).unwrap(), b"private");
@@ -279,19 +288,16 @@ fn a_mount_whose_daemon_was_killed_answers_enotconn_and_umount_recovers_it() {
 #[test]
 fn sigterm_unmounts_cleanly_and_saves_the_trace() {
     let w = World::local();
-    let src = w.rich_src();
-    w.index("dir", &src, "rich", &[]);
-    let mnt = w.path("mnt");
+    let mnt = rich_tag(&w);
     let m = w.mount("rich", &mnt, &[]);
     fs::read(mnt.join("lib/python/text.py")).unwrap();
-    // SAFETY: kill(2) on the daemon this test started.
-    assert_eq!(unsafe { libc::kill(m.pid, libc::SIGTERM) }, 0);
+    m.signal(libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(20);
     while is_fuse_mount(&mnt) || Path::new(&format!("/proc/{}", m.pid)).exists() {
         assert!(Instant::now() < deadline, "still mounted after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::mem::forget(m);
+    m.ended();
     let shown = w.ok(&["trace", "show", "rich"]);
     assert!(shown.contains("/lib/python/text.py"), "{shown}");
 }

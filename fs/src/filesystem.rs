@@ -291,16 +291,11 @@ impl Filesystem for ThawFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let manifest = &self.volume.manifest;
-        let bytes: u64 = manifest
-            .chunks()
-            .map(|chunks| chunks.iter().map(|c| c.raw_len as u64).sum())
-            .unwrap_or(0);
         reply.statfs(
-            bytes.div_ceil(BLOCK_SIZE as u64),
+            self.volume.logical_bytes().div_ceil(BLOCK_SIZE as u64),
             0,
             0,
-            manifest.inode_count() as u64,
+            self.volume.manifest.inode_count() as u64,
             0,
             BLOCK_SIZE,
             255,

@@ -60,52 +60,58 @@ impl FsMetrics {
     pub fn registry(self: &Arc<Self>, tiers: TieredStore, store: Store) -> Registry {
         let mut registry = Registry::with_prefix("thaw");
         let m = self.as_ref();
-        registry.register("fs_reads", "FUSE read requests answered", m.reads.clone());
-        registry.register(
-            "fs_read_bytes",
-            "Bytes returned by FUSE reads",
-            m.read_bytes.clone(),
-        );
-        registry.register(
-            "fs_read_errors",
-            "FUSE reads answered with EIO",
-            m.read_errors.clone(),
-        );
-        registry.register(
-            "fs_read_seconds",
-            "Seconds per FUSE read",
-            m.read_seconds.clone(),
-        );
-        registry.register(
-            "chunk_fetch_seconds",
-            "Seconds per chunk fetched through the tiers",
-            m.chunk_fetch_seconds.clone(),
-        );
-        registry.register(
-            "prefetch_chunks",
-            "Chunks fetched by trace prefetch",
-            m.prefetched_chunks.clone(),
-        );
-        registry.register(
-            "prefetch_hits",
-            "First reads of a chunk prefetch had fetched",
-            m.prefetch_hits.clone(),
-        );
-        registry.register(
-            "prefetch_late",
-            "First reads of a chunk prefetch was fetching",
-            m.prefetch_late.clone(),
-        );
-        registry.register(
-            "prefetch_missed",
-            "First reads of a traced chunk prefetch had not reached",
-            m.prefetch_missed.clone(),
-        );
-        registry.register(
-            "unpredicted_reads",
-            "First reads of a chunk not in the trace",
-            m.unpredicted_reads.clone(),
-        );
+        let counters = [
+            ("fs_reads", "FUSE read requests answered", &m.reads),
+            (
+                "fs_read_bytes",
+                "Bytes returned by FUSE reads",
+                &m.read_bytes,
+            ),
+            (
+                "fs_read_errors",
+                "FUSE reads answered with EIO",
+                &m.read_errors,
+            ),
+            (
+                "prefetch_chunks",
+                "Chunks fetched by trace prefetch",
+                &m.prefetched_chunks,
+            ),
+            (
+                "prefetch_hits",
+                "First reads of a chunk prefetch had fetched",
+                &m.prefetch_hits,
+            ),
+            (
+                "prefetch_late",
+                "First reads of a chunk prefetch was fetching",
+                &m.prefetch_late,
+            ),
+            (
+                "prefetch_missed",
+                "First reads of a traced chunk prefetch had not reached",
+                &m.prefetch_missed,
+            ),
+            (
+                "unpredicted_reads",
+                "First reads of a chunk not in the trace",
+                &m.unpredicted_reads,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        let histograms = [
+            ("fs_read_seconds", "Seconds per FUSE read", &m.read_seconds),
+            (
+                "chunk_fetch_seconds",
+                "Seconds per chunk fetched through the tiers",
+                &m.chunk_fetch_seconds,
+            ),
+        ];
+        for (name, help, histogram) in histograms {
+            registry.register(name, help, histogram.clone());
+        }
         registry.register_collector(Box::new(TierCollector { tiers, store }));
         registry
     }

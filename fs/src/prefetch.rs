@@ -18,7 +18,7 @@ const IN_FLIGHT: u8 = 2;
 const FETCHED: u8 = 3;
 
 /// Chunks fetched at once by the prefetcher when not told otherwise.
-pub const DEFAULT_PREFETCH_CONCURRENCY: usize = 16;
+pub const DEFAULT_PREFETCH_CONCURRENCY: usize = 32;
 
 /// What an application's first read of a chunk found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,6 +24,7 @@ pub struct Volume {
     pub(crate) recorder: TraceRecorder,
     pub(crate) metrics: Arc<FsMetrics>,
     paths: OnceLock<HashMap<InodeNo, String>>,
+    logical_bytes: OnceLock<u64>,
 }
 
 impl Volume {
@@ -45,6 +46,7 @@ impl Volume {
             tiers,
             metrics,
             paths: OnceLock::new(),
+            logical_bytes: OnceLock::new(),
         }
     }
 
@@ -56,6 +58,16 @@ impl Volume {
     /// The tiers reads go through.
     pub fn tiers(&self) -> &TieredStore {
         &self.tiers
+    }
+
+    /// Bytes of all distinct chunks (what `statfs` reports as used).
+    pub(crate) fn logical_bytes(&self) -> u64 {
+        *self.logical_bytes.get_or_init(|| {
+            self.manifest
+                .chunks()
+                .map(|chunks| chunks.iter().map(|c| c.raw_len as u64).sum())
+                .unwrap_or(0)
+        })
     }
 
     /// The path of `ino` inside the tree (for logs and traces). Built on first use: errors and

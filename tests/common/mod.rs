@@ -425,6 +425,18 @@ impl MountGuard<'_> {
             .collect()
     }
 
+    /// For a mount that ended without this guard (its daemon was killed, or told to stop):
+    /// nothing is left to unmount on drop.
+    pub fn ended(mut self) {
+        self.mounted = false;
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the daemon this guard started.
+        assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0);
+    }
+
     /// One metric, 0 when absent.
     pub fn metric(&self, name: &str) -> f64 {
         self.metrics().get(name).copied().unwrap_or(0.0)
