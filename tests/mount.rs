@@ -24,6 +24,9 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 
 #[test]
 fn a_mounted_tree_matches_its_source_and_metadata_needs_no_chunk() {
+    if !fuse_available("a_mounted_tree_matches_its_source_and_metadata_needs_no_chunk") {
+        return;
+    }
     let w = World::local();
     let src = w.rich_src();
     w.index("dir", &src, "rich", &[]);
@@ -87,6 +90,9 @@ fn is_fuse_mount(path: &Path) -> bool {
 
 #[test]
 fn many_concurrent_readers_get_the_right_bytes() {
+    if !fuse_available("many_concurrent_readers_get_the_right_bytes") {
+        return;
+    }
     let w = World::local();
     let src = w.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -130,6 +136,9 @@ fn many_concurrent_readers_get_the_right_bytes() {
 
 #[test]
 fn random_reads_of_a_large_sparse_file_fetch_only_the_chunks_they_touch() {
+    if !fuse_available("random_reads_of_a_large_sparse_file_fetch_only_the_chunks_they_touch") {
+        return;
+    }
     const ISLAND: u64 = 4 << 20;
     const STRIDE: u64 = 64 << 20;
     const SIZE: u64 = 2 << 30;
@@ -201,6 +210,9 @@ fn random_reads_of_a_large_sparse_file_fetch_only_the_chunks_they_touch() {
 
 #[test]
 fn a_corrupted_chunk_fails_its_file_with_eio_and_the_mount_keeps_serving() {
+    if !fuse_available("a_corrupted_chunk_fails_its_file_with_eio_and_the_mount_keeps_serving") {
+        return;
+    }
     let w = World::local();
     let src = w.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -258,6 +270,9 @@ fn rich_tag(w: &World) -> std::path::PathBuf {
 
 #[test]
 fn a_mount_whose_daemon_was_killed_answers_enotconn_and_umount_recovers_it() {
+    if !fuse_available("a_mount_whose_daemon_was_killed_answers_enotconn_and_umount_recovers_it") {
+        return;
+    }
     let w = World::local();
     let mnt = rich_tag(&w);
     let m = w.mount("rich", &mnt, &[]);
@@ -287,6 +302,9 @@ fn a_mount_whose_daemon_was_killed_answers_enotconn_and_umount_recovers_it() {
 
 #[test]
 fn sigterm_unmounts_cleanly_and_saves_the_trace() {
+    if !fuse_available("sigterm_unmounts_cleanly_and_saves_the_trace") {
+        return;
+    }
     let w = World::local();
     let mnt = rich_tag(&w);
     let m = w.mount("rich", &mnt, &[]);
@@ -304,6 +322,9 @@ fn sigterm_unmounts_cleanly_and_saves_the_trace() {
 
 #[test]
 fn a_second_mount_prefetches_what_the_first_one_read_before_the_program_asks() {
+    if !fuse_available("a_second_mount_prefetches_what_the_first_one_read_before_the_program_asks") {
+        return;
+    }
     let w = World::local();
     let src = w.path("src");
     fs::create_dir_all(&src).unwrap();

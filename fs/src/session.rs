@@ -20,6 +20,9 @@ use crate::prefetch::{self, PrefetchReport, DEFAULT_PREFETCH_CONCURRENCY};
 use crate::trace::Trace;
 use crate::{FsError, ThawFs, Volume};
 
+/// How long a control client has to send its request line.
+const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `f_type` of a FUSE file system in `statfs`.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -332,7 +335,11 @@ pub async fn run(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let (read, write) = stream.into_split();
-                let request = control::read_request(&mut BufReader::new(read)).await;
+                // A client that connects and says nothing must not stall the mount's loop.
+                let request = match tokio::time::timeout(CONTROL_READ_TIMEOUT, control::read_request(&mut BufReader::new(read))).await {
+                    Ok(request) => request,
+                    Err(_) => continue,
+                };
                 match request {
                     Err(answer) => control::write_response(write, &answer).await,
                     Ok(ControlRequest::Status) => {

@@ -346,6 +346,16 @@ pub struct MountGuard<'w> {
     mounted: bool,
 }
 
+/// Whether this machine can mount FUSE file systems. Without /dev/fuse the mount tests say so on
+/// stderr and return early; where it exists, any mount failure fails the test.
+pub fn fuse_available(test: &str) -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: no /dev/fuse on this machine (FUSE mounts need it)");
+    false
+}
+
 impl World {
     /// Mounts `name` at `dir` (created) as a daemon with `extra` options.
     pub fn mount(&self, name: &str, dir: &Path, extra: &[&str]) -> MountGuard<'_> {
