@@ -322,7 +322,8 @@ fn sigterm_unmounts_cleanly_and_saves_the_trace() {
 
 #[test]
 fn a_second_mount_prefetches_what_the_first_one_read_before_the_program_asks() {
-    if !fuse_available("a_second_mount_prefetches_what_the_first_one_read_before_the_program_asks") {
+    if !fuse_available("a_second_mount_prefetches_what_the_first_one_read_before_the_program_asks")
+    {
         return;
     }
     let w = World::local();
