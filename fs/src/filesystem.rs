@@ -2,22 +2,19 @@
 //! manifest alone; reads are handed to the async runtime, so the dispatcher never waits on a
 //! chunk fetch.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use fuser::{
-    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileHandle, FileType, Filesystem, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyXattr, Request,
 };
 use thaw_core::manifest::{FileKind, Inode};
 
 use crate::attr::{file_attr, file_type, fuse_ino, manifest_ino, BLOCK_SIZE, TTL};
-use crate::read::OpenFile;
 use crate::volume::Volume;
 
 /// Largest read request the kernel may send (it also sizes its readahead requests).
@@ -27,19 +24,12 @@ const MAX_REQUEST_BYTES: u32 = 1 << 20;
 pub struct ThawFs {
     volume: Arc<Volume>,
     runtime: tokio::runtime::Handle,
-    open_files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    next_handle: AtomicU64,
 }
 
 impl ThawFs {
     /// Serves `volume`; reads run on `runtime`.
     pub fn new(volume: Arc<Volume>, runtime: tokio::runtime::Handle) -> Self {
-        ThawFs {
-            volume,
-            runtime,
-            open_files: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
-        }
+        ThawFs { volume, runtime }
     }
 
     /// The manifest inode behind a FUSE inode number, or the errno to answer with.
@@ -114,60 +104,42 @@ impl Filesystem for ThawFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EROFS);
-        }
-        let opened = self.inode(ino).and_then(|inode| {
-            if inode.kind == FileKind::Directory {
-                return Err(Errno::EISDIR);
-            }
-            let extents = self.volume.manifest.extents(&inode).map_err(|e| {
-                let path = self.volume.path_of(inode.ino);
-                tracing::error!(%path, error = %e, "file extents are unreadable");
-                Errno::EIO
-            })?;
-            Ok(OpenFile::new(inode, extents))
-        });
-        match opened {
-            Ok(file) => {
-                let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-                self.open_files
-                    .lock()
-                    .expect("open files lock")
-                    .insert(handle, Arc::new(file));
-                // The tree never changes: keep pages cached across opens.
-                reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE)
-            }
-            Err(errno) => reply.error(errno),
-        }
+    /// Opens cost nothing: answering ENOSYS once makes the kernel stop sending OPEN and
+    /// RELEASE for files ("zero-message open") and treat them as keep_cache. The mount is
+    /// read-only, so the kernel itself refuses opens for writing (EROFS). Reads find the file's
+    /// state by inode ([`Volume`] keeps it).
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let file = self
-            .open_files
-            .lock()
-            .expect("open files lock")
-            .get(&fh.0)
-            .cloned();
-        let Some(file) = file else {
-            return reply.error(Errno::EBADF);
+        let Some(number) = manifest_ino(ino) else {
+            return reply.error(Errno::ENOENT);
         };
         let volume = self.volume.clone();
         self.runtime.spawn(async move {
             let started = Instant::now();
             let metrics = volume.metrics.clone();
             metrics.reads.inc();
+            let file = match volume.reader(number) {
+                Ok(Some(file)) => file,
+                Ok(None) => return reply.error(Errno::EISDIR),
+                Err(e) => {
+                    metrics.read_errors.inc();
+                    tracing::error!(path = %volume.path_of(number), error = %e, "file extents are unreadable");
+                    return reply.error(Errno::EIO);
+                }
+            };
             match file.read(&volume, offset, size).await {
                 Ok(data) => {
                     metrics.read_bytes.inc_by(data.len() as u64);
@@ -176,7 +148,7 @@ impl Filesystem for ThawFs {
                 Err(e) => {
                     metrics.read_errors.inc();
                     tracing::error!(
-                        path = %volume.path_of(file.inode.ino),
+                        path = %volume.path_of(number),
                         offset,
                         chunk_index = e.chunk_index,
                         chunk = %e.chunk.map(|c| c.to_hex()).unwrap_or_default(),
@@ -193,6 +165,7 @@ impl Filesystem for ThawFs {
         });
     }
 
+    /// Nothing is ever written; ENOSYS once makes the kernel stop sending FLUSH on every close.
     fn flush(
         &self,
         _req: &Request,
@@ -201,36 +174,12 @@ impl Filesystem for ThawFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is ever written.
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.open_files
-            .lock()
-            .expect("open files lock")
-            .remove(&fh.0);
-        reply.ok();
-    }
-
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.inode(ino) {
-            Ok(inode) if inode.kind == FileKind::Directory => reply.opened(
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-            ),
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(errno) => reply.error(errno),
-        }
+    /// Like `open`: no OPENDIR/RELEASEDIR round trips; the kernel caches directory pages.
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(

@@ -17,8 +17,9 @@ const READAHEAD_MAX: u64 = 64 << 20;
 /// Chunks one readahead fetches at once.
 const READAHEAD_FETCHES: usize = 4;
 
-/// An open regular file: its extents (parsed once at open) and its readahead state.
-pub(crate) struct OpenFile {
+/// A regular file being read: its extents (parsed once) and its readahead state. One per inode,
+/// shared by every reader of the file (opens cost no FUSE request: see `ThawFs::open`).
+pub(crate) struct FileReader {
     pub(crate) inode: Inode,
     extents: Vec<Extent>,
     readahead: Mutex<Readahead>,
@@ -55,9 +56,9 @@ impl Readahead {
     }
 }
 
-impl OpenFile {
+impl FileReader {
     pub(crate) fn new(inode: Inode, extents: Vec<Extent>) -> Self {
-        OpenFile {
+        FileReader {
             inode,
             extents,
             readahead: Mutex::new(Readahead::default()),

@@ -2,16 +2,18 @@
 //! per-chunk first-read and prefetch state, the trace recorder and metrics).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use thaw_core::chunk_map::ChunkMap;
-use thaw_core::manifest::{InodeNo, Manifest};
+use thaw_core::manifest::{FileKind, InodeNo, Manifest};
 use thaw_core::tier::TieredStore;
 
 use crate::metrics::FsMetrics;
 use crate::prefetch::{FirstRead, PrefetchState};
+use crate::read::FileReader;
 use crate::trace::TraceRecorder;
 use crate::ReadError;
 
@@ -25,7 +27,11 @@ pub struct Volume {
     pub(crate) metrics: Arc<FsMetrics>,
     paths: OnceLock<HashMap<InodeNo, String>>,
     logical_bytes: OnceLock<u64>,
+    readers: Mutex<lru::LruCache<InodeNo, Arc<FileReader>>>,
 }
+
+/// Files whose parsed extents and readahead state are kept.
+const READERS_KEPT: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
 
 impl Volume {
     /// A volume over `manifest` whose chunks (located by `map`) come through `tiers`; the
@@ -47,6 +53,7 @@ impl Volume {
             metrics,
             paths: OnceLock::new(),
             logical_bytes: OnceLock::new(),
+            readers: Mutex::new(lru::LruCache::new(READERS_KEPT)),
         }
     }
 
@@ -58,6 +65,24 @@ impl Volume {
     /// The tiers reads go through.
     pub fn tiers(&self) -> &TieredStore {
         &self.tiers
+    }
+
+    /// The reader of regular file `ino` (kept for the next read of the same file), or `None`
+    /// when `ino` is not a regular file.
+    pub(crate) fn reader(&self, ino: InodeNo) -> thaw_core::Result<Option<Arc<FileReader>>> {
+        if let Some(reader) = self.readers.lock().expect("readers lock").get(&ino) {
+            return Ok(Some(reader.clone()));
+        }
+        let inode = self.manifest.inode(ino)?;
+        if inode.kind != FileKind::Regular {
+            return Ok(None);
+        }
+        let reader = Arc::new(FileReader::new(inode, self.manifest.extents(&inode)?));
+        self.readers
+            .lock()
+            .expect("readers lock")
+            .put(ino, reader.clone());
+        Ok(Some(reader))
     }
 
     /// Bytes of all distinct chunks (what `statfs` reports as used).
