@@ -76,3 +76,20 @@ fn unknown_schemes_and_missing_buckets_give_clear_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_mount_reads_its_tree_from_s3_and_stores_the_trace_there() {
+    if !fuse_available("a_mount_reads_its_tree_from_s3_and_stores_the_trace_there") {
+        return;
+    }
+    let server = S3Server::start();
+    let w = World::s3(&server, "thaw-mount");
+    let src = w.rich_src();
+    w.index("dir", &src, "rich", &[]);
+    let mnt = w.path("mnt");
+    let m = w.mount("rich", &mnt, &["--no-disk-cache"]);
+    assert_same_tree(&src, &mnt);
+    assert!(m.unmount().contains("trace saved"));
+    let shown = w.ok(&["trace", "show", "rich"]);
+    assert!(shown.contains("/big.bin"), "{shown}");
+}
