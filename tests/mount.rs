@@ -401,3 +401,31 @@ fn a_second_mount_prefetches_what_the_first_one_read_before_the_program_asks() {
     );
     second.unmount();
 }
+
+#[test]
+fn mounting_an_unknown_tag_or_unmounting_a_plain_directory_fails_clearly() {
+    if !fuse_available("mounting_an_unknown_tag_or_unmounting_a_plain_directory_fails_clearly") {
+        return;
+    }
+    let w = World::local();
+    let mnt = w.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let said = w.fails(&["mount", "no-such-tag", mnt.to_str().unwrap(), "--daemon"]);
+    assert!(
+        said.contains("no-such-tag") && said.contains("before the mount answered"),
+        "{said}"
+    );
+    assert!(!is_fuse_mount(&mnt));
+    let said = w.fails(&["umount", mnt.to_str().unwrap()]);
+    assert!(said.contains("unmount failed"), "{said}");
+    let src = w.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    w.index("dir", &src, "small", &[]);
+    let missing = w.path("missing");
+    let said = w.fails(&["mount", "small", missing.to_str().unwrap()]);
+    assert!(
+        said.contains("missing") && said.contains("not a directory"),
+        "{said}"
+    );
+}
