@@ -7,18 +7,7 @@
 # Env: RUNS (default 3, the median is reported), BENCH_DIR (default ./.thaw-bench),
 #      SKIP_DEDUP=1 to skip the pip-based dedup benchmark (needs PyPI).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-RUNS=${RUNS:-3}
-BENCH_DIR=$(realpath -m "${BENCH_DIR:-.thaw-bench}")
-mkdir -p "$BENCH_DIR"
-cargo build --release --quiet --jobs "${THAW_BUILD_JOBS:-2}"
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-THAW="$target_dir/release/thaw"
-
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-drop_page_cache() { sync; { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null || true; }
-can_drop=no; { echo 1 > /proc/sys/vm/drop_caches; } 2>/dev/null && can_drop=yes
+source "$(dirname "$0")/common.sh"
 
 tree=${1:-}
 if [ -z "$tree" ]; then
@@ -32,7 +21,6 @@ if [ -z "$tree" ]; then
 fi
 tree_bytes=$(du -sb --apparent-size "$tree" | cut -f1)
 tree_files=$(find "$tree" -type f | wc -l)
-mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); page cache drop: $can_drop"
 echo "tree: $tree ($(mib "$tree_bytes") MiB, $tree_files files), median of $RUNS runs"
 

@@ -11,23 +11,14 @@
 #      PROGRAM (default: import numpy, pandas, sklearn from the venv and print a line).
 # Needs root (mounts, dropping the page cache).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-RUNS=${RUNS:-3}
 LATENCY_MS=${LATENCY_MS:-20}
-BENCH_DIR=$(realpath -m "${BENCH_DIR:-.thaw-bench}")
-mkdir -p "$BENCH_DIR"
-cargo build --release --quiet --jobs "${THAW_BUILD_JOBS:-2}"
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-THAW="$target_dir/release/thaw"
+source "$(dirname "$0")/common.sh"
+[ "$can_drop" = yes ] || { echo "benches/mount.sh needs root (mounts, page-cache drops)" >&2; exit 1; }
 for tool in squashfuse mksquashfs erofsfuse mkfs.erofs bc; do
   command -v "$tool" >/dev/null || { echo "missing $tool: run benches/setup-baselines.sh" >&2; exit 1; }
 done
 
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-drop_page_cache() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
-mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 
 tree=${1:-}
 if [ -z "$tree" ]; then

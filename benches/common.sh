@@ -1,0 +1,16 @@
+# Sourced by the benchmark scripts: builds thaw in release mode and defines the shared helpers.
+# Sets RUNS (default 3), BENCH_DIR (default ./.thaw-bench, created), THAW (the release binary)
+# and can_drop (whether the page cache can be dropped: needs root).
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RUNS=${RUNS:-3}
+BENCH_DIR=$(realpath -m "${BENCH_DIR:-.thaw-bench}")
+mkdir -p "$BENCH_DIR"
+cargo build --release --quiet --jobs "${THAW_BUILD_JOBS:-2}"
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+THAW="$target_dir/release/thaw"
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+drop_page_cache() { sync; { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null || true; }
+mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
+can_drop=no; { echo 1 > /proc/sys/vm/drop_caches; } 2>/dev/null && can_drop=yes
