@@ -63,6 +63,15 @@ fn a_mounted_tree_matches_its_source_and_metadata_needs_no_chunk() {
         .unwrap();
     assert!(diff.status.success(), "diff -r: {}", describe(&diff));
     assert!(m.metric(GET_RANGE) > 0.0, "content came from the store");
+    // The kernel keeps the pages: reading a file again (new open) sends no read to thaw.
+    let reads = m.metric("thaw_fs_reads_total");
+    assert!(reads > 0.0);
+    fs::read(mnt.join("lib/python/text.py")).unwrap();
+    assert_eq!(
+        m.metric("thaw_fs_reads_total"),
+        reads,
+        "page cache not kept"
+    );
 
     // Hard links share an inode; inode numbers are stable across mounts of one manifest.
     let ino = |p: &Path| fs::metadata(p).unwrap().ino();
