@@ -13,6 +13,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    if let Err(error) = cli::config::apply_defaults() {
+        eprintln!("thaw: error: {error:#}");
+        return ExitCode::from(2);
+    }
     let args = cli::Cli::parse();
     cli::init_logging(args.global.verbose);
     match cli::run(args) {

@@ -199,3 +199,51 @@ fn a_warm_disk_cache_serves_extracts_when_the_store_is_gone() {
     let err = w.fails(&["--no-disk-cache", "cat", "t", "data"]);
     assert!(err.contains("pack is missing"), "{err}");
 }
+
+#[test]
+fn a_config_file_supplies_defaults_that_the_environment_and_flags_override() {
+    let w = World::local();
+    let src = w.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"configured").unwrap();
+    let from_config = w.path("config-store");
+    let config_dir = w.dir.path().join(".config/thaw");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("config.toml"),
+        format!("[store]\nurl = \"{}\"\n", from_config.display()),
+    )
+    .unwrap();
+    let run = |args: &[&str], store_env: bool| {
+        let mut cmd = w.thaw();
+        if !store_env {
+            cmd.env_remove("THAW_STORE");
+        }
+        let out = cmd.args(args).output().unwrap();
+        assert!(out.status.success(), "thaw {args:?}: {}", describe(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The default config file names the store.
+    run(
+        &["index", "dir", src.to_str().unwrap(), "--tag", "cfg", "-q"],
+        false,
+    );
+    assert!(
+        from_config.join("tags/cfg").is_file(),
+        "written to the configured store"
+    );
+    assert!(run(&["tags"], false).contains(" cfg"));
+    // The environment (the world's own THAW_STORE) wins over the file.
+    assert!(!run(&["tags"], true).contains(" cfg"));
+    // A flag wins over both.
+    let flag = format!("--store={}", from_config.display());
+    assert!(run(&["tags", &flag], true).contains(" cfg"));
+
+    // A named config file must exist; unknown keys are refused naming the file and key.
+    let bad = w.path("bad.toml");
+    std::fs::write(&bad, "[cache]\nsize = 3\n").unwrap();
+    let said = w.fails(&["--config", bad.to_str().unwrap(), "tags"]);
+    assert!(said.contains("bad.toml") && said.contains("size"), "{said}");
+    let said = w.fails(&["--config", "/nonexistent/thaw.toml", "tags"]);
+    assert!(said.contains("/nonexistent/thaw.toml"), "{said}");
+}

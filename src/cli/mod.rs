@@ -1,6 +1,7 @@
 //! The command tree: global options (store, caches, logging) and one module per command group.
 
 mod browse;
+pub mod config;
 mod index;
 mod mount;
 mod progress;
@@ -28,6 +29,10 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug)]
 pub struct GlobalOptions {
+    /// TOML file of defaults for these options (flags and environment win)
+    /// [default: ~/.config/thaw/config.toml when present].
+    #[arg(long, env = "THAW_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Store URL: a directory, file://DIR, s3://BUCKET[/PREFIX], gs://..., az://...
     /// [default: ~/.local/share/thaw/store]
     #[arg(long, env = "THAW_STORE", global = true)]
@@ -174,6 +179,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let global = &cli.global;
+    if let Some(config) = &global.config {
+        tracing::debug!(config = %config.display(), "config file applied");
+    }
     match cli.command {
         Command::Index(cmd) => index::run(global, &runtime, cmd),
         Command::Tags(args) => runtime.block_on(browse::tags(global, args)),
