@@ -234,6 +234,78 @@ fn fuse_config(options: &SessionOptions) -> Config {
     config
 }
 
+/// Mounts `volume` at `mountpoint`, runs its FUSE session on a thread and waits until the mount
+/// answers; the receiver says when the session has ended.
+async fn mount_fuse(
+    volume: Arc<Volume>,
+    mountpoint: &Path,
+    options: &SessionOptions,
+) -> Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>, FsError> {
+    let device_before = device_of(mountpoint);
+    let fs = ThawFs::new(volume, tokio::runtime::Handle::current());
+    let config = fuse_config(options);
+    let target = mountpoint.to_path_buf();
+    let session = tokio::task::spawn_blocking(move || fuser::Session::new(fs, &target, &config))
+        .await
+        .map_err(|e| FsError::mount(mountpoint, e))?
+        .map_err(|e| FsError::mount(mountpoint, e))?;
+    let (finished_tx, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let _ = finished_tx.send(session.run());
+        })
+        .map_err(|e| FsError::mount(mountpoint, e))?;
+    if !wait_until_mounted(mountpoint, device_before, options.ready_timeout).await {
+        let _ = unmount(mountpoint, true);
+        return Err(FsError::mount(
+            mountpoint,
+            format!(
+                "the mount did not answer within {:?}",
+                options.ready_timeout
+            ),
+        ));
+    }
+    Ok(finished)
+}
+
+/// Answers one control connection. An unmount request that succeeded returns the connection:
+/// it is answered once the trace is saved.
+async fn handle_control(
+    stream: tokio::net::UnixStream,
+    volume: &Volume,
+    store: &Store,
+    mountpoint: &Path,
+) -> Option<tokio::net::unix::OwnedWriteHalf> {
+    let (read, write) = stream.into_split();
+    // A client that connects and says nothing must not stall the mount's loop.
+    let request = tokio::time::timeout(
+        CONTROL_READ_TIMEOUT,
+        control::read_request(&mut BufReader::new(read)),
+    )
+    .await
+    .ok()?;
+    let answer = match request {
+        Err(answer) => answer,
+        Ok(ControlRequest::Status) => ControlResponse {
+            ok: true,
+            message: "mounted".into(),
+            status: Some(status(volume)),
+        },
+        Ok(ControlRequest::SaveTrace) => save_answer(&volume.save_trace(store).await),
+        Ok(ControlRequest::Unmount { lazy }) => match unmount(mountpoint, lazy) {
+            Ok(()) => return Some(write),
+            Err(e) => ControlResponse {
+                ok: false,
+                message: e.to_string(),
+                status: None,
+            },
+        },
+    };
+    control::write_response(write, &answer).await;
+    None
+}
+
 /// Runs a mount of `volume` until it is unmounted (by a signal, `thaw umount` or `umount`).
 /// `on_ready` is called once the mount answers.
 pub async fn run(
@@ -246,6 +318,11 @@ pub async fn run(
     if !mountpoint.is_dir() {
         return Err(FsError::mount(&mountpoint, "not a directory"));
     }
+    // Handlers first: a SIGTERM at any moment once the mount exists must unmount it.
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| FsError::mount(&mountpoint, e))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| FsError::mount(&mountpoint, e))?;
     let (listener, socket) = bind_control(&mountpoint).await?;
     let _remove_socket = RemoveOnDrop(socket.clone());
 
@@ -276,34 +353,7 @@ pub async fn run(
         None => None,
     };
 
-    let device_before = device_of(&mountpoint);
-    let fs = ThawFs::new(volume.clone(), tokio::runtime::Handle::current());
-    let config = fuse_config(&options);
-    let session = {
-        let target = mountpoint.clone();
-        tokio::task::spawn_blocking(move || fuser::Session::new(fs, &target, &config))
-            .await
-            .map_err(|e| FsError::mount(&mountpoint, e))?
-            .map_err(|e| FsError::mount(&mountpoint, e))?
-    };
-    let (finished_tx, mut finished) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("fuse-session".into())
-        .spawn(move || {
-            let _ = finished_tx.send(session.run());
-        })
-        .map_err(|e| FsError::mount(&mountpoint, e))?;
-
-    if !wait_until_mounted(&mountpoint, device_before, options.ready_timeout).await {
-        let _ = unmount(&mountpoint, true);
-        return Err(FsError::mount(
-            &mountpoint,
-            format!(
-                "the mount did not answer within {:?}",
-                options.ready_timeout
-            ),
-        ));
-    }
+    let mut finished = mount_fuse(volume.clone(), &mountpoint, &options).await?;
     widen_kernel_readahead(&mountpoint);
     on_ready(&Ready {
         mountpoint: mountpoint.clone(),
@@ -312,10 +362,6 @@ pub async fn run(
         prefetch_chunks,
     });
 
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|e| FsError::mount(&mountpoint, e))?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|e| FsError::mount(&mountpoint, e))?;
     let mut summary = Summary::default();
     let mut waiting_for_unmount: Option<tokio::net::unix::OwnedWriteHalf> = None;
     loop {
@@ -333,55 +379,41 @@ pub async fn run(
                 summary.prefetch = report.ok();
             }
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let (read, write) = stream.into_split();
-                // A client that connects and says nothing must not stall the mount's loop.
-                let request = match tokio::time::timeout(CONTROL_READ_TIMEOUT, control::read_request(&mut BufReader::new(read))).await {
-                    Ok(request) => request,
-                    Err(_) => continue,
-                };
-                match request {
-                    Err(answer) => control::write_response(write, &answer).await,
-                    Ok(ControlRequest::Status) => {
-                        let answer = ControlResponse { ok: true, message: "mounted".into(), status: Some(status(&volume)) };
-                        control::write_response(write, &answer).await;
+                if let Ok((stream, _)) = accepted {
+                    if let Some(write) = handle_control(stream, &volume, &store, &mountpoint).await {
+                        waiting_for_unmount = Some(write);
                     }
-                    Ok(ControlRequest::SaveTrace) => {
-                        let answer = save_answer(volume.save_trace(&store).await);
-                        control::write_response(write, &answer).await;
-                    }
-                    Ok(ControlRequest::Unmount { lazy }) => match unmount(&mountpoint, lazy) {
-                        Ok(()) => waiting_for_unmount = Some(write),
-                        Err(e) => control::write_response(write, &ControlResponse { ok: false, message: e.to_string(), status: None }).await,
-                    },
                 }
             }
         }
     }
-    if options.save_trace {
+    let saved = if options.save_trace {
         let saved = volume.save_trace(&store).await;
         if let Err(e) = &saved {
             tracing::error!(error = %e, "could not save the access trace");
         }
-        if let Some(write) = waiting_for_unmount.take() {
-            let mut answer = save_answer(
-                saved
-                    .as_ref()
-                    .map(|s| s.clone())
-                    .map_err(|e| FsError::mount(&mountpoint, e)),
-            );
-            answer.message = format!("unmounted; {}", answer.message);
-            control::write_response(write, &answer).await;
-        }
-        summary.trace_saved = saved.ok().flatten();
-    } else if let Some(write) = waiting_for_unmount.take() {
-        let answer = ControlResponse {
-            ok: true,
-            message: "unmounted".into(),
-            status: None,
+        Some(saved)
+    } else {
+        None
+    };
+    if let Some(write) = waiting_for_unmount.take() {
+        let answer = match &saved {
+            Some(saved) => {
+                let answer = save_answer(saved);
+                ControlResponse {
+                    message: format!("unmounted; {}", answer.message),
+                    ..answer
+                }
+            }
+            None => ControlResponse {
+                ok: true,
+                message: "unmounted".into(),
+                status: None,
+            },
         };
         control::write_response(write, &answer).await;
     }
+    summary.trace_saved = saved.and_then(|s| s.ok()).flatten();
     drop(metrics);
     Ok(summary)
 }
@@ -411,7 +443,7 @@ fn status(volume: &Volume) -> MountStatus {
     }
 }
 
-fn save_answer(saved: Result<Option<(String, usize)>, FsError>) -> ControlResponse {
+fn save_answer(saved: &Result<Option<(String, usize)>, FsError>) -> ControlResponse {
     match saved {
         Ok(Some((key, entries))) => ControlResponse {
             ok: true,
