@@ -23,7 +23,7 @@ pub struct FsMetrics {
     pub read_errors: Counter,
     /// Seconds per FUSE read request.
     pub read_seconds: Histogram,
-    /// Seconds per chunk fetched through the tiers (hits included).
+    /// Seconds per chunk fetched through the tiers by reads and readahead (hits included).
     pub chunk_fetch_seconds: Histogram,
     /// Chunks the trace prefetcher fetched.
     pub prefetched_chunks: Counter,

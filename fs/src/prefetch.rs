@@ -17,8 +17,12 @@ const QUEUED: u8 = 1;
 const IN_FLIGHT: u8 = 2;
 const FETCHED: u8 = 3;
 
-/// Chunks fetched at once by the prefetcher when not told otherwise.
-pub const DEFAULT_PREFETCH_CONCURRENCY: usize = 32;
+/// Windows of the trace fetched at once by the prefetcher when not told otherwise.
+pub const DEFAULT_PREFETCH_CONCURRENCY: usize = 8;
+
+/// Trace entries per window. A window's chunks are fetched together: adjacent frames of one
+/// pack with one request, the window's requests all at once.
+const WINDOW_CHUNKS: usize = 32;
 
 /// What an application's first read of a chunk found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,41 +80,25 @@ pub struct PrefetchReport {
     pub failed: u64,
 }
 
-/// Fetches `chunks` (chunk table indexes, in trace order) through the volume's tiers,
-/// `concurrency` at a time, starting them in order so the earliest reads are served first.
+/// Fetches `chunks` (chunk table indexes, in trace order) through the volume's tiers, in
+/// windows of trace entries, `concurrency` windows at a time, starting them in order so the
+/// earliest reads are served first.
 pub async fn prefetch(volume: Arc<Volume>, chunks: Vec<u32>, concurrency: usize) -> PrefetchReport {
     for &index in &chunks {
         volume.prefetch.set(index, QUEUED);
     }
     let started = std::time::Instant::now();
-    let mut report = PrefetchReport::default();
-    let mut fetches = futures::stream::iter(chunks.into_iter().map(|index| {
+    let windows: Vec<Vec<u32>> = chunks.chunks(WINDOW_CHUNKS).map(<[u32]>::to_vec).collect();
+    let mut reports = futures::stream::iter(windows.into_iter().map(|window| {
         let volume = volume.clone();
-        async move {
-            if volume.recorder.was_read(index) {
-                return None;
-            }
-            volume.prefetch.set(index, IN_FLIGHT);
-            let result = volume.fetch_chunk(index).await;
-            volume
-                .prefetch
-                .set(index, if result.is_ok() { FETCHED } else { QUEUED });
-            Some(result)
-        }
+        async move { prefetch_window(&volume, window).await }
     }))
     .buffered(concurrency.max(1));
-    while let Some(outcome) = fetches.next().await {
-        match outcome {
-            None => report.skipped += 1,
-            Some(Ok(_)) => {
-                report.fetched += 1;
-                volume.metrics.prefetched_chunks.inc();
-            }
-            Some(Err(e)) => {
-                report.failed += 1;
-                tracing::warn!(chunk = e.chunk_index, error = %e.source, "prefetch could not fetch a chunk");
-            }
-        }
+    let mut report = PrefetchReport::default();
+    while let Some(window) = reports.next().await {
+        report.fetched += window.fetched;
+        report.skipped += window.skipped;
+        report.failed += window.failed;
     }
     tracing::info!(
         fetched = report.fetched,
@@ -119,5 +107,45 @@ pub async fn prefetch(volume: Arc<Volume>, chunks: Vec<u32>, concurrency: usize)
         seconds = started.elapsed().as_secs_f64(),
         "prefetch done"
     );
+    report
+}
+
+/// Fetches one window of the trace: the chunks the application has not read yet.
+async fn prefetch_window(volume: &Volume, window: Vec<u32>) -> PrefetchReport {
+    let mut report = PrefetchReport::default();
+    let mut wanted = Vec::with_capacity(window.len());
+    let mut refs = Vec::with_capacity(window.len());
+    for index in window {
+        if volume.recorder.was_read(index) {
+            report.skipped += 1;
+            continue;
+        }
+        match volume.map.chunk_ref(&volume.manifest, index) {
+            Ok(chunk) => {
+                volume.prefetch.set(index, IN_FLIGHT);
+                wanted.push(index);
+                refs.push(chunk);
+            }
+            Err(e) => {
+                report.failed += 1;
+                tracing::warn!(chunk = index, error = %e, "prefetch: no such chunk");
+            }
+        }
+    }
+    let results = volume.tiers.get_many(&refs).await;
+    for (index, result) in wanted.into_iter().zip(results) {
+        match result {
+            Ok(_) => {
+                volume.prefetch.set(index, FETCHED);
+                report.fetched += 1;
+                volume.metrics.prefetched_chunks.inc();
+            }
+            Err(e) => {
+                volume.prefetch.set(index, QUEUED);
+                report.failed += 1;
+                tracing::warn!(chunk = index, error = %e, "prefetch could not fetch a chunk");
+            }
+        }
+    }
     report
 }

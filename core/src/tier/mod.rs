@@ -44,6 +44,22 @@ pub trait ChunkSource: Send + Sync {
     fn returns_verified(&self) -> bool {
         false
     }
+
+    /// Splits `chunks` into runs this source can fetch with one request each (see
+    /// [`ChunkSource::fetch_run`]); by default every chunk is its own run.
+    fn plan_runs(&self, chunks: Vec<ChunkRef>) -> Vec<Vec<ChunkRef>> {
+        chunks.into_iter().map(|c| vec![c]).collect()
+    }
+
+    /// Fetches one run planned by [`ChunkSource::plan_runs`], results in the run's order; by
+    /// default one [`ChunkSource::fetch`] per chunk.
+    async fn fetch_run(&self, run: &[ChunkRef]) -> Vec<Result<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(run.len());
+        for chunk in run {
+            out.push(self.fetch(chunk).await);
+        }
+        out
+    }
 }
 
 /// A tier that can also keep chunks: memory and disk caches.

@@ -8,6 +8,12 @@ use crate::pack::{decode_frame, pack_key};
 use crate::store::Store;
 use crate::{Error, Result};
 
+/// Frames this close together in one pack are fetched with one ranged read (the bytes between
+/// are read and dropped)...
+const RUN_MAX_GAP: u64 = 256 * 1024;
+/// ...as long as the read stays this small.
+const RUN_MAX_BYTES: u64 = 2 * 1024 * 1024;
+
 /// Reads chunks out of packs in a [`Store`] using their chunk-map locations.
 pub struct PackSource {
     store: Store,
@@ -32,33 +38,172 @@ impl ChunkSource for PackSource {
     }
 
     async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>> {
-        let location = chunk.location.ok_or_else(|| Error::ChunkUnavailable {
-            id: chunk.id,
-            tried: "store: no pack location known for this chunk".into(),
-        })?;
-        let key = pack_key(&location.pack);
-        let range = location.frame_range();
-        let frame = match self.store.get_range(&key, range.clone()).await {
-            Ok(frame) => frame,
-            Err(e) if e.is_not_found() => {
-                return Err(Error::corrupt(
-                    key,
-                    location.offset,
-                    format!("chunk {}: pack is missing from the store", chunk.id),
-                ))
+        let location = located(chunk)?;
+        let frame = self
+            .read_range(&location.pack, location.frame_range(), chunk)
+            .await?;
+        decode_frame(&frame, &chunk.id, &location).map(Some)
+    }
+
+    /// Chunks with locations, grouped by pack, in offset order, split where frames are far
+    /// apart or a run would grow too long. Chunks without a location are runs of their own (their
+    /// fetch reports the missing location).
+    fn plan_runs(&self, chunks: Vec<ChunkRef>) -> Vec<Vec<ChunkRef>> {
+        let (mut located, unlocated): (Vec<ChunkRef>, Vec<ChunkRef>) =
+            chunks.into_iter().partition(|c| c.location.is_some());
+        located.sort_by_key(|c| {
+            let l = c.location.expect("partitioned");
+            (l.pack.0, l.offset)
+        });
+        let mut runs: Vec<Vec<ChunkRef>> = Vec::new();
+        for chunk in located {
+            let here = chunk.location.expect("partitioned");
+            let joins = runs.last().is_some_and(|run| {
+                let first = run[0].location.expect("partitioned");
+                let last = run[run.len() - 1].location.expect("partitioned");
+                let end = last.frame_range().end;
+                last.pack == here.pack
+                    && here.offset >= end
+                    && here.offset - end <= RUN_MAX_GAP
+                    && here.frame_range().end - first.offset <= RUN_MAX_BYTES
+            });
+            match runs.last_mut() {
+                Some(run) if joins => run.push(chunk),
+                _ => runs.push(vec![chunk]),
             }
+        }
+        runs.extend(unlocated.into_iter().map(|c| vec![c]));
+        runs
+    }
+
+    /// One ranged read for the whole run, then each frame decoded and verified on its own.
+    async fn fetch_run(&self, run: &[ChunkRef]) -> Vec<Result<Option<Bytes>>> {
+        let (Some(first), Some(last)) = (
+            run.first().and_then(|c| c.location),
+            run.last().and_then(|c| c.location),
+        ) else {
+            let mut out = Vec::with_capacity(run.len());
+            for chunk in run {
+                out.push(self.fetch(chunk).await);
+            }
+            return out;
+        };
+        let span = first.offset..last.frame_range().end;
+        let bytes = match self.read_range(&first.pack, span.clone(), &run[0]).await {
+            Ok(bytes) => bytes,
             Err(e) => {
-                // A range past the end is the usual cause: say so with the pack's real size.
-                return Err(match self.store.size(&key).await {
-                    Ok(size) if range.end > size => Error::corrupt(
-                        key,
-                        location.offset,
-                        format!("chunk {}: frame ends at {} but the pack is {size} bytes (truncated pack?)", chunk.id, range.end),
-                    ),
-                    _ => e,
-                });
+                let shared = std::sync::Arc::new(e);
+                return run
+                    .iter()
+                    .map(|_| Err(Error::Shared(shared.clone())))
+                    .collect();
             }
         };
-        decode_frame(&frame, &chunk.id, &location).map(Some)
+        run.iter()
+            .map(|chunk| {
+                let location = located(chunk)?;
+                let range = location.frame_range();
+                let frame = bytes
+                    .slice((range.start - span.start) as usize..(range.end - span.start) as usize);
+                decode_frame(&frame, &chunk.id, &location).map(Some)
+            })
+            .collect()
+    }
+}
+
+/// The chunk's pack location, or an error saying it has none.
+fn located(chunk: &ChunkRef) -> Result<crate::pack::ChunkLocation> {
+    chunk.location.ok_or_else(|| Error::ChunkUnavailable {
+        id: chunk.id,
+        tried: "store: no pack location known for this chunk".into(),
+    })
+}
+
+impl PackSource {
+    /// Reads `range` of a pack, turning "not found" and "past the end" into errors that name
+    /// the pack, the offset and (for the first chunk of the range) the chunk.
+    async fn read_range(
+        &self,
+        pack: &crate::ChunkId,
+        range: std::ops::Range<u64>,
+        chunk: &ChunkRef,
+    ) -> Result<Bytes> {
+        let key = pack_key(pack);
+        match self.store.get_range(&key, range.clone()).await {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.is_not_found() => Err(Error::corrupt(
+                key,
+                range.start,
+                format!("chunk {}: pack is missing from the store", chunk.id),
+            )),
+            // A range past the end is the usual cause: say so with the pack's real size.
+            Err(e) => Err(match self.store.size(&key).await {
+                Ok(size) if range.end > size => Error::corrupt(
+                    key,
+                    range.start,
+                    format!(
+                        "chunk {}: frame ends at {} but the pack is {size} bytes (truncated pack?)",
+                        chunk.id, range.end
+                    ),
+                ),
+                _ => e,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::{ChunkLocation, Codec};
+    use crate::store::StoreConfig;
+    use crate::ChunkId;
+
+    fn at(pack: u8, offset: u64, stored_len: u32) -> ChunkRef {
+        ChunkRef {
+            id: ChunkId::of(&[
+                pack,
+                offset as u8,
+                (offset >> 8) as u8,
+                (offset >> 16) as u8,
+            ]),
+            raw_len: stored_len,
+            location: Some(ChunkLocation {
+                pack: ChunkId::of(&[pack]),
+                offset,
+                stored_len,
+                raw_len: stored_len,
+                codec: Codec::Raw,
+            }),
+        }
+    }
+
+    #[test]
+    fn runs_join_nearby_frames_of_one_pack_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = PackSource::new(Store::open(&StoreConfig::local(dir.path())).unwrap());
+        let a0 = at(1, 16, 100); // frame ends at 16 + 48 + 100 = 164
+        let a1 = at(1, 164, 100); // adjacent
+        let a2 = at(1, 264 + 48 + 1000, 100); // a small gap: same run
+        let far = at(1, 10 << 20, 100); // far away: new run
+        let b0 = at(2, 16, 100); // another pack
+        let mut nowhere = at(3, 0, 1);
+        nowhere.location = None;
+        let runs = source.plan_runs(vec![far, a2, b0, a0, nowhere, a1]);
+        let ids: Vec<Vec<ChunkId>> = runs
+            .iter()
+            .map(|r| r.iter().map(|c| c.id).collect())
+            .collect();
+        let (pack1, pack2) = (ChunkId::of(&[1]), ChunkId::of(&[2]));
+        let first_pack_first = pack1.0 < pack2.0;
+        let expected_1 = vec![vec![a0.id, a1.id, a2.id], vec![far.id]];
+        let expected_2 = vec![vec![b0.id]];
+        let mut expected = if first_pack_first {
+            [expected_1, expected_2].concat()
+        } else {
+            [expected_2, expected_1].concat()
+        };
+        expected.push(vec![nowhere.id]);
+        assert_eq!(ids, expected);
     }
 }

@@ -112,6 +112,56 @@ impl TieredStore {
         };
         flight.await.map_err(Error::Shared)
     }
+
+    /// The verified bytes of several chunks, in order: [`TieredStore::get`] for many at once.
+    /// Chunks no cache holds and no fetch is already bringing are fetched from the origin in
+    /// runs ([`ChunkSource::plan_runs`]: adjacent frames of one pack come with one request); each
+    /// chunk still joins, or is joined by, single-flight fetches of the same id.
+    pub async fn get_many(&self, chunks: &[ChunkRef]) -> Vec<Result<Bytes>> {
+        let mut cached: Vec<Option<Bytes>> = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            cached.push(self.inner.read_caches(chunk).await);
+        }
+        let flights: Vec<Option<Flight>> = {
+            let mut in_flight = self.inner.in_flight.lock().expect("single-flight lock");
+            let mut to_fetch: Vec<ChunkRef> = Vec::new();
+            for (chunk, hit) in chunks.iter().zip(&cached) {
+                if hit.is_none()
+                    && !in_flight.contains_key(&chunk.id)
+                    && !to_fetch.iter().any(|c| c.id == chunk.id)
+                {
+                    to_fetch.push(*chunk);
+                }
+            }
+            for run in self.inner.origin.plan_runs(to_fetch) {
+                self.inner.start_run(run, &mut in_flight);
+            }
+            chunks
+                .iter()
+                .zip(&cached)
+                .map(|(chunk, hit)| match hit {
+                    Some(_) => None,
+                    None => in_flight.get(&chunk.id).cloned(),
+                })
+                .collect()
+        };
+        let fetched = futures::future::join_all(flights.into_iter().map(|flight| async move {
+            match flight {
+                Some(flight) => Some(flight.await.map_err(Error::Shared)),
+                None => None,
+            }
+        }))
+        .await;
+        cached
+            .into_iter()
+            .zip(fetched)
+            .map(|(hit, fetched)| match (hit, fetched) {
+                (Some(data), _) => Ok(data),
+                (None, Some(result)) => result,
+                (None, None) => unreachable!("every miss has a flight"),
+            })
+            .collect()
+    }
 }
 
 impl Inner {
@@ -159,8 +209,46 @@ impl Inner {
         None
     }
 
+    /// Registers a flight per chunk of `run`, all driven by one [`ChunkSource::fetch_run`].
+    fn start_run(self: &Arc<Self>, run: Vec<ChunkRef>, in_flight: &mut HashMap<ChunkId, Flight>) {
+        type RunResults = Arc<Vec<Result<Bytes, Arc<Error>>>>;
+        let inner = self.clone();
+        let ids: Vec<ChunkId> = run.iter().map(|c| c.id).collect();
+        let whole: Shared<BoxFuture<'static, RunResults>> = async move {
+            let fetched = inner.origin.fetch_run(&run).await;
+            let mut out = Vec::with_capacity(run.len());
+            for (chunk, result) in run.iter().zip(fetched) {
+                out.push(inner.finish_origin(chunk, result).await.map_err(Arc::new));
+            }
+            let mut in_flight = inner.in_flight.lock().expect("single-flight lock");
+            for chunk in &run {
+                in_flight.remove(&chunk.id);
+            }
+            Arc::new(out)
+        }
+        .boxed()
+        .shared();
+        for (position, id) in ids.into_iter().enumerate() {
+            let flight = whole
+                .clone()
+                .map(move |all| all[position].clone())
+                .boxed()
+                .shared();
+            in_flight.insert(id, flight);
+        }
+    }
+
     async fn fetch_origin(&self, chunk: &ChunkRef) -> Result<Bytes> {
         let fetched = self.origin.fetch(chunk).await;
+        self.finish_origin(chunk, fetched).await
+    }
+
+    /// Checks what the origin returned for `chunk`, counts it and fills the caches.
+    async fn finish_origin(
+        &self,
+        chunk: &ChunkRef,
+        fetched: Result<Option<Bytes>>,
+    ) -> Result<Bytes> {
         if let Err(Error::ChunkMismatch { .. }) = &fetched {
             // A source that verifies itself reports bad bytes as this error.
             self.counters
@@ -240,6 +328,80 @@ mod tests {
         store.get(&chunk).await.unwrap();
         assert_eq!(origin.calls.load(Ordering::SeqCst), 1);
         assert_eq!(store.counters().cache_hits[0].load(Ordering::SeqCst), 1);
+    }
+
+    /// An origin that fetches any set of chunks as one run and counts its requests.
+    struct RunOrigin {
+        requests: AtomicU64,
+        chunks: HashMap<ChunkId, Bytes>,
+    }
+
+    #[async_trait]
+    impl ChunkSource for RunOrigin {
+        fn name(&self) -> &str {
+            "runs"
+        }
+        async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            Ok(self.chunks.get(&chunk.id).cloned())
+        }
+        fn plan_runs(&self, chunks: Vec<ChunkRef>) -> Vec<Vec<ChunkRef>> {
+            vec![chunks]
+        }
+        async fn fetch_run(&self, run: &[ChunkRef]) -> Vec<Result<Option<Bytes>>> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            run.iter()
+                .map(|c| Ok(self.chunks.get(&c.id).cloned()))
+                .collect()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn get_many_fetches_the_misses_as_one_run_that_single_reads_join() {
+        let data: Vec<Bytes> = (0..5u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+        let refs: Vec<ChunkRef> = data
+            .iter()
+            .map(|d| ChunkRef {
+                id: ChunkId::of(d),
+                raw_len: 1000,
+                location: None,
+            })
+            .collect();
+        let origin = Arc::new(RunOrigin {
+            requests: AtomicU64::new(0),
+            chunks: refs
+                .iter()
+                .map(|r| r.id)
+                .zip(data.iter().cloned())
+                .collect(),
+        });
+        let memory = Arc::new(MemoryCache::new(1 << 20));
+        let store = TieredStore::new(vec![memory], origin.clone());
+        // One chunk is cached already; it is not fetched again.
+        store.get(&refs[0]).await.unwrap();
+        assert_eq!(origin.requests.load(Ordering::SeqCst), 1);
+
+        let many = {
+            let (store, refs) = (store.clone(), refs.clone());
+            tokio::spawn(async move { store.get_many(&refs).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        // A single read of a chunk in the run joins it instead of asking the origin again.
+        assert_eq!(store.get(&refs[3]).await.unwrap(), data[3]);
+        let got: Vec<Bytes> = many
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got, data, "results in request order");
+        assert_eq!(
+            origin.requests.load(Ordering::SeqCst),
+            2,
+            "one request for the run"
+        );
+        assert_eq!(store.counters().origin_fetches.load(Ordering::SeqCst), 5);
     }
 
     /// A cache whose stored bytes can rot (like a disk); it does not vouch for what it returns.
