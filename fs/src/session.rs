@@ -39,7 +39,7 @@ pub struct SessionOptions {
     pub dispatch_threads: usize,
     /// Replay the stored access trace as prefetch.
     pub prefetch: bool,
-    /// Chunks prefetched at once.
+    /// Windows of the trace (32 chunks each) prefetched at once.
     pub prefetch_concurrency: usize,
     /// Save the recorded trace into the store when the mount ends.
     pub save_trace: bool,

@@ -42,7 +42,7 @@ pub struct MountArgs {
     /// Do not replay the stored access trace as prefetch.
     #[arg(long)]
     no_prefetch: bool,
-    /// Chunks prefetched at once.
+    /// Windows of the trace (32 chunks each) prefetched at once.
     #[arg(long, default_value_t = thaw_fs::prefetch::DEFAULT_PREFETCH_CONCURRENCY)]
     prefetch_concurrency: usize,
     /// Record first reads for this many seconds after mount.
