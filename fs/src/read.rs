@@ -79,7 +79,7 @@ impl FileReader {
 
     /// Bytes `offset..offset+size` of the file (fewer at its end; holes read as zeros).
     pub(crate) async fn read(
-        self: &Arc<Self>,
+        &self,
         volume: &Arc<Volume>,
         offset: u64,
         size: u32,
@@ -113,7 +113,7 @@ impl FileReader {
     }
 
     /// Fetches the chunks of the readahead window in the background (into the caches).
-    fn start_readahead(self: &Arc<Self>, volume: &Arc<Volume>, offset: u64, end: u64) {
+    fn start_readahead(&self, volume: &Arc<Volume>, offset: u64, end: u64) {
         let ahead =
             self.readahead
                 .lock()
