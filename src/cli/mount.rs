@@ -137,7 +137,9 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
 
 /// In a daemon child, tells the waiting parent the mount answers (and closes the pipe).
 fn report_ready(line: &str) {
-    if std::env::var_os(DAEMON_CHILD_ENV).is_none() {
+    // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is open.
+    let open = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) } >= 0;
+    if std::env::var_os(DAEMON_CHILD_ENV).is_none() || !open {
         return;
     }
     // SAFETY: the parent passed READY_FD open for this process alone; it is taken once.
