@@ -13,6 +13,7 @@
 mod attr;
 pub mod control;
 mod filesystem;
+mod lookahead;
 pub mod metrics;
 pub mod prefetch;
 mod read;

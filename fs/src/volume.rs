@@ -11,6 +11,7 @@ use thaw_core::chunk_map::ChunkMap;
 use thaw_core::manifest::{FileKind, InodeNo, Manifest};
 use thaw_core::tier::TieredStore;
 
+use crate::lookahead::Lookahead;
 use crate::metrics::FsMetrics;
 use crate::prefetch::{FirstRead, PrefetchState};
 use crate::read::FileReader;
@@ -28,6 +29,7 @@ pub struct Volume {
     paths: OnceLock<HashMap<InodeNo, String>>,
     logical_bytes: OnceLock<u64>,
     readers: Mutex<lru::LruCache<InodeNo, Arc<FileReader>>>,
+    lookahead: Lookahead,
 }
 
 /// Files whose parsed extents and readahead state are kept.
@@ -54,6 +56,7 @@ impl Volume {
             paths: OnceLock::new(),
             logical_bytes: OnceLock::new(),
             readers: Mutex::new(lru::LruCache::new(READERS_KEPT)),
+            lookahead: Lookahead::default(),
         }
     }
 
@@ -124,8 +127,30 @@ impl Volume {
                 FirstRead::Queued => self.metrics.prefetch_missed.inc(),
                 FirstRead::NotPredicted => self.metrics.unpredicted_reads.inc(),
             };
+            self.look_ahead(index);
         }
         self.fetch_chunk(index).await
+    }
+
+    /// Starts fetching the chunks after `index` when first reads have become sequential.
+    fn look_ahead(&self, index: u32) {
+        let Some(ahead) = self
+            .lookahead
+            .on_first_read(index, self.manifest.chunk_count())
+        else {
+            return;
+        };
+        let refs: Vec<_> = ahead
+            .filter(|&i| !self.recorder.was_read(i))
+            .filter_map(|i| self.map.chunk_ref(&self.manifest, i).ok())
+            .collect();
+        if refs.is_empty() {
+            return;
+        }
+        let tiers = self.tiers.clone();
+        tokio::spawn(async move {
+            tiers.get_many(&refs).await;
+        });
     }
 
     /// Fetches chunk table entry `index` through the tiers, timing it (no first-read
