@@ -160,11 +160,20 @@ impl Store {
         })
     }
 
-    /// Waits the configured extra read latency, if any.
-    async fn distant(&self) {
+    /// Counts a read request of one kind and waits the configured extra latency, if any.
+    async fn begin_read(&self, kind: &AtomicU64) {
+        kind.fetch_add(1, Ordering::Relaxed);
         if let Some(wait) = self.read_latency {
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Counts the bytes a read received.
+    fn received(&self, bytes: Bytes) -> Bytes {
+        self.requests
+            .bytes_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        bytes
     }
 
     /// The requests made through this handle (and its clones) so far.
@@ -217,8 +226,7 @@ impl Store {
 
     /// Reads one whole object.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        self.requests.gets.fetch_add(1, Ordering::Relaxed);
-        self.distant().await;
+        self.begin_read(&self.requests.gets).await;
         let result = self
             .objects
             .get(&self.path(key))
@@ -228,25 +236,18 @@ impl Store {
             .bytes()
             .await
             .map_err(|e| Error::object_store(key, e))?;
-        self.requests
-            .bytes_read
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(bytes)
+        Ok(self.received(bytes))
     }
 
     /// Reads a byte range of one object.
     pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
-        self.requests.range_gets.fetch_add(1, Ordering::Relaxed);
-        self.distant().await;
+        self.begin_read(&self.requests.range_gets).await;
         let bytes = self
             .objects
             .get_range(&self.path(key), range)
             .await
             .map_err(|e| Error::object_store(key, e))?;
-        self.requests
-            .bytes_read
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(bytes)
+        Ok(self.received(bytes))
     }
 
     /// The size of one object.

@@ -17,6 +17,9 @@ use thaw_core::manifest::{FileKind, Inode};
 use crate::attr::{file_attr, file_type, fuse_ino, manifest_ino, BLOCK_SIZE, TTL};
 use crate::volume::Volume;
 
+/// One extended attribute: name and value, borrowed from the manifest.
+type Xattr<'a> = (&'a [u8], &'a [u8]);
+
 /// Largest read request the kernel may send (it also sizes its readahead requests).
 const MAX_REQUEST_BYTES: u32 = 1 << 20;
 
@@ -40,6 +43,14 @@ impl ThawFs {
         }
         self.volume.manifest.inode(number).map_err(|e| {
             tracing::error!(inode = number, error = %e, "manifest read failed");
+            Errno::EIO
+        })
+    }
+
+    /// The extended attributes of `inode`, or EIO (logged) when the manifest cannot say.
+    fn xattrs(&self, inode: &Inode) -> Result<Vec<Xattr<'_>>, Errno> {
+        self.volume.manifest.xattrs(inode).map_err(|e| {
+            tracing::error!(inode = inode.ino, error = %e, "xattr read failed");
             Errno::EIO
         })
     }
@@ -254,11 +265,7 @@ impl Filesystem for ThawFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let value = self.inode(ino).and_then(|inode| {
-            let xattrs = self.volume.manifest.xattrs(&inode).map_err(|e| {
-                tracing::error!(inode = inode.ino, error = %e, "xattr read failed");
-                Errno::EIO
-            })?;
-            xattrs
+            self.xattrs(&inode)?
                 .into_iter()
                 .find(|(n, _)| *n == name.as_bytes())
                 .map(|(_, v)| v.to_vec())
@@ -272,12 +279,8 @@ impl Filesystem for ThawFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let names = self.inode(ino).and_then(|inode| {
-            let xattrs = self.volume.manifest.xattrs(&inode).map_err(|e| {
-                tracing::error!(inode = inode.ino, error = %e, "xattr read failed");
-                Errno::EIO
-            })?;
             let mut list = Vec::new();
-            for (name, _) in xattrs {
+            for (name, _) in self.xattrs(&inode)? {
                 list.extend_from_slice(name);
                 list.push(0);
             }

@@ -120,7 +120,7 @@ async fn prefetch_window(volume: &Volume, window: Vec<u32>) -> PrefetchReport {
             report.skipped += 1;
             continue;
         }
-        match volume.map.chunk_ref(&volume.manifest, index) {
+        match volume.chunk_ref(index) {
             Ok(chunk) => {
                 volume.prefetch.set(index, IN_FLIGHT);
                 wanted.push(index);

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use thaw_core::chunk_map::ChunkMap;
 use thaw_core::manifest::{FileKind, InodeNo, Manifest};
-use thaw_core::tier::TieredStore;
+use thaw_core::tier::{ChunkRef, TieredStore};
 
 use crate::lookahead::Lookahead;
 use crate::metrics::FsMetrics;
@@ -142,7 +142,7 @@ impl Volume {
         };
         let refs: Vec<_> = ahead
             .filter(|&i| !self.recorder.was_read(i))
-            .filter_map(|i| self.map.chunk_ref(&self.manifest, i).ok())
+            .filter_map(|i| self.chunk_ref(i).ok())
             .collect();
         if refs.is_empty() {
             return;
@@ -153,18 +153,20 @@ impl Volume {
         });
     }
 
+    /// The tier request (id, length, pack location) for chunk table entry `index`.
+    pub(crate) fn chunk_ref(&self, index: u32) -> thaw_core::Result<ChunkRef> {
+        self.map.chunk_ref(&self.manifest, index)
+    }
+
     /// Fetches chunk table entry `index` through the tiers, timing it (no first-read
     /// accounting: readahead and prefetch use this directly).
     pub(crate) async fn fetch_chunk(&self, index: u32) -> Result<Bytes, ReadError> {
         let started = Instant::now();
-        let chunk = self
-            .map
-            .chunk_ref(&self.manifest, index)
-            .map_err(|source| ReadError {
-                chunk_index: index,
-                chunk: None,
-                source,
-            })?;
+        let chunk = self.chunk_ref(index).map_err(|source| ReadError {
+            chunk_index: index,
+            chunk: None,
+            source,
+        })?;
         let result = self.tiers.get(&chunk).await;
         self.metrics
             .chunk_fetch_seconds

@@ -413,14 +413,7 @@ impl MountGuard<'_> {
             .expect("mounted without --metrics");
         let rest = url.strip_prefix("http://").unwrap();
         let (addr, path) = rest.split_once('/').unwrap();
-        let mut s = TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).unwrap();
+        let response = http(addr, "GET", &format!("/{path}"));
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         response
             .split("\r\n\r\n")
@@ -463,6 +456,19 @@ impl Drop for MountGuard<'_> {
                 .output();
         }
     }
+}
+
+/// One bodiless HTTP/1.1 request to `addr` (host:port); the whole response, head and body.
+pub fn http(addr: &str, method: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response
 }
 
 /// A real S3-compatible server (moto) on a free loopback port, stopped on drop.
@@ -540,11 +546,11 @@ impl S3Server {
     }
 
     fn request(&self, method: &str, path: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port).unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).unwrap();
-        response.lines().next().unwrap_or_default().to_string()
+        http(&format!("127.0.0.1:{}", self.port), method, path)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
