@@ -26,6 +26,7 @@ pub mod chunk_map;
 pub mod chunker;
 pub mod error;
 pub mod manifest;
+pub mod metrics;
 pub mod pack;
 pub mod safetensors;
 pub mod stats;

@@ -1,14 +1,12 @@
 //! Prometheus metrics of a mount, and the `/metrics` endpoint that serves them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use thaw_core::metrics::TierCollector;
 use thaw_core::store::Store;
 use thaw_core::tier::TieredStore;
 
@@ -112,97 +110,16 @@ impl FsMetrics {
         for (name, help, histogram) in histograms {
             registry.register(name, help, histogram.clone());
         }
-        registry.register_collector(Box::new(TierCollector { tiers, store }));
+        registry.register_collector(Box::new(TierCollector::new(tiers, store)));
         registry
-    }
-}
-
-/// Reads the tier and store counters at scrape time.
-struct TierCollector {
-    tiers: TieredStore,
-    store: Store,
-}
-
-impl std::fmt::Debug for TierCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TierCollector")
-            .field("store", &self.store)
-            .finish()
-    }
-}
-
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    values: &[(&[(&str, &str)], u64)],
-) -> Result<(), std::fmt::Error> {
-    let mut metric =
-        encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
-    for (labels, value) in values {
-        let labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        ConstCounter::new(*value).encode(metric.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-impl Collector for TierCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let c = self.tiers.counters();
-        let names = self.tiers.cache_names();
-        let mut hits: Vec<(Vec<(&str, &str)>, u64)> = names
-            .iter()
-            .zip(&c.cache_hits)
-            .map(|(name, n)| (vec![("tier", name.as_str())], n.load(Ordering::Relaxed)))
-            .collect();
-        hits.push((
-            vec![("tier", "store")],
-            c.origin_fetches.load(Ordering::Relaxed),
-        ));
-        let hits: Vec<(&[(&str, &str)], u64)> =
-            hits.iter().map(|(l, v)| (l.as_slice(), *v)).collect();
-        counter(
-            &mut encoder,
-            "chunk_tier_hits",
-            "Chunks served per tier",
-            &hits,
-        )?;
-        counter(
-            &mut encoder,
-            "chunk_verify_failures",
-            "Chunks a tier returned that failed verification",
-            &[(&[], c.verify_failures.load(Ordering::Relaxed))],
-        )?;
-        let r = self.store.requests();
-        counter(
-            &mut encoder,
-            "store_requests",
-            "Requests made to the object store",
-            &[
-                (&[("op", "get")], r.gets.load(Ordering::Relaxed)),
-                (&[("op", "get_range")], r.range_gets.load(Ordering::Relaxed)),
-                (&[("op", "put")], r.puts.load(Ordering::Relaxed)),
-                (&[("op", "other")], r.other.load(Ordering::Relaxed)),
-            ],
-        )?;
-        counter(
-            &mut encoder,
-            "store_read_bytes",
-            "Bytes read from the object store",
-            &[(&[], r.bytes_read.load(Ordering::Relaxed))],
-        )
     }
 }
 
 /// The registry as Prometheus text, or a 500 if it cannot be encoded.
 fn render(registry: &Registry) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, registry) {
-        Ok(()) => (
+    match thaw_core::metrics::encode_text(registry) {
+        Ok(text) => (
             [(
                 axum::http::header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

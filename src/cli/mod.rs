@@ -152,7 +152,7 @@ impl GlobalOptions {
             memory_bytes: self.memory_cache_bytes.as_u64(),
             fill_disk,
         };
-        tier::tiers_for(store, &config)
+        tier::tiers_for(store, &config, None)
     }
 }
 

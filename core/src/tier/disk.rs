@@ -151,6 +151,16 @@ impl DiskCache {
             .len()
     }
 
+    /// True when the cache holds `id` (from the in-memory index; no disk read).
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.inner
+            .lru
+            .lock()
+            .expect("disk cache lock")
+            .entries
+            .contains_key(id)
+    }
+
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -13,7 +13,7 @@ use bytes::Bytes;
 pub use disk::{DiskCache, DEFAULT_DISK_CACHE_BYTES};
 pub use memory::{MemoryCache, DEFAULT_MEMORY_CACHE_BYTES};
 pub use origin::PackSource;
-pub use tiered::{TierCounters, TieredStore};
+pub use tiered::{Fetched, Served, TierCounters, TieredStore};
 
 use crate::pack::ChunkLocation;
 use crate::{ChunkId, Result, VerifiedChunk};
@@ -135,9 +135,13 @@ pub fn default_cache_dir() -> std::path::PathBuf {
     base.join("thaw/chunks")
 }
 
-/// Builds memory -> disk -> `store` tiers. A disk cache that cannot be opened (for instance
-/// because another thaw process holds its lock) is skipped with a warning.
-pub fn tiers_for(store: &crate::store::Store, config: &CacheConfig) -> TieredStore {
+/// Builds memory -> disk -> `peers` (when given) -> `store` tiers. A disk cache that cannot be
+/// opened (for instance because another thaw process holds its lock) is skipped with a warning.
+pub fn tiers_for(
+    store: &crate::store::Store,
+    config: &CacheConfig,
+    peers: Option<std::sync::Arc<dyn ChunkSource>>,
+) -> TieredStore {
     let mut caches: Vec<std::sync::Arc<dyn ChunkCache>> = Vec::new();
     if config.memory_bytes > 0 {
         caches.push(std::sync::Arc::new(MemoryCache::new(config.memory_bytes)));
@@ -149,7 +153,11 @@ pub fn tiers_for(store: &crate::store::Store, config: &CacheConfig) -> TieredSto
             Err(e) => tracing::warn!(error = %e, "running without the local disk cache"),
         }
     }
-    TieredStore::new(caches, std::sync::Arc::new(PackSource::new(store.clone())))
+    TieredStore::with_peers(
+        caches,
+        peers,
+        std::sync::Arc::new(PackSource::new(store.clone())),
+    )
 }
 
 /// Helpers for the tier tests.

@@ -1,4 +1,5 @@
-//! [`TieredStore`]: caches in order, then the origin, with verification and single-flight.
+//! [`TieredStore`]: caches in order, then peers, then the origin, with verification and
+//! single-flight.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,13 +11,39 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use super::{ChunkCache, ChunkRef, ChunkSource};
 use crate::{ChunkId, Error, Result, VerifiedChunk};
 
-type Flight = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+type Flight = Shared<BoxFuture<'static, Result<(Bytes, Served), Arc<Error>>>>;
+
+/// Which tier answered a [`TieredStore::fetch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// The cache tier at this position ([`TieredStore::cache_names`]).
+    Cache(usize),
+    /// The peer tier.
+    Peer,
+    /// The origin (object store).
+    Origin,
+}
+
+/// A chunk's verified bytes and how they were obtained.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    /// The verified bytes.
+    pub bytes: Bytes,
+    /// The tier that produced them.
+    pub served: Served,
+    /// True when this request joined a fetch another request had started (single-flight).
+    pub joined: bool,
+}
 
 /// Counters of where chunks came from (for stats, tests and metrics).
 #[derive(Debug, Default)]
 pub struct TierCounters {
     /// Hits per cache tier, in tier order.
     pub cache_hits: Vec<AtomicU64>,
+    /// Chunks fetched from peers.
+    pub peer_fetches: AtomicU64,
+    /// Raw bytes fetched from peers.
+    pub peer_bytes: AtomicU64,
     /// Chunks fetched from the origin.
     pub origin_fetches: AtomicU64,
     /// Raw bytes fetched from the origin.
@@ -29,12 +56,13 @@ pub struct TierCounters {
 
 struct Inner {
     caches: Vec<Arc<dyn ChunkCache>>,
+    peers: Option<Arc<dyn ChunkSource>>,
     origin: Arc<dyn ChunkSource>,
     in_flight: Mutex<HashMap<ChunkId, Flight>>,
     counters: TierCounters,
 }
 
-/// Reads chunks through cache tiers and an origin; cheap to clone.
+/// Reads chunks through cache tiers, an optional peer tier and an origin; cheap to clone.
 #[derive(Clone)]
 pub struct TieredStore {
     inner: Arc<Inner>,
@@ -43,6 +71,16 @@ pub struct TieredStore {
 impl TieredStore {
     /// Caches are asked in the order given (fastest first), then `origin`.
     pub fn new(caches: Vec<Arc<dyn ChunkCache>>, origin: Arc<dyn ChunkSource>) -> Self {
+        Self::with_peers(caches, None, origin)
+    }
+
+    /// Caches in order, then `peers` (when given; a miss or failure there is not an error),
+    /// then `origin`. Chunks from peers are verified and fill the caches like origin chunks.
+    pub fn with_peers(
+        caches: Vec<Arc<dyn ChunkCache>>,
+        peers: Option<Arc<dyn ChunkSource>>,
+        origin: Arc<dyn ChunkSource>,
+    ) -> Self {
         let counters = TierCounters {
             cache_hits: caches.iter().map(|_| AtomicU64::new(0)).collect(),
             ..TierCounters::default()
@@ -50,6 +88,7 @@ impl TieredStore {
         TieredStore {
             inner: Arc::new(Inner {
                 caches,
+                peers,
                 origin,
                 in_flight: Mutex::new(HashMap::new()),
                 counters,
@@ -76,12 +115,35 @@ impl TieredStore {
         self.inner.origin.name()
     }
 
+    /// True when a peer tier is configured.
+    pub fn has_peers(&self) -> bool {
+        self.inner.peers.is_some()
+    }
+
     /// The verified bytes of a chunk.
     pub async fn get(&self, chunk: &ChunkRef) -> Result<Bytes> {
-        if let Some(data) = self.inner.read_caches(chunk).await {
-            return Ok(data);
+        self.fetch(chunk).await.map(|f| f.bytes)
+    }
+
+    /// The verified bytes of a chunk from the cache tiers only (no peer or origin request), or
+    /// `None` when no cache holds a good copy.
+    pub async fn get_cached(&self, chunk: &ChunkRef) -> Option<Fetched> {
+        self.inner
+            .read_caches(chunk)
+            .await
+            .map(|(bytes, tier)| Fetched {
+                bytes,
+                served: Served::Cache(tier),
+                joined: false,
+            })
+    }
+
+    /// [`TieredStore::get`], also saying which tier answered.
+    pub async fn fetch(&self, chunk: &ChunkRef) -> Result<Fetched> {
+        if let Some(hit) = self.get_cached(chunk).await {
+            return Ok(hit);
         }
-        let flight = {
+        let (flight, joined) = {
             let mut in_flight = self.inner.in_flight.lock().expect("single-flight lock");
             match in_flight.get(&chunk.id) {
                 Some(flight) => {
@@ -89,13 +151,13 @@ impl TieredStore {
                         .counters
                         .single_flight_joins
                         .fetch_add(1, Ordering::Relaxed);
-                    flight.clone()
+                    (flight.clone(), true)
                 }
                 None => {
                     let inner = self.inner.clone();
                     let chunk = *chunk;
                     let flight = async move {
-                        let result = inner.fetch_origin(&chunk).await.map_err(Arc::new);
+                        let result = inner.fetch_remote(&chunk).await.map_err(Arc::new);
                         inner
                             .in_flight
                             .lock()
@@ -106,21 +168,27 @@ impl TieredStore {
                     .boxed()
                     .shared();
                     in_flight.insert(chunk.id, flight.clone());
-                    flight
+                    (flight, false)
                 }
             }
         };
-        flight.await.map_err(Error::Shared)
+        let (bytes, served) = flight.await.map_err(Error::Shared)?;
+        Ok(Fetched {
+            bytes,
+            served,
+            joined,
+        })
     }
 
     /// The verified bytes of several chunks, in order: [`TieredStore::get`] for many at once.
-    /// Chunks no cache holds and no fetch is already bringing are fetched from the origin in
-    /// runs ([`ChunkSource::plan_runs`]: adjacent frames of one pack come with one request); each
+    /// Chunks no cache holds and no fetch is already bringing are asked of the peers one by one,
+    /// and what they do not deliver is fetched from the origin in runs
+    /// ([`ChunkSource::plan_runs`]: adjacent frames of one pack come with one request); each
     /// chunk still joins, or is joined by, single-flight fetches of the same id.
     pub async fn get_many(&self, chunks: &[ChunkRef]) -> Vec<Result<Bytes>> {
         let mut cached: Vec<Option<Bytes>> = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            cached.push(self.inner.read_caches(chunk).await);
+            cached.push(self.inner.read_caches(chunk).await.map(|(bytes, _)| bytes));
         }
         let flights: Vec<Option<Flight>> = {
             let mut in_flight = self.inner.in_flight.lock().expect("single-flight lock");
@@ -147,7 +215,7 @@ impl TieredStore {
         };
         let fetched = futures::future::join_all(flights.into_iter().map(|flight| async move {
             match flight {
-                Some(flight) => Some(flight.await.map_err(Error::Shared)),
+                Some(flight) => Some(flight.await.map(|(bytes, _)| bytes).map_err(Error::Shared)),
                 None => None,
             }
         }))
@@ -184,7 +252,7 @@ impl Inner {
         })
     }
 
-    async fn read_caches(&self, chunk: &ChunkRef) -> Option<Bytes> {
+    async fn read_caches(&self, chunk: &ChunkRef) -> Option<(Bytes, usize)> {
         for (tier, cache) in self.caches.iter().enumerate() {
             let data = match cache.fetch(chunk).await {
                 Ok(Some(data)) => data,
@@ -204,21 +272,50 @@ impl Inner {
             };
             self.counters.cache_hits[tier].fetch_add(1, Ordering::Relaxed);
             self.fill(&self.caches[..tier], &verified).await;
-            return Some(verified.into_bytes());
+            return Some((verified.into_bytes(), tier));
         }
         None
     }
 
-    /// Registers a flight per chunk of `run`, all driven by one [`ChunkSource::fetch_run`].
+    /// Registers a flight per chunk of `run`, all driven by one task: the peers are asked for
+    /// each chunk, and the rest come from one [`ChunkSource::fetch_run`] of the origin.
     fn start_run(self: &Arc<Self>, run: Vec<ChunkRef>, in_flight: &mut HashMap<ChunkId, Flight>) {
-        type RunResults = Arc<Vec<Result<Bytes, Arc<Error>>>>;
+        type RunResults = Arc<Vec<Result<(Bytes, Served), Arc<Error>>>>;
         let inner = self.clone();
         let ids: Vec<ChunkId> = run.iter().map(|c| c.id).collect();
         let whole: Shared<BoxFuture<'static, RunResults>> = async move {
-            let fetched = inner.origin.fetch_run(&run).await;
+            let from_peers =
+                futures::future::join_all(run.iter().map(|chunk| inner.try_peers(chunk))).await;
+            let rest: Vec<ChunkRef> = run
+                .iter()
+                .zip(&from_peers)
+                .filter(|(_, got)| got.is_none())
+                .map(|(chunk, _)| *chunk)
+                .collect();
+            let mut from_origin = if rest.is_empty() {
+                Vec::new()
+            } else {
+                inner.origin.fetch_run(&rest).await
+            }
+            .into_iter();
             let mut out = Vec::with_capacity(run.len());
-            for (chunk, result) in run.iter().zip(fetched) {
-                out.push(inner.finish_origin(chunk, result).await.map_err(Arc::new));
+            for (chunk, got) in run.iter().zip(from_peers) {
+                let result = match got {
+                    Some(bytes) => Ok((bytes, Served::Peer)),
+                    None => {
+                        let fetched = from_origin.next().unwrap_or_else(|| {
+                            Err(Error::ChunkUnavailable {
+                                id: chunk.id,
+                                tried: format!("{}: no answer for this chunk", inner.origin.name()),
+                            })
+                        });
+                        inner
+                            .finish_origin(chunk, fetched)
+                            .await
+                            .map(|bytes| (bytes, Served::Origin))
+                    }
+                };
+                out.push(result.map_err(Arc::new));
             }
             let mut in_flight = inner.in_flight.lock().expect("single-flight lock");
             for chunk in &run {
@@ -238,9 +335,42 @@ impl Inner {
         }
     }
 
-    async fn fetch_origin(&self, chunk: &ChunkRef) -> Result<Bytes> {
+    /// The peers first (when configured), then the origin.
+    async fn fetch_remote(&self, chunk: &ChunkRef) -> Result<(Bytes, Served)> {
+        if let Some(bytes) = self.try_peers(chunk).await {
+            return Ok((bytes, Served::Peer));
+        }
         let fetched = self.origin.fetch(chunk).await;
-        self.finish_origin(chunk, fetched).await
+        self.finish_origin(chunk, fetched)
+            .await
+            .map(|bytes| (bytes, Served::Origin))
+    }
+
+    /// The chunk from the peer tier, verified and kept in the caches; `None` when there is no
+    /// peer tier or it has no good copy (its failures are never the reader's error).
+    async fn try_peers(&self, chunk: &ChunkRef) -> Option<Bytes> {
+        let peers = self.peers.as_ref()?;
+        let data = match peers.fetch(chunk).await {
+            Ok(Some(data)) => data,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(chunk = %chunk.id, error = %e, "peer tier failed; using the origin");
+                return None;
+            }
+        };
+        let verified = match self.check(chunk, data, peers.as_ref()) {
+            Ok(verified) => verified,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping bad bytes from the peer tier");
+                return None;
+            }
+        };
+        self.counters.peer_fetches.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .peer_bytes
+            .fetch_add(verified.bytes().len() as u64, Ordering::Relaxed);
+        self.fill(&self.caches, &verified).await;
+        Some(verified.into_bytes())
     }
 
     /// Checks what the origin returned for `chunk`, counts it and fills the caches.
