@@ -152,11 +152,7 @@ impl PeerTier {
 
     /// Asks `peer` for `chunk` and checks the answer against its id.
     async fn ask(&self, peer: &Peer, chunk: &ChunkRef) -> Result<Bytes, Failure> {
-        let url = chunk_url(peer, &chunk.id);
-        let mut request = self.http.get(url).timeout(self.timeout);
-        if let Some(location) = &chunk.location {
-            request = request.query(&LocationQuery::from(location));
-        }
+        let mut request = self.http.get(chunk_url(peer, chunk)).timeout(self.timeout);
         if let Some(token) = &self.token {
             request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
         }
@@ -232,10 +228,19 @@ impl PeerTier {
     }
 }
 
-/// `BASE/v1/chunks/ID`.
-pub fn chunk_url(peer: &Peer, id: &ChunkId) -> url::Url {
+/// `BASE/v1/chunks/ID`, with the location query when the chunk's location is known.
+pub fn chunk_url(peer: &Peer, chunk: &ChunkRef) -> url::Url {
     let mut url = peer.base.clone();
-    url.set_path(&format!("{CHUNKS_PATH}/{}", id.to_hex()));
+    url.set_path(&format!("{CHUNKS_PATH}/{}", chunk.id.to_hex()));
+    if let Some(location) = &chunk.location {
+        let query = LocationQuery::from(location);
+        url.query_pairs_mut()
+            .append_pair("pack", &query.pack)
+            .append_pair("offset", &query.offset.to_string())
+            .append_pair("stored", &query.stored.to_string())
+            .append_pair("raw", &query.raw.to_string())
+            .append_pair("codec", &query.codec);
+    }
     url
 }
 

@@ -15,9 +15,12 @@ use crate::Result;
 /// Manifests whose chunk lists are kept between inventory requests.
 const KEPT_MANIFESTS: usize = 64;
 
-/// Distinct chunks (id, raw length) of manifests, by manifest id.
+/// Distinct chunks of one manifest: id and raw length.
+type ChunkList = Arc<Vec<(ChunkId, u32)>>;
+
+/// Distinct chunks of manifests, by manifest id.
 pub struct ChunkLists {
-    lists: Mutex<lru::LruCache<ChunkId, Arc<Vec<(ChunkId, u32)>>>>,
+    lists: Mutex<lru::LruCache<ChunkId, ChunkList>>,
 }
 
 impl Default for ChunkLists {
@@ -31,7 +34,7 @@ impl Default for ChunkLists {
 }
 
 impl ChunkLists {
-    async fn of(&self, store: &Store, manifest_id: &ChunkId) -> Result<Arc<Vec<(ChunkId, u32)>>> {
+    async fn of(&self, store: &Store, manifest_id: &ChunkId) -> Result<ChunkList> {
         if let Some(list) = self
             .lists
             .lock()

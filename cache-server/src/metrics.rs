@@ -1,6 +1,6 @@
 //! Prometheus metrics of the cache server and of the peer tier in clients.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -28,7 +28,7 @@ pub struct TierLabels {
 }
 
 /// Why a request was refused.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum RejectReason {
     /// No or a wrong bearer token.
     Unauthorized,
@@ -36,6 +36,23 @@ pub enum RejectReason {
     Overloaded,
     /// A malformed id, location or range.
     BadRequest,
+}
+
+impl RejectReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::Overloaded => "overloaded",
+            RejectReason::BadRequest => "bad_request",
+        }
+    }
+}
+
+impl EncodeLabelValue for RejectReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 /// Labels of a refused request.
@@ -106,7 +123,7 @@ impl ServerMetrics {
 }
 
 /// How one request to a peer ended.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum PeerOutcome {
     /// Good bytes.
     Ok,
@@ -124,6 +141,28 @@ pub enum PeerOutcome {
     Overloaded,
     /// Any other failure (5xx, a broken body).
     Error,
+}
+
+impl PeerOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerOutcome::Ok => "ok",
+            PeerOutcome::NotFound => "not_found",
+            PeerOutcome::Corrupt => "corrupt",
+            PeerOutcome::Timeout => "timeout",
+            PeerOutcome::Unreachable => "unreachable",
+            PeerOutcome::Refused => "refused",
+            PeerOutcome::Overloaded => "overloaded",
+            PeerOutcome::Error => "error",
+        }
+    }
+}
+
+impl EncodeLabelValue for PeerOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 /// Labels of a peer request.

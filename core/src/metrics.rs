@@ -66,10 +66,12 @@ impl Collector for TierCollector {
             .zip(&c.cache_hits)
             .map(|(name, n)| (vec![("tier", name.as_str())], n.load(Ordering::Relaxed)))
             .collect();
-        hits.push((
-            vec![("tier", "peer")],
-            c.peer_fetches.load(Ordering::Relaxed),
-        ));
+        if self.tiers.has_peers() {
+            hits.push((
+                vec![("tier", "peer")],
+                c.peer_fetches.load(Ordering::Relaxed),
+            ));
+        }
         hits.push((
             vec![("tier", "store")],
             c.origin_fetches.load(Ordering::Relaxed),

@@ -115,6 +115,33 @@ impl FsMetrics {
     }
 }
 
+/// A function that registers metrics.
+type Registration = Arc<dyn Fn(&mut Registry) + Send + Sync>;
+
+/// More metrics a mount's starter adds to its registry (for instance the peer tier's).
+#[derive(Clone, Default)]
+pub struct ExtraMetrics(Vec<Registration>);
+
+impl ExtraMetrics {
+    /// Adds a function that registers metrics.
+    pub fn add(&mut self, register: impl Fn(&mut Registry) + Send + Sync + 'static) {
+        self.0.push(Arc::new(register));
+    }
+
+    /// Registers everything added into `registry`.
+    pub fn register_into(&self, registry: &mut Registry) {
+        for register in &self.0 {
+            register(registry);
+        }
+    }
+}
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExtraMetrics({} registrations)", self.0.len())
+    }
+}
+
 /// The registry as Prometheus text, or a 500 if it cannot be encoded.
 fn render(registry: &Registry) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -45,6 +45,8 @@ pub struct SessionOptions {
     pub save_trace: bool,
     /// Serve Prometheus metrics here.
     pub metrics_addr: Option<SocketAddr>,
+    /// Metrics registered beside the mount's own (the peer tier's).
+    pub extra_metrics: crate::metrics::ExtraMetrics,
     /// How long to wait for the mount to answer.
     pub ready_timeout: Duration,
 }
@@ -62,6 +64,7 @@ impl SessionOptions {
             prefetch_concurrency: DEFAULT_PREFETCH_CONCURRENCY,
             save_trace: true,
             metrics_addr: None,
+            extra_metrics: Default::default(),
             ready_timeout: Duration::from_secs(10),
         }
     }
@@ -342,9 +345,10 @@ pub async fn run(
 
     let metrics = match options.metrics_addr {
         Some(addr) => {
-            let registry = volume
+            let mut registry = volume
                 .metrics
                 .registry(volume.tiers().clone(), store.clone());
+            options.extra_metrics.register_into(&mut registry);
             let (bound, task) = crate::metrics::serve(registry, addr)
                 .await
                 .map_err(|e| FsError::mount(&mountpoint, format!("metrics on {addr}: {e}")))?;

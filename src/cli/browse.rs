@@ -129,7 +129,7 @@ pub async fn cat(global: &GlobalOptions, args: CatArgs) -> anyhow::Result<ExitCo
     if inode.kind != FileKind::Regular {
         bail!("{}: not a regular file", args.path);
     }
-    let tiers = global.tiers(&store, true);
+    let tiers = global.tiers(&store, true).await?;
     let mut stdout = std::io::stdout().lock();
     thaw_indexer::extract::copy_file_to(&tiers, &manifest, &map, &inode, &mut stdout)
         .await

@@ -1,6 +1,7 @@
 //! The command tree: global options (store, caches, logging) and one module per command group.
 
 mod browse;
+mod cache_server;
 pub mod config;
 mod index;
 mod mount;
@@ -13,8 +14,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
 use thaw_core::store::{S3Options, Store, StoreConfig};
-use thaw_core::tier::{self, CacheConfig, TieredStore};
+
+use thaw_cache_server::{PeerClientConfig, PeerSpec, PeerTier, Token};
+use thaw_core::tier::{self, CacheConfig, ChunkSource, TieredStore};
+
+/// Environment variable holding the peer token itself (when no token file is given).
+const PEER_TOKEN_ENV: &str = "THAW_PEER_TOKEN";
 
 /// thaw: start inference replicas in seconds from content-addressed, lazily fetched images.
 #[derive(Parser, Debug)]
@@ -74,6 +82,29 @@ pub struct GlobalOptions {
     /// Do not use the local disk cache.
     #[arg(long, env = "THAW_NO_DISK_CACHE", global = true)]
     no_disk_cache: bool,
+    /// Peer caches to read through before the object store: `http://a:7070,b:7070`, `@FILE`
+    /// (one per line, re-read while running) or `dns://NAME:PORT` (every address is a peer).
+    #[arg(long, env = "THAW_PEERS", global = true)]
+    peers: Option<String>,
+    /// File holding the bearer token shared by peers and clients (else $THAW_PEER_TOKEN).
+    #[arg(long, env = "THAW_PEER_TOKEN_FILE", global = true)]
+    peer_token_file: Option<PathBuf>,
+    /// Milliseconds a peer has to deliver a chunk before it is skipped.
+    #[arg(
+        long,
+        env = "THAW_PEER_TIMEOUT_MS",
+        global = true,
+        default_value_t = 5000
+    )]
+    peer_timeout_ms: u64,
+    /// Seconds between re-reads of a peer file or DNS name.
+    #[arg(
+        long,
+        env = "THAW_PEER_REFRESH_SECS",
+        global = true,
+        default_value_t = 10
+    )]
+    peer_refresh_secs: u64,
     /// Wait this many milliseconds before every store read (to measure against a distant
     /// object store; benchmarks use 20).
     #[arg(long, env = "THAW_STORE_READ_LATENCY_MS", global = true, hide = true)]
@@ -110,6 +141,11 @@ enum Command {
     /// Access traces: what a start-up read, replayed as prefetch by the next mount.
     #[command(subcommand)]
     Trace(mount::TraceCommand),
+    /// Run the peer cache daemon: serve verified chunks to the cluster over HTTP.
+    CacheServer(cache_server::CacheServerArgs),
+    /// Look at and load-test the peer caches named by --peers.
+    #[command(subcommand)]
+    Peers(cache_server::PeersCommand),
 }
 
 impl GlobalOptions {
@@ -135,10 +171,58 @@ impl GlobalOptions {
         Store::open(&config).context("opening the store")
     }
 
-    /// Builds the read tiers (memory, disk cache, store); `fill_disk` keeps fetched chunks in
-    /// the disk cache.
-    fn tiers(&self, store: &Store, fill_disk: bool) -> TieredStore {
-        let config = CacheConfig {
+    /// The peer token: `--peer-token-file`, else `$THAW_PEER_TOKEN`, else none.
+    fn peer_token(&self) -> anyhow::Result<Option<Token>> {
+        if let Some(path) = &self.peer_token_file {
+            return Ok(Some(Token::from_file(path)?));
+        }
+        match std::env::var(PEER_TOKEN_ENV) {
+            Ok(value) => Ok(Some(Token::new(&value, PEER_TOKEN_ENV)?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The peer tier, when `--peers` is given.
+    async fn peer_tier(&self) -> anyhow::Result<Option<Arc<PeerTier>>> {
+        let Some(spec) = &self.peers else {
+            return Ok(None);
+        };
+        let spec: PeerSpec = spec.parse()?;
+        let config = PeerClientConfig {
+            token: self.peer_token()?,
+            timeout: Duration::from_millis(self.peer_timeout_ms.max(1)),
+            refresh: Duration::from_secs(self.peer_refresh_secs.max(1)),
+            ..PeerClientConfig::new(spec)
+        };
+        let tier = PeerTier::connect(config).await?;
+        tracing::info!(
+            peers = tier.membership().current().len(),
+            "reading through peers"
+        );
+        Ok(Some(Arc::new(tier)))
+    }
+
+    /// Builds the read tiers (memory, disk cache, peers when configured, store); `fill_disk`
+    /// keeps fetched chunks in the disk cache.
+    async fn tiers(&self, store: &Store, fill_disk: bool) -> anyhow::Result<TieredStore> {
+        let peers = self.peer_tier().await?;
+        Ok(self.tiers_with(store, fill_disk, peers))
+    }
+
+    /// [`GlobalOptions::tiers`] with a peer tier made already.
+    fn tiers_with(
+        &self,
+        store: &Store,
+        fill_disk: bool,
+        peers: Option<Arc<PeerTier>>,
+    ) -> TieredStore {
+        let config = self.cache_config(fill_disk);
+        tier::tiers_for(store, &config, peers.map(|p| p as Arc<dyn ChunkSource>))
+    }
+
+    /// Where and how big the local caches are.
+    fn cache_config(&self, fill_disk: bool) -> CacheConfig {
+        CacheConfig {
             disk_dir: if self.no_disk_cache {
                 None
             } else {
@@ -151,8 +235,7 @@ impl GlobalOptions {
             disk_bytes: self.cache_bytes.as_u64(),
             memory_bytes: self.memory_cache_bytes.as_u64(),
             fill_disk,
-        };
-        tier::tiers_for(store, &config, None)
+        }
     }
 }
 
@@ -193,5 +276,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mount(args) => mount::mount(global, &runtime, args),
         Command::Umount(args) => runtime.block_on(mount::umount(args)),
         Command::Trace(cmd) => runtime.block_on(mount::trace(global, cmd)),
+        Command::CacheServer(args) => runtime.block_on(cache_server::serve(global, args)),
+        Command::Peers(cmd) => runtime.block_on(cache_server::peers(global, cmd)),
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use thaw_fs::control::{self, ControlRequest};
-use thaw_fs::metrics::FsMetrics;
+use thaw_fs::metrics::{ExtraMetrics, FsMetrics};
 use thaw_fs::session::{self, SessionOptions};
 use thaw_fs::trace::{Trace, DEFAULT_TRACE_WINDOW};
 use thaw_fs::Volume;
@@ -97,7 +97,13 @@ pub fn mount(
 async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<ExitCode> {
     let store = global.open_store()?;
     let (manifest, map) = store.open_manifest(&args.name).await?;
-    let tiers = global.tiers(&store, true);
+    let peers = global.peer_tier().await?;
+    let mut extra_metrics = ExtraMetrics::default();
+    if let Some(peers) = &peers {
+        let client_metrics = peers.metrics().clone();
+        extra_metrics.add(move |registry| client_metrics.register(registry));
+    }
+    let tiers = global.tiers_with(&store, true, peers);
     let volume = Arc::new(Volume::new(
         manifest,
         map,
@@ -111,6 +117,7 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
         prefetch_concurrency: args.prefetch_concurrency,
         save_trace: !args.no_trace,
         metrics_addr: args.metrics,
+        extra_metrics,
         dispatch_threads: args.threads,
         ..SessionOptions::new(&args.mountpoint)
     };

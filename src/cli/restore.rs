@@ -31,7 +31,7 @@ pub struct ExtractArgs {
 pub async fn extract(global: &GlobalOptions, args: ExtractArgs) -> anyhow::Result<ExitCode> {
     let store = global.open_store()?;
     let (manifest, map) = store.open_manifest(&args.name).await?;
-    let tiers = global.tiers(&store, args.fill_cache);
+    let tiers = global.tiers(&store, args.fill_cache).await?;
     let mut options = ExtractOptions {
         concurrency: args.concurrency,
         ..ExtractOptions::default()

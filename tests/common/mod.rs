@@ -407,25 +407,11 @@ impl MountGuard<'_> {
 
     /// The mount's Prometheus metrics: `name{labels}` -> value.
     pub fn metrics(&self) -> BTreeMap<String, f64> {
-        let url = self
-            .metrics_url
-            .as_ref()
-            .expect("mounted without --metrics");
-        let rest = url.strip_prefix("http://").unwrap();
-        let (addr, path) = rest.split_once('/').unwrap();
-        let response = http(addr, "GET", &format!("/{path}"));
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        response
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("thaw_"))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_string(), value.parse().ok()?))
-            })
-            .collect()
+        scrape(
+            self.metrics_url
+                .as_ref()
+                .expect("mounted without --metrics"),
+        )
     }
 
     /// For a mount that ended without this guard (its daemon was killed, or told to stop):
@@ -458,33 +444,102 @@ impl Drop for MountGuard<'_> {
     }
 }
 
-/// One bodiless HTTP/1.1 request to `addr` (host:port); the whole response, head and body.
-pub fn http(addr: &str, method: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
+/// The Prometheus metrics at `url` (`http://ADDR/metrics`): `name{labels}` -> value.
+pub fn scrape(url: &str) -> BTreeMap<String, f64> {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let response = http(addr, "GET", &format!("/{path}"));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("thaw_"))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
-/// A real S3-compatible server (moto) on a free loopback port, stopped on drop.
+/// One bodiless HTTP/1.1 request to `addr` (host:port); the whole response, head and body.
+pub fn http(addr: &str, method: &str, path: &str) -> String {
+    let (head, body) = http_request(addr, method, path, &[]);
+    format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body))
+}
+
+/// One bodiless HTTP/1.1 request with extra headers; the response head and raw body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    s.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let body = response.get(split + 4..).unwrap_or_default().to_vec();
+    (head, body)
+}
+
+/// A real S3-compatible server (moto) on a free loopback port, stopped on drop. With
+/// [`S3Server::start_recording`] it logs every request it serves (moto's recorder).
 pub struct S3Server {
     child: Child,
     port: u16,
+    recording: Option<tempfile::NamedTempFile>,
+}
+
+/// A free loopback port (bound, then released for a child to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request as moto's recorder logged it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub range: Option<String>,
 }
 
 impl S3Server {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("moto_server")
+        Self::launch(None)
+    }
+
+    /// A server that records every request (see [`S3Server::recorded`]).
+    pub fn start_recording() -> Self {
+        Self::launch(Some(tempfile::NamedTempFile::new().unwrap()))
+    }
+
+    fn launch(recording: Option<tempfile::NamedTempFile>) -> Self {
+        let port = free_port();
+        let mut command = Command::new("moto_server");
+        if let Some(file) = &recording {
+            command
+                .env("MOTO_ENABLE_RECORDING", "1")
+                .env("MOTO_RECORDER_FILEPATH", file.path());
+        }
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -492,7 +547,11 @@ impl S3Server {
             .expect(
                 "moto_server not found: run .ci/run's setup (pip install 'moto[server]') first",
             );
-        let server = S3Server { child, port };
+        let server = S3Server {
+            child,
+            port,
+            recording,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -506,6 +565,37 @@ impl S3Server {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Forgets the requests recorded so far.
+    pub fn reset_recording(&self) {
+        let status = self.request("POST", "/moto-api/recorder/reset-recording");
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "reset recording: {status}"
+        );
+    }
+
+    /// The requests recorded since the start or the last reset.
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
+        let file = self.recording.as_ref().expect("started without recording");
+        fs::read_to_string(file.path())
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+                let url = entry["url"].as_str().unwrap();
+                let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+                RecordedRequest {
+                    method: entry["method"].as_str().unwrap().to_string(),
+                    path,
+                    range: entry["headers"]["Range"]
+                        .as_str()
+                        .or_else(|| entry["headers"]["range"].as_str())
+                        .map(str::to_string),
+                }
+            })
+            .collect()
     }
 
     /// Creates a bucket with a plain HTTP PUT (moto needs no signature for this).
@@ -572,4 +662,171 @@ pub fn store_files(store: &Path, dir: &str, suffix: &str) -> Vec<PathBuf> {
         .unwrap_or_default();
     files.sort();
     files
+}
+
+/// A token for the peer tests.
+pub const PEER_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A `thaw cache-server` process of a world, killed on drop.
+pub struct CacheServerProc {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its port (kept across restarts).
+    pub port: u16,
+    /// Its disk cache.
+    pub cache_dir: PathBuf,
+    /// Its stderr log.
+    pub log: PathBuf,
+}
+
+impl World {
+    /// Starts a cache server on `port` (0: a free one) with its own disk cache `name`, the
+    /// shared test token and `extra` options and environment.
+    pub fn cache_server(
+        &self,
+        name: &str,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> CacheServerProc {
+        let port = if port == 0 { free_port() } else { port };
+        let cache_dir = self.path(&format!("{name}-cache"));
+        let log = self.path(&format!("{name}.log"));
+        let mut command = self.thaw();
+        command
+            .env("THAW_PEER_TOKEN", PEER_TOKEN)
+            .args(["cache-server", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--cache-dir")
+            .arg(&cache_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut first_line = String::new();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            first_line.push(byte[0] as char);
+        }
+        let url = first_line
+            .strip_prefix("thaw cache-server listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "cache server {name} did not start: {first_line:?}\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        CacheServerProc {
+            child,
+            url,
+            port,
+            cache_dir,
+            log,
+        }
+    }
+}
+
+impl CacheServerProc {
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+
+    /// Its Prometheus metrics.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        scrape(&format!("{}/metrics", self.url))
+    }
+
+    /// One metric, 0 when absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics().get(name).copied().unwrap_or(0.0)
+    }
+
+    /// SIGKILL, and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; waits for a clean exit.
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on the child this guard started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "cache server exited with {status}");
+    }
+}
+
+impl Drop for CacheServerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A misbehaving HTTP peer (a python process): `corrupt` answers every GET with 200 and the
+/// right number of wrong bytes; `hang` accepts connections and never answers.
+pub struct FakePeer {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl FakePeer {
+    pub fn start(kind: &str) -> Self {
+        let port = free_port();
+        let script = match kind {
+            "corrupt" => format!(
+                "import http.server, urllib.parse\n\
+                 class H(http.server.BaseHTTPRequestHandler):\n\
+                 \x20   def do_GET(self):\n\
+                 \x20       q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)\n\
+                 \x20       n = int(q.get('raw', ['1000'])[0])\n\
+                 \x20       self.send_response(200)\n\
+                 \x20       self.send_header('Content-Length', str(n))\n\
+                 \x20       self.end_headers()\n\
+                 \x20       self.wfile.write(b'\\xee' * n)\n\
+                 \x20   def log_message(self, *a):\n\
+                 \x20       pass\n\
+                 http.server.ThreadingHTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+            ),
+            "hang" => format!(
+                "import socket, time\n\
+                 s = socket.socket()\n\
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('127.0.0.1', {port}))\n\
+                 s.listen(1000)\n\
+                 held = []\n\
+                 while True:\n\
+                 \x20   c, _ = s.accept()\n\
+                 \x20   held.append(c)\n"
+            ),
+            other => panic!("no fake peer {other}"),
+        };
+        let child = Command::new("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "fake peer {kind} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        FakePeer {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
