@@ -54,11 +54,14 @@ fn peers_of(servers: &[&CacheServerProc]) -> String {
 
 /// Runs `n` concurrent `thaw extract` clients into `out0..`, asserting each succeeds and
 /// restores `src` exactly.
+/// A generous peer timeout: these tests count where chunks come from, and a busy test machine
+/// must not turn a slow answer into a fallback read from the store.
 fn extract_concurrently(world: &World, peers: &str, tag: &str, src: &Path, n: usize, prefix: &str) {
     let children: Vec<_> = (0..n)
         .map(|i| {
             let dest = world.path(&format!("{prefix}{i}"));
             let child = client(world, peers)
+                .env("THAW_PEER_TIMEOUT_MS", "60000")
                 .args(["extract", tag, dest.to_str().unwrap(), "--quiet"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

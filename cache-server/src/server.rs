@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -43,9 +43,9 @@ pub struct ServerConfig {
     /// The bearer token every chunk and inventory request must carry; `None` serves anyone
     /// (only for closed networks: the CLI asks for `--no-auth` explicitly).
     pub token: Option<Token>,
-    /// Requests served at once; more get 503 with `Retry-After`.
+    /// Requests served at once; more wait up to [`ADMISSION_WAIT`], then get 503.
     pub max_in_flight: usize,
-    /// Requests served at once for one client address.
+    /// Requests served at once for one client address; more wait their turn the same way.
     pub max_per_client: usize,
 }
 
@@ -59,45 +59,46 @@ impl Default for ServerConfig {
     }
 }
 
-/// Bounds on concurrent requests, overall and per client address.
+/// How long a request may wait for its turn before it is answered 503.
+pub const ADMISSION_WAIT: Duration = Duration::from_secs(1);
+
+/// Bounds on concurrent requests, per client address and overall. A request over its client's
+/// share or the total waits its turn for up to [`ADMISSION_WAIT`], so one busy client queues
+/// behind itself while others are served; only then is it refused. Entries exist only for
+/// clients that passed the token check.
 struct Limits {
     overall: Arc<Semaphore>,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    per_client: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
     max_per_client: usize,
 }
 
 /// A request's place under the [`Limits`]; released on drop.
 struct Admission {
+    _client: OwnedSemaphorePermit,
     _overall: OwnedSemaphorePermit,
-    limits: Arc<Limits>,
-    client: IpAddr,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut per_client = self.limits.per_client.lock().expect("limits lock");
-        if let Some(n) = per_client.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                per_client.remove(&self.client);
-            }
-        }
-    }
 }
 
 impl Limits {
-    fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Admission> {
-        let overall = self.overall.clone().try_acquire_owned().ok()?;
-        let mut per_client = self.per_client.lock().expect("limits lock");
-        let n = per_client.entry(client).or_insert(0);
-        if *n >= self.max_per_client {
-            return None;
-        }
-        *n += 1;
+    async fn admit(&self, client: IpAddr) -> Option<Admission> {
+        let share = self
+            .per_client
+            .lock()
+            .expect("limits lock")
+            .entry(client)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_client)))
+            .clone();
+        let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
+        let client_permit = tokio::time::timeout_at(deadline, share.acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        let overall = tokio::time::timeout_at(deadline, self.overall.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
         Some(Admission {
+            _client: client_permit,
             _overall: overall,
-            limits: self.clone(),
-            client,
         })
     }
 }
@@ -236,7 +237,7 @@ async fn guard(
                 .into_response();
         }
     }
-    let Some(_admission) = shared.limits.admit(client.ip()) else {
+    let Some(_admission) = shared.limits.admit(client.ip()).await else {
         shared.metrics.reject(RejectReason::Overloaded);
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -616,4 +616,83 @@ mod tests {
             "{err}"
         );
     }
+
+    /// A peer tier holding some chunks, some of them with wrong bytes.
+    struct FakePeers {
+        held: HashMap<ChunkId, Bytes>,
+        asked: AtomicU64,
+    }
+
+    #[async_trait]
+    impl ChunkSource for FakePeers {
+        fn name(&self) -> &str {
+            "peer"
+        }
+        async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            Ok(self.held.get(&chunk.id).cloned())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_come_before_the_origin_and_their_bad_bytes_never_reach_a_reader() {
+        let data: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![i; 500])).collect();
+        let refs: Vec<ChunkRef> = data
+            .iter()
+            .map(|d| ChunkRef {
+                id: ChunkId::of(d),
+                raw_len: 500,
+                location: None,
+            })
+            .collect();
+        // The peers hold chunk 0 intact and chunk 1 rotten; 2 and 3 not at all.
+        let peers = Arc::new(FakePeers {
+            held: [
+                (refs[0].id, data[0].clone()),
+                (refs[1].id, Bytes::from_static(b"rotten")),
+            ]
+            .into_iter()
+            .collect(),
+            asked: AtomicU64::new(0),
+        });
+        let origin = Arc::new(RunOrigin {
+            requests: AtomicU64::new(0),
+            chunks: refs
+                .iter()
+                .map(|r| r.id)
+                .zip(data.iter().cloned())
+                .collect(),
+        });
+        let memory = Arc::new(MemoryCache::new(1 << 20));
+        let store = TieredStore::with_peers(vec![memory], Some(peers.clone()), origin.clone());
+
+        let first = store.fetch(&refs[0]).await.unwrap();
+        assert_eq!((first.bytes, first.served), (data[0].clone(), Served::Peer));
+        let second = store.fetch(&refs[1]).await.unwrap();
+        assert_eq!(
+            (second.bytes, second.served),
+            (data[1].clone(), Served::Origin)
+        );
+        assert_eq!(store.counters().verify_failures.load(Ordering::SeqCst), 1);
+
+        // A run: the peers are asked for each chunk, the origin fetches the rest in one request.
+        let got = store.get_many(&refs[2..]).await;
+        assert_eq!(
+            got.into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(),
+            data[2..]
+        );
+        assert_eq!(peers.asked.load(Ordering::SeqCst), 4);
+        assert_eq!(
+            origin.requests.load(Ordering::SeqCst),
+            2,
+            "one single fetch, one run"
+        );
+        let c = store.counters();
+        assert_eq!(c.peer_fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(c.origin_fetches.load(Ordering::SeqCst), 3);
+        // Everything is cached now: no tier below memory is asked again.
+        let again = store.fetch(&refs[0]).await.unwrap();
+        assert_eq!(again.served, Served::Cache(0));
+        assert_eq!(peers.asked.load(Ordering::SeqCst), 4);
+    }
 }
