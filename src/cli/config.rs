@@ -17,6 +17,11 @@
 //! memory_bytes = "2GiB"
 //! [runtime]
 //! dir = "/run/thaw"
+//! [peers]
+//! list = "dns://thaw-cache.thaw.svc.cluster.local:7070"
+//! token_file = "/etc/thaw/peer-token"
+//! timeout_ms = 5000
+//! refresh_secs = 10
 //! ```
 
 use std::ffi::OsString;
@@ -34,6 +39,8 @@ struct ConfigFile {
     cache: CacheSection,
     #[serde(default)]
     runtime: RuntimeSection,
+    #[serde(default)]
+    peers: PeersSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +68,16 @@ struct CacheSection {
 #[serde(deny_unknown_fields)]
 struct RuntimeSection {
     dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersSection {
+    /// The `--peers` value.
+    list: Option<String>,
+    token_file: Option<PathBuf>,
+    timeout_ms: Option<u64>,
+    refresh_secs: Option<u64>,
 }
 
 /// A size written as a number of bytes or a string such as "20GiB".
@@ -112,6 +129,18 @@ impl ConfigFile {
         }
         if let Some(dir) = self.runtime.dir {
             out.push(("THAW_RUNTIME_DIR", dir.into()));
+        }
+        if let Some(list) = self.peers.list {
+            out.push(("THAW_PEERS", list.into()));
+        }
+        if let Some(file) = self.peers.token_file {
+            out.push(("THAW_PEER_TOKEN_FILE", file.into()));
+        }
+        if let Some(ms) = self.peers.timeout_ms {
+            out.push(("THAW_PEER_TIMEOUT_MS", ms.to_string().into()));
+        }
+        if let Some(secs) = self.peers.refresh_secs {
+            out.push(("THAW_PEER_REFRESH_SECS", secs.to_string().into()));
         }
         out
     }
@@ -176,7 +205,7 @@ mod tests {
     #[test]
     fn a_config_maps_to_the_environment_variables_of_the_options() {
         let config: ConfigFile = toml::from_str(
-            "[store]\nurl = \"s3://b/p\"\ns3_allow_http = true\n[cache]\nbytes = 1000\nmemory_bytes = \"2GiB\"\ndisk = false\ndir = \"/c\"\n",
+            "[store]\nurl = \"s3://b/p\"\ns3_allow_http = true\n[cache]\nbytes = 1000\nmemory_bytes = \"2GiB\"\ndisk = false\ndir = \"/c\"\n[peers]\nlist = \"dns://cache:7070\"\ntoken_file = \"/t\"\ntimeout_ms = 900\n",
         )
         .unwrap();
         let vars: std::collections::BTreeMap<_, _> = config.variables().into_iter().collect();
@@ -186,7 +215,11 @@ mod tests {
         assert_eq!(vars["THAW_MEMORY_CACHE_BYTES"], "2GiB");
         assert_eq!(vars["THAW_NO_DISK_CACHE"], "true");
         assert_eq!(vars["THAW_CACHE_DIR"], "/c");
+        assert_eq!(vars["THAW_PEERS"], "dns://cache:7070");
+        assert_eq!(vars["THAW_PEER_TOKEN_FILE"], "/t");
+        assert_eq!(vars["THAW_PEER_TIMEOUT_MS"], "900");
         assert!(!vars.contains_key("THAW_S3_ENDPOINT"));
+        assert!(!vars.contains_key("THAW_PEER_REFRESH_SECS"));
     }
 
     #[test]
