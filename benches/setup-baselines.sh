@@ -7,7 +7,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 
-$SUDO apt-get install -y -qq squashfuse squashfs-tools fuse3 bc >/dev/null
+$SUDO apt-get install -y -qq squashfuse squashfs-tools fuse3 bc nginx-light wrk >/dev/null
 
 if ! command -v erofsfuse >/dev/null 2>&1; then
   echo "setup-baselines: building erofs-utils (erofsfuse) from Debian trixie's source package"
