@@ -59,6 +59,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// How often the disk cache's newest chunks are made durable.
+pub const DISK_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How long a request may wait for its turn before it is answered 503.
 pub const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 
@@ -199,18 +202,36 @@ impl CacheServer {
     }
 
     /// Serves on `listener` until `shutdown` completes, then finishes the requests under way.
+    /// The disk cache is flushed every [`DISK_FLUSH_INTERVAL`] and at the end, so a restart keeps
+    /// what was fetched (a crash loses at most the last interval's chunks).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.router();
-        axum::serve(
+        let disk = self.shared.disk.clone();
+        let flusher = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(DISK_FLUSH_INTERVAL);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(e) = disk.flush().await {
+                    tracing::warn!(error = %e, "could not flush the disk cache");
+                }
+            }
+        });
+        let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+        flusher.abort();
+        if let Err(e) = self.shared.disk.flush().await {
+            tracing::warn!(error = %e, "could not flush the disk cache on shutdown");
+        }
+        served
     }
 }
 

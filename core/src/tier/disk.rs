@@ -166,6 +166,14 @@ impl DiskCache {
         self.len() == 0
     }
 
+    /// Writes chunks still held in RocksDB's memtable to disk. Inserts skip the write-ahead log,
+    /// so until a flush a crash forgets them (never tears them); long-running holders (the cache
+    /// server) call this periodically and on shutdown, and dropping the cache does it too.
+    pub async fn flush(&self) -> Result<()> {
+        self.blocking(|inner| inner.db.flush().map_err(|e| inner.db_error(e)))
+            .await
+    }
+
     /// The directory of the cache.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -182,6 +190,14 @@ impl DiskCache {
                 path: self.inner.path.clone(),
                 reason: e.to_string(),
             })?
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush() {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not flush the disk cache on close");
+        }
     }
 }
 
