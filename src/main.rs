@@ -8,16 +8,19 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`thaw ls TAG | head`), as command-line tools do.
-    // SAFETY: resetting a signal disposition before any thread is started.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     if let Err(error) = cli::config::apply_defaults() {
         eprintln!("thaw: error: {error:#}");
         return ExitCode::from(2);
     }
     let args = cli::Cli::parse();
+    if !args.serves_connections() {
+        // Die quietly on a closed pipe (`thaw ls TAG | head`), as command-line tools do.
+        // Daemons keep Rust's default (ignored): a client hanging up must not kill a server.
+        // SAFETY: resetting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     cli::init_logging(args.global.verbose);
     match cli::run(args) {
         Ok(code) => code,

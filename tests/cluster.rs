@@ -4,11 +4,29 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
+
+/// A local world with [`cluster_tree`] indexed as `app`.
+fn indexed_world() -> (World, PathBuf) {
+    let world = World::local();
+    let src = cluster_tree(&world);
+    world.index("dir", &src, "app", &[]);
+    (world, src)
+}
+
+/// The environment of a client reading through `peers` with the test token and no disk cache.
+fn client_env(peers: &str) -> [(&str, &str); 3] {
+    [
+        ("THAW_PEERS", peers),
+        ("THAW_PEER_TOKEN", PEER_TOKEN),
+        ("THAW_NO_DISK_CACHE", "true"),
+    ]
+}
 
 /// A tree of a few dozen chunks: random (incompressible) and text files.
 fn cluster_tree(world: &World) -> PathBuf {
@@ -35,12 +53,10 @@ fn chunk_count(world: &World, tag: &str) -> u64 {
         .unwrap_or_else(|| panic!("no chunk count in {stats}"))
 }
 
-/// A client command of `world` reading through `peers` with the test token and no disk cache.
+/// A client command of `world` reading through `peers` ([`client_env`]).
 fn client(world: &World, peers: &str) -> std::process::Command {
     let mut cmd = world.thaw();
-    cmd.env("THAW_PEERS", peers)
-        .env("THAW_PEER_TOKEN", PEER_TOKEN)
-        .env("THAW_NO_DISK_CACHE", "true");
+    cmd.envs(client_env(peers));
     cmd
 }
 
@@ -155,9 +171,7 @@ fn a_cluster_reads_each_chunk_from_the_object_store_once() {
 
 #[test]
 fn readers_finish_when_the_owner_peer_is_killed_mid_transfer() {
-    let world = World::local();
-    let src = cluster_tree(&world);
-    world.index("dir", &src, "app", &[]);
+    let (world, src) = indexed_world();
     // A slow object store keeps the transfer going long enough to kill a peer in the middle.
     let slow = [("THAW_STORE_READ_LATENCY_MS", "150")];
     let mut servers: Vec<CacheServerProc> = (0..3)
@@ -204,50 +218,26 @@ fn bad_and_hanging_peers_are_skipped_counted_and_the_data_is_right() {
     if !fuse_available("bad_and_hanging_peers_are_skipped_counted_and_the_data_is_right") {
         return;
     }
-    let world = World::local();
-    let src = cluster_tree(&world);
-    world.index("dir", &src, "app", &[]);
+    let (world, src) = indexed_world();
     let corrupt = FakePeer::start("corrupt");
     let hang = FakePeer::start("hang");
     let good = world.cache_server("good", 0, &[], &[]);
     let peers = format!("http://{},http://{},{}", corrupt.addr, hang.addr, good.url);
 
-    let mnt = world.path("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let out = client(&world, &peers)
-        .env("THAW_PEER_TIMEOUT_MS", "300")
-        .args([
-            "mount",
-            "app",
-            mnt.to_str().unwrap(),
-            "--daemon",
-            "--metrics",
-            "127.0.0.1:0",
-            "--no-prefetch",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    let metrics_url = said
-        .split("metrics on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|url| url.trim_end_matches([')', ';']).to_string())
-        .unwrap_or_else(|| panic!("no metrics address in {said:?}"));
-    let unmount = || {
-        let _ = world
-            .thaw()
-            .args(["umount", mnt.to_str().unwrap()])
-            .output();
-    };
-
+    let mut env = client_env(&peers).to_vec();
+    env.push(("THAW_PEER_TIMEOUT_MS", "300"));
+    let mount = world.mount_with_env(
+        "app",
+        &world.path("mnt"),
+        &["--metrics", "127.0.0.1:0", "--no-prefetch"],
+        &env,
+    );
     let diff = std::process::Command::new("diff")
-        .args(["-r", src.to_str().unwrap(), mnt.to_str().unwrap()])
+        .args(["-r", src.to_str().unwrap(), mount.dir.to_str().unwrap()])
         .output()
         .unwrap();
-    let metrics = scrape(&metrics_url);
-    unmount();
+    let metrics = mount.metrics();
+    mount.unmount();
     assert!(
         diff.status.success(),
         "mounted tree differs:\n{}",
@@ -282,9 +272,7 @@ fn bad_and_hanging_peers_are_skipped_counted_and_the_data_is_right() {
 
 #[test]
 fn a_restarted_peer_serves_from_its_disk_cache_and_ranges_and_heads_work() {
-    let world = World::local();
-    let src = cluster_tree(&world);
-    world.index("dir", &src, "app", &[]);
+    let (world, src) = indexed_world();
     let mut server = world.cache_server("peer", 0, &[], &[]);
     let chunks = chunk_count(&world, "app") as f64;
     extract_concurrently(&world, &server.url, "app", &src, 1, "first");
@@ -370,10 +358,61 @@ fn a_restarted_peer_serves_from_its_disk_cache_and_ranges_and_heads_work() {
 }
 
 #[test]
+fn clients_hanging_up_mid_chunk_do_not_kill_the_peer() {
+    let (world, _src) = indexed_world();
+    let mut server = world.cache_server("peer", 0, &[], &[]);
+    // A write to a connection the client closed must be an error, not a fatal SIGPIPE (thaw's
+    // short-lived commands keep the default so that `thaw cat ... | head` ends quietly).
+    assert!(
+        ignores_sigpipe(server.pid()),
+        "the cache server dies on SIGPIPE"
+    );
+    let saved = world.path("chunks");
+    let out = client(&world, &server.url)
+        .args([
+            "peers",
+            "load-test",
+            "app",
+            "--requests",
+            "1",
+            "--save-chunks",
+            saved.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let big = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    // Pipelined requests for far more than the socket buffers hold, then a hang-up: the peer's
+    // next writes hit a closed connection.
+    let request = format!(
+        "GET /v1/chunks/{big} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PEER_TOKEN}\r\n\r\n"
+    );
+    for _ in 0..5 {
+        let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+        s.write_all(request.repeat(40).as_bytes()).unwrap();
+        let mut first = [0u8; 64];
+        s.read_exact(&mut first).unwrap();
+        drop(s);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        http(&server.addr(), "GET", "/healthz").starts_with("HTTP/1.1 200"),
+        "the peer died after clients hung up: {}",
+        std::fs::read_to_string(&server.log).unwrap_or_default()
+    );
+    server.stop();
+}
+
+#[test]
 fn chunk_requests_need_the_token_and_a_refused_client_still_reads_from_the_store() {
-    let world = World::local();
-    let src = cluster_tree(&world);
-    world.index("dir", &src, "app", &[]);
+    let (world, src) = indexed_world();
     let server = world.cache_server("peer", 0, &[], &[]);
     let unknown = format!("/v1/chunks/{}", "ab".repeat(32));
     for headers in [
@@ -439,9 +478,7 @@ fn chunk_requests_need_the_token_and_a_refused_client_still_reads_from_the_store
 
 #[test]
 fn a_bounded_load_test_reports_throughput_and_latency() {
-    let world = World::local();
-    let src = cluster_tree(&world);
-    world.index("dir", &src, "app", &[]);
+    let (world, _src) = indexed_world();
     let a = world.cache_server("a", 0, &[], &[]);
     let b = world.cache_server("b", 0, &[], &[]);
     let out = client(&world, &peers_of(&[&a, &b]))
@@ -480,28 +517,16 @@ fn a_peer_file_is_followed_while_a_mount_runs() {
     if !fuse_available("a_peer_file_is_followed_while_a_mount_runs") {
         return;
     }
-    let world = World::local();
-    let src = cluster_tree(&world);
-    world.index("dir", &src, "app", &[]);
+    let (world, src) = indexed_world();
     let a = world.cache_server("a", 0, &[], &[]);
     let b = world.cache_server("b", 0, &[], &[]);
     let peers_file = world.path("peers");
     std::fs::write(&peers_file, format!("# cluster\n{}\n", a.url)).unwrap();
-    let mnt = world.path("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let out = client(&world, &format!("@{}", peers_file.display()))
-        .env("THAW_PEER_REFRESH_SECS", "1")
-        .args([
-            "mount",
-            "app",
-            mnt.to_str().unwrap(),
-            "--daemon",
-            "--no-prefetch",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
-    let read = |name: &str| std::fs::read(mnt.join(name)).unwrap();
+    let peers = format!("@{}", peers_file.display());
+    let mut env = client_env(&peers).to_vec();
+    env.push(("THAW_PEER_REFRESH_SECS", "1"));
+    let mount = world.mount_with_env("app", &world.path("mnt"), &["--no-prefetch"], &env);
+    let read = |name: &str| std::fs::read(mount.dir.join(name)).unwrap();
     assert_eq!(
         read("lib/small0.py"),
         std::fs::read(src.join("lib/small0.py")).unwrap()
@@ -517,14 +542,10 @@ fn a_peer_file_is_followed_while_a_mount_runs() {
         read("weights.bin"),
         std::fs::read(src.join("weights.bin")).unwrap()
     );
-    let _ = world
-        .thaw()
-        .args(["umount", mnt.to_str().unwrap()])
-        .output();
+    mount.unmount();
     let served_by_b = b.metric("thaw_peer_server_requests_total{route=\"chunk\",status=\"200\"}");
     assert!(
         served_by_b > 0.0,
         "the peer added to the file was never asked"
     );
-    let _: BTreeMap<String, f64> = a.metrics();
 }

@@ -321,6 +321,11 @@ fn sigterm_unmounts_cleanly_and_saves_the_trace() {
     let w = World::local();
     let mnt = rich_tag(&w);
     let m = w.mount("rich", &mnt, &[]);
+    // The daemon serves sockets (control, metrics): a client hanging up must not kill it.
+    assert!(
+        ignores_sigpipe(m.pid as u32),
+        "the mount daemon dies on SIGPIPE"
+    );
     fs::read(mnt.join("lib/python/text.py")).unwrap();
     m.signal(libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(20);

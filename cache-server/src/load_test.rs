@@ -147,6 +147,23 @@ async fn fetch_one(
     target: &LoadTarget,
     options: &LoadOptions,
 ) -> Result<u64, String> {
+    let body = get(http, target, options).await?;
+    if options.verify && ChunkId::of(&body) != target.id {
+        return Err(format!(
+            "{}: body does not hash to chunk {}",
+            target.url, target.id
+        ));
+    }
+    Ok(body.len() as u64)
+}
+
+/// One GET of `target` with the options' token and timeout; the body of a 2xx answer, else an
+/// error naming the URL.
+pub async fn get(
+    http: &reqwest::Client,
+    target: &LoadTarget,
+    options: &LoadOptions,
+) -> Result<bytes::Bytes, String> {
     let mut request = http.get(target.url.clone()).timeout(options.timeout);
     if let Some(token) = &options.token {
         request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
@@ -159,15 +176,8 @@ async fn fetch_one(
     if !status.is_success() {
         return Err(format!("{}: HTTP {status}", target.url));
     }
-    let body = response
+    response
         .bytes()
         .await
-        .map_err(|e| format!("{}: {e}", target.url))?;
-    if options.verify && ChunkId::of(&body) != target.id {
-        return Err(format!(
-            "{}: body does not hash to chunk {}",
-            target.url, target.id
-        ));
-    }
-    Ok(body.len() as u64)
+        .map_err(|e| format!("{}: {e}", target.url))
 }

@@ -398,18 +398,9 @@ async fn save_chunks(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for target in targets {
-        let mut request = http.get(target.url.clone()).timeout(options.timeout);
-        if let Some(token) = &options.token {
-            request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
-        }
-        let body = request
-            .send()
+        let body = load_test::get(http, target, options)
             .await
-            .and_then(|r| r.error_for_status())
-            .with_context(|| format!("fetching {}", target.url))?
-            .bytes()
-            .await
-            .with_context(|| format!("reading {}", target.url))?;
+            .map_err(anyhow::Error::msg)?;
         target
             .id
             .verify(&body, target.url.as_str())

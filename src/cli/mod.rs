@@ -239,6 +239,14 @@ impl GlobalOptions {
     }
 }
 
+impl Cli {
+    /// True for the commands that run as daemons serving sockets (a mount's metrics and control
+    /// socket, the cache server): a peer closing its end must be an error there, not SIGPIPE.
+    pub fn serves_connections(&self) -> bool {
+        matches!(self.command, Command::Mount(_) | Command::CacheServer(_))
+    }
+}
+
 /// Sets up tracing to stderr.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {

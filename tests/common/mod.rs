@@ -359,10 +359,25 @@ pub fn fuse_available(test: &str) -> bool {
 impl World {
     /// Mounts `name` at `dir` (created) as a daemon with `extra` options.
     pub fn mount(&self, name: &str, dir: &Path, extra: &[&str]) -> MountGuard<'_> {
+        self.mount_with_env(name, dir, extra, &[])
+    }
+
+    /// [`World::mount`] with more environment variables for the daemon.
+    pub fn mount_with_env(
+        &self,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> MountGuard<'_> {
         fs::create_dir_all(dir).unwrap();
         let mut args = vec!["mount", name, dir.to_str().unwrap(), "--daemon"];
         args.extend_from_slice(extra);
-        let out = self.thaw().args(&args).output().unwrap();
+        let mut command = self.thaw();
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.args(&args).output().unwrap();
         assert_no_panic(&out);
         assert!(
             out.status.success(),
@@ -731,7 +746,23 @@ impl World {
     }
 }
 
+/// True when process `pid` ignores SIGPIPE (bit 13 of `SigIgn` in /proc/PID/status).
+pub fn ignores_sigpipe(pid: u32) -> bool {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    mask & (1 << (libc::SIGPIPE - 1)) != 0
+}
+
 impl CacheServerProc {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `host:port`.
     pub fn addr(&self) -> String {
         self.url.trim_start_matches("http://").to_string()

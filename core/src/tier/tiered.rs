@@ -487,14 +487,14 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn get_many_fetches_the_misses_as_one_run_that_single_reads_join() {
-        let data: Vec<Bytes> = (0..5u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+    /// `n` distinct chunks of `len` bytes, their requests, and a [`RunOrigin`] holding them.
+    fn chunks_and_origin(n: u8, len: usize) -> (Vec<Bytes>, Vec<ChunkRef>, Arc<RunOrigin>) {
+        let data: Vec<Bytes> = (0..n).map(|i| Bytes::from(vec![i; len])).collect();
         let refs: Vec<ChunkRef> = data
             .iter()
             .map(|d| ChunkRef {
                 id: ChunkId::of(d),
-                raw_len: 1000,
+                raw_len: len as u32,
                 location: None,
             })
             .collect();
@@ -506,6 +506,12 @@ mod tests {
                 .zip(data.iter().cloned())
                 .collect(),
         });
+        (data, refs, origin)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn get_many_fetches_the_misses_as_one_run_that_single_reads_join() {
+        let (data, refs, origin) = chunks_and_origin(5, 1000);
         let memory = Arc::new(MemoryCache::new(1 << 20));
         let store = TieredStore::new(vec![memory], origin.clone());
         // One chunk is cached already; it is not fetched again.
@@ -636,15 +642,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn peers_come_before_the_origin_and_their_bad_bytes_never_reach_a_reader() {
-        let data: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![i; 500])).collect();
-        let refs: Vec<ChunkRef> = data
-            .iter()
-            .map(|d| ChunkRef {
-                id: ChunkId::of(d),
-                raw_len: 500,
-                location: None,
-            })
-            .collect();
+        let (data, refs, origin) = chunks_and_origin(4, 500);
         // The peers hold chunk 0 intact and chunk 1 rotten; 2 and 3 not at all.
         let peers = Arc::new(FakePeers {
             held: [
