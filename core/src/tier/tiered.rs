@@ -653,14 +653,6 @@ mod tests {
             .collect(),
             asked: AtomicU64::new(0),
         });
-        let origin = Arc::new(RunOrigin {
-            requests: AtomicU64::new(0),
-            chunks: refs
-                .iter()
-                .map(|r| r.id)
-                .zip(data.iter().cloned())
-                .collect(),
-        });
         let memory = Arc::new(MemoryCache::new(1 << 20));
         let store = TieredStore::with_peers(vec![memory], Some(peers.clone()), origin.clone());
 
