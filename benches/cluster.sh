@@ -153,7 +153,7 @@ burst() { # burst [GLOBAL-ARGS...] -> seconds
   local start end clients=()
   start=$(now)
   for i in $(seq "$NODES"); do
-    "$THAW" "$@" --no-disk-cache -q extract burst "$work/out-$i" > /dev/null &
+    "$THAW" "$@" --no-disk-cache -q extract burst "$work/out-$i" > /dev/null 2> "$work/client-$i.log" &
     clients+=($!)
   done
   for c in "${clients[@]}"; do wait "$c"; done
