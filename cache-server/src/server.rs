@@ -108,6 +108,8 @@ impl Limits {
 
 struct Shared {
     tiers: TieredStore,
+    /// Names of the cache tiers, by position (for `x-thaw-served-by` and metrics).
+    cache_names: Vec<String>,
     disk: DiskCache,
     store: Store,
     token: Option<Token>,
@@ -146,6 +148,7 @@ impl CacheServer {
         registry.register_collector(Box::new(TierCollector::new(tiers.clone(), store.clone())));
         Ok(CacheServer {
             shared: Arc::new(Shared {
+                cache_names: tiers.cache_names(),
                 tiers,
                 disk,
                 store,
@@ -267,10 +270,25 @@ async fn guard(
         )
             .into_response();
     };
-    shared.metrics.in_flight.inc();
-    let response = next.run(request).await;
-    shared.metrics.in_flight.dec();
-    response
+    let _in_flight = InFlight::enter(&shared.metrics);
+    next.run(request).await
+}
+
+/// Counts a request in `in_flight` until dropped (also when the client goes away mid-request
+/// and the handler is cancelled).
+struct InFlight(Arc<ServerMetrics>);
+
+impl InFlight {
+    fn enter(metrics: &Arc<ServerMetrics>) -> Self {
+        metrics.in_flight.inc();
+        InFlight(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
 }
 
 /// The location fields of a chunk request: all or none.
@@ -348,8 +366,7 @@ fn chunk_request(
 fn tier_name(shared: &Shared, served: Served) -> String {
     match served {
         Served::Cache(i) => shared
-            .tiers
-            .cache_names()
+            .cache_names
             .get(i)
             .cloned()
             .unwrap_or_else(|| "cache".into()),

@@ -18,7 +18,8 @@ use thaw_core::tier::ChunkRef;
 
 use super::GlobalOptions;
 
-/// `thaw cache-server`.
+/// `thaw cache-server`. It takes the global store and cache options; its misses go to the
+/// store (it does not read through other peers, so `--peers` does not apply to it).
 #[derive(Args, Debug)]
 pub struct CacheServerArgs {
     /// Address to listen on (port 0 picks a free one; the first line of output names it).

@@ -141,7 +141,8 @@ enum Command {
     /// Access traces: what a start-up read, replayed as prefetch by the next mount.
     #[command(subcommand)]
     Trace(mount::TraceCommand),
-    /// Run the peer cache daemon: serve verified chunks to the cluster over HTTP.
+    /// Run the peer cache daemon: serve verified chunks to the cluster over HTTP, fetching each
+    /// miss from the store once (it does not read through other peers: --peers is for clients).
     CacheServer(cache_server::CacheServerArgs),
     /// Look at and load-test the peer caches named by --peers.
     #[command(subcommand)]
