@@ -1,0 +1,76 @@
+//! Errors of snapshots, each naming the process, file or host feature at fault.
+
+use std::path::PathBuf;
+
+/// What went wrong with a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// No usable criu binary.
+    #[error("criu is not available: {0} (install it with scripts/install-criu)")]
+    CriuMissing(String),
+    /// A criu older than thaw supports, or older than the one that made the snapshot.
+    #[error("criu {found} is too old: {reason}")]
+    CriuTooOld {
+        /// The version found.
+        found: String,
+        /// What it needed to be.
+        reason: String,
+    },
+    /// A criu run failed; `log` holds the end of its log.
+    #[error("criu {action} failed ({status}); log {log_path}:\n{log}")]
+    CriuFailed {
+        /// `dump`, `restore`, `check`.
+        action: &'static str,
+        /// Its exit status.
+        status: String,
+        /// The log file.
+        log_path: PathBuf,
+        /// The last lines of the log.
+        log: String,
+    },
+    /// The process to dump does not exist or cannot be inspected.
+    #[error("process {pid}: {reason}")]
+    Process {
+        /// The pid.
+        pid: u32,
+        /// Why.
+        reason: String,
+    },
+    /// This host cannot restore the snapshot.
+    #[error("this host cannot restore snapshot {name}: {reason}")]
+    Incompatible {
+        /// The snapshot.
+        name: String,
+        /// Why (missing CPU features, absent files, ...).
+        reason: String,
+    },
+    /// The snapshot record is missing or malformed.
+    #[error("snapshot record {path}: {reason}")]
+    BadInfo {
+        /// Where it was read from.
+        path: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl SnapshotError {
+    /// Builds [`SnapshotError::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SnapshotError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result with [`SnapshotError`].
+pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;

@@ -1,0 +1,245 @@
+//! The snapshot record: what a restore needs to know, written as `thaw-snapshot.json` beside the
+//! CRIU images (so it travels in the same manifest), and the host check made before a restore.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::criu::{Criu, Version};
+use crate::{host, Result, SnapshotError};
+
+/// Name of the record inside the image folder.
+pub const INFO_FILE: &str = "thaw-snapshot.json";
+/// Format tag of the record.
+pub const INFO_FORMAT: &str = "thaw-snapshot/1";
+
+/// What was snapshotted and on what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// [`INFO_FORMAT`].
+    pub format: String,
+    /// The dumped tree's root pid (a restore brings the same pids back).
+    pub pid: u32,
+    /// When the dump finished, seconds since the epoch.
+    pub created_unix: u64,
+    /// The CRIU that made it.
+    pub criu_version: String,
+    /// The kernel it ran on.
+    pub kernel: String,
+    /// The CPU flags of that host (a restored process may use any of them).
+    pub cpu_flags: Vec<String>,
+    /// The process's executable: it must exist at the same path to restore.
+    pub exe: PathBuf,
+    /// Its working directory, likewise.
+    pub cwd: PathBuf,
+    /// Its command line.
+    pub cmdline: Vec<String>,
+    /// Whether the process kept running after the dump.
+    pub leave_running: bool,
+    /// Whether established TCP connections were dumped (restoring needs their addresses).
+    pub tcp_established: bool,
+    /// Whether it was a shell job (had a controlling terminal).
+    pub shell_job: bool,
+}
+
+impl SnapshotInfo {
+    /// Describes process `pid` on this host, before it is dumped by `criu`.
+    pub fn capture(
+        pid: u32,
+        criu: &Criu,
+        leave_running: bool,
+        tcp_established: bool,
+    ) -> Result<Self> {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let gone = |reason: String| SnapshotError::Process { pid, reason };
+        let link = |name: &str| {
+            std::fs::read_link(proc_dir.join(name)).map_err(|e| {
+                gone(format!(
+                    "reading /proc/{pid}/{name}: {e} (does it exist, and are we root?)"
+                ))
+            })
+        };
+        let exe = link("exe")?;
+        let cwd = link("cwd")?;
+        let cmdline = std::fs::read(proc_dir.join("cmdline"))
+            .map_err(|e| gone(format!("reading its command line: {e}")))?
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let stat = std::fs::read_to_string(proc_dir.join("stat"))
+            .map_err(|e| gone(format!("reading its stat: {e}")))?;
+        Ok(SnapshotInfo {
+            format: INFO_FORMAT.into(),
+            pid,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            criu_version: criu.version().to_string(),
+            kernel: host::kernel_release()?,
+            cpu_flags: host::cpu_flags()?.into_iter().collect(),
+            exe,
+            cwd,
+            cmdline,
+            leave_running,
+            tcp_established,
+            shell_job: has_controlling_terminal(&stat),
+        })
+    }
+
+    /// Writes the record into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(INFO_FILE);
+        let text = serde_json::to_string_pretty(self).expect("the record serialises");
+        std::fs::write(&path, text).map_err(|e| SnapshotError::io(&path, e))
+    }
+
+    /// Parses a record read from `origin` (for errors).
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<Self> {
+        let bad = |reason: String| SnapshotError::BadInfo {
+            path: origin.to_string(),
+            reason,
+        };
+        let info: SnapshotInfo = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if info.format != INFO_FORMAT {
+            return Err(bad(format!(
+                "format {:?}, this thaw reads {INFO_FORMAT:?}",
+                info.format
+            )));
+        }
+        info.criu_version
+            .parse::<Version>()
+            .map_err(|e| bad(format!("criu_version: {e}")))?;
+        Ok(info)
+    }
+
+    /// Checks that this host can restore the snapshot `name`: a criu at least as new as the one
+    /// that dumped it, every CPU feature the process may use, and its executable and working
+    /// directory present.
+    pub fn check_host(&self, name: &str, criu: &Criu, host_flags: &BTreeSet<String>) -> Result<()> {
+        let refuse = |reason: String| SnapshotError::Incompatible {
+            name: name.to_string(),
+            reason,
+        };
+        let made_by: Version = self.criu_version.parse().map_err(|e: String| refuse(e))?;
+        if (criu.version().major, criu.version().minor) < (made_by.major, made_by.minor) {
+            return Err(refuse(format!(
+                "it was dumped by criu {made_by} and this host has criu {}",
+                criu.version()
+            )));
+        }
+        let missing: Vec<&str> = self
+            .cpu_flags
+            .iter()
+            .filter(|f| host::relevant(f) && !host_flags.contains(*f))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(refuse(format!(
+                "this CPU lacks features the snapshot's host had: {}",
+                missing.join(" ")
+            )));
+        }
+        for (what, path) in [("executable", &self.exe), ("working directory", &self.cwd)] {
+            if !path.exists() {
+                return Err(refuse(format!(
+                    "its {what} {} is absent here (restore on the same image or rootfs)",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when field 7 of /proc/PID/stat (`tty_nr`) is not 0.
+fn has_controlling_terminal(stat: &str) -> bool {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(4))
+        .and_then(|tty| tty.parse::<i64>().ok())
+        .is_some_and(|tty| tty != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SnapshotInfo {
+        SnapshotInfo {
+            format: INFO_FORMAT.into(),
+            pid: 42,
+            created_unix: 1,
+            criu_version: "4.1.1".into(),
+            kernel: "6.18".into(),
+            cpu_flags: vec!["fpu".into(), "avx2".into(), "hypervisor".into()],
+            exe: "/bin/sh".into(),
+            cwd: "/".into(),
+            cmdline: vec!["sh".into()],
+            leave_running: false,
+            tcp_established: false,
+            shell_job: false,
+        }
+    }
+
+    fn criu(version: &str) -> Criu {
+        Criu::for_tests(version.parse().unwrap())
+    }
+
+    #[test]
+    fn records_round_trip_and_bad_ones_name_the_problem() {
+        let info = sample();
+        let bytes = serde_json::to_vec(&info).unwrap();
+        assert_eq!(SnapshotInfo::parse(&bytes, "x").unwrap(), info);
+        let mut other = info.clone();
+        other.format = "thaw-snapshot/9".into();
+        let err = SnapshotInfo::parse(&serde_json::to_vec(&other).unwrap(), "snap:x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("snap:x") && err.contains("thaw-snapshot/9"),
+            "{err}"
+        );
+        assert!(SnapshotInfo::parse(b"{", "y").is_err());
+    }
+
+    #[test]
+    fn the_host_check_names_what_is_missing() {
+        let info = sample();
+        let flags: BTreeSet<String> = ["fpu", "avx2"].into_iter().map(String::from).collect();
+        info.check_host("s", &criu("4.1.1"), &flags).unwrap();
+        let err = info
+            .check_host("s", &criu("4.1.1"), &["fpu".to_string()].into())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("avx2") && !err.contains("hypervisor"), "{err}");
+        let mut newer = info.clone();
+        newer.criu_version = "4.2".into();
+        let err = newer
+            .check_host("s", &criu("4.1.1"), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("criu 4.2"), "{err}");
+        let mut elsewhere = info;
+        elsewhere.exe = "/nonexistent/python".into();
+        let err = elsewhere
+            .check_host("s", &criu("4.1.1"), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/python") && err.contains("absent"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn controlling_terminals_are_read_from_stat() {
+        assert!(!has_controlling_terminal(
+            "12 (py (x)) S 1 12 12 0 -1 4194560"
+        ));
+        assert!(has_controlling_terminal(
+            "12 (bash) S 1 12 12 34816 12 4194560"
+        ));
+    }
+}
