@@ -360,6 +360,19 @@ impl Store {
             .map_err(|_| Error::corrupt(key, 0, "tag does not hold a 64-hex manifest id"))
     }
 
+    /// Removes tag `name`; an unknown tag is an error. The manifest and its chunks stay (other
+    /// tags may share them).
+    pub async fn delete_tag(&self, name: &str) -> Result<()> {
+        validate_tag(name)?;
+        let key = format!("tags/{name}");
+        self.size(&key).await?;
+        self.requests.other.fetch_add(1, Ordering::Relaxed);
+        self.objects
+            .delete(&self.path(&key))
+            .await
+            .map_err(|e| Error::object_store(&key, e))
+    }
+
     /// Every tag with the manifest it names, sorted by name.
     pub async fn list_tags(&self) -> Result<Vec<(String, ChunkId)>> {
         let mut out = Vec::new();

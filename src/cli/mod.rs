@@ -7,6 +7,7 @@ mod index;
 mod mount;
 mod progress;
 mod restore;
+mod snapshot;
 mod verify;
 
 use std::path::PathBuf;
@@ -147,6 +148,9 @@ enum Command {
     /// Look at and load-test the peer caches named by --peers.
     #[command(subcommand)]
     Peers(cache_server::PeersCommand),
+    /// Process snapshots: dump a warmed process with CRIU into the store, restore it anywhere.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 impl GlobalOptions {
@@ -221,6 +225,58 @@ impl GlobalOptions {
         tier::tiers_for(store, &config, peers.map(|p| p as Arc<dyn ChunkSource>))
     }
 
+    /// Sets the environment of a child `thaw` so it uses the same store, caches and peers.
+    fn pass_store_options(&self, command: &mut std::process::Command) {
+        let mut set = |name: &str, value: Option<String>| {
+            if let Some(value) = value {
+                command.env(name, value);
+            }
+        };
+        set("THAW_STORE", self.store.clone());
+        set("THAW_S3_ENDPOINT", self.s3_endpoint.clone());
+        set("THAW_S3_REGION", self.s3_region.clone());
+        set("THAW_S3_ACCESS_KEY_ID", self.s3_access_key_id.clone());
+        set(
+            "THAW_S3_SECRET_ACCESS_KEY",
+            self.s3_secret_access_key.clone(),
+        );
+        set(
+            "THAW_S3_ALLOW_HTTP",
+            self.s3_allow_http.then(|| "true".into()),
+        );
+        set(
+            "THAW_CACHE_DIR",
+            self.cache_dir.as_ref().map(|d| d.display().to_string()),
+        );
+        set(
+            "THAW_CACHE_BYTES",
+            Some(self.cache_bytes.as_u64().to_string()),
+        );
+        set(
+            "THAW_MEMORY_CACHE_BYTES",
+            Some(self.memory_cache_bytes.as_u64().to_string()),
+        );
+        set(
+            "THAW_NO_DISK_CACHE",
+            self.no_disk_cache.then(|| "true".into()),
+        );
+        set("THAW_PEERS", self.peers.clone());
+        set(
+            "THAW_PEER_TOKEN_FILE",
+            self.peer_token_file
+                .as_ref()
+                .map(|d| d.display().to_string()),
+        );
+        set(
+            "THAW_PEER_TIMEOUT_MS",
+            Some(self.peer_timeout_ms.to_string()),
+        );
+        set(
+            "THAW_STORE_READ_LATENCY_MS",
+            self.store_read_latency_ms.map(|ms| ms.to_string()),
+        );
+    }
+
     /// Where and how big the local caches are.
     fn cache_config(&self, fill_disk: bool) -> CacheConfig {
         CacheConfig {
@@ -287,5 +343,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(cmd) => runtime.block_on(mount::trace(global, cmd)),
         Command::CacheServer(args) => runtime.block_on(cache_server::serve(global, args)),
         Command::Peers(cmd) => runtime.block_on(cache_server::peers(global, cmd)),
+        Command::Snapshot(cmd) => snapshot::run(global, &runtime, cmd),
     }
 }

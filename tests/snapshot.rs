@@ -1,0 +1,342 @@
+//! Process snapshots end to end with real CRIU: a Python process with state (a counter written to
+//! an open file, 200 MiB of known memory, a child process) is dumped into the store, killed, and
+//! restored on a clean cache (extracted and lazily mounted); corrupted or unrunnable snapshots are
+//! refused before any process runs. Needs root and criu >= 4.1 (scripts/install-criu); without
+//! them the tests say SKIPPED and return.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The stateful test program: writes its memory digest, forks a child, then counts.
+const COUNTER: &str = r#"
+import hashlib, os, sys, time
+state, mib = sys.argv[1], int(sys.argv[2])
+mem = bytearray()
+for i in range(mib):
+    mem += hashlib.sha256(str(i).encode()).digest() * 32768
+with open(os.path.join(state, "digest"), "w") as f:
+    f.write(hashlib.sha256(mem).hexdigest())
+log = open(os.path.join(state, "counter.log"), "a")
+if os.fork() == 0:
+    while True:
+        time.sleep(1)
+n = 0
+while True:
+    n += 1
+    log.write(f"{n}\n"); log.flush()
+    check = os.path.join(state, "check")
+    if os.path.exists(check):
+        os.remove(check)
+        with open(os.path.join(state, "result.tmp"), "w") as f:
+            f.write(hashlib.sha256(mem).hexdigest())
+        os.rename(os.path.join(state, "result.tmp"), os.path.join(state, "result"))
+    time.sleep(0.05)
+"#;
+
+/// Whether real CRIU can run here; says SKIPPED otherwise.
+fn criu_available(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED {test}: CRIU needs root");
+        return false;
+    }
+    let found = ["criu", "/usr/local/sbin/criu", "/usr/sbin/criu"]
+        .iter()
+        .any(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !found {
+        eprintln!("SKIPPED {test}: criu is not installed (scripts/install-criu)");
+    }
+    found
+}
+
+/// A running counter process, in its own session with no terminal and no pipes to the test.
+struct Counter {
+    child: Child,
+    state: PathBuf,
+}
+
+impl Counter {
+    fn start(world: &World, python: &Path, mib: u32) -> Self {
+        let state = world.path("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let script = world.path("counter.py");
+        std::fs::write(&script, COUNTER).unwrap();
+        let mut command = Command::new(python);
+        command
+            .arg(&script)
+            .arg(&state)
+            .arg(mib.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid in the child before exec only changes the child's session.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        let counter = Counter { child, state };
+        counter.wait_for_count(5);
+        counter
+    }
+
+    fn counts(&self) -> Vec<u64> {
+        std::fs::read_to_string(self.state.join("counter.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+
+    /// Waits until at least `n` counts were written since the start.
+    fn wait_for_count(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.counts().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the counter stopped at {:?}",
+                self.counts().last()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The digest of its memory, as it computes it now.
+    fn memory_digest(&self) -> String {
+        let result = self.state.join("result");
+        let _ = std::fs::remove_file(&result);
+        std::fs::write(self.state.join("check"), b"").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(digest) = std::fs::read_to_string(&result) {
+                return digest;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no memory digest from the process"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn expected_digest(&self) -> String {
+        std::fs::read_to_string(self.state.join("digest")).unwrap()
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills a restored tree (root and children) and waits until its pids are free again (reaped
+/// by init: the restored root was detached from thaw), so the next restore can take them.
+fn kill_tree(pid: u32) {
+    let children = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut pids: Vec<i32> = children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    pids.push(pid as i32);
+    for p in &pids {
+        // SAFETY: kill(2) on pids the test restored.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for p in pids {
+        while Path::new(&format!("/proc/{p}")).exists() {
+            assert!(Instant::now() < deadline, "restored pid {p} was not reaped");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn has_child(pid: u32) -> bool {
+    Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn system_python() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Checks a restored counter: same pid, counting on from where the dump stopped it (not from
+/// 1), with its child, and its memory intact.
+fn assert_restored(counter: &Counter, pid: u32, dumped_pid: u32, last_before: u64) {
+    assert_eq!(pid, dumped_pid, "CRIU restores the same pid");
+    let already = counter.counts().len();
+    counter.wait_for_count(already + 5);
+    let counts = counter.counts();
+    let resumed = &counts[already..];
+    assert!(
+        resumed[0] > last_before && resumed.windows(2).all(|w| w[1] == w[0] + 1),
+        "the counter did not continue from {last_before}: {resumed:?}"
+    );
+    assert!(has_child(pid), "the child process was not restored");
+    assert_eq!(
+        counter.memory_digest(),
+        counter.expected_digest(),
+        "memory differs"
+    );
+}
+
+#[test]
+fn a_snapshot_restores_with_its_state_from_a_clean_cache_extracted_and_lazily_mounted() {
+    let test = "a_snapshot_restores_with_its_state_from_a_clean_cache_extracted_and_lazily_mounted";
+    if !criu_available(test) || !fuse_available(test) {
+        return;
+    }
+    let world = World::local();
+    let mut counter = Counter::start(&world, &system_python(), 200);
+    let pid = counter.child.id();
+    let out = world.ok(&[
+        "snapshot",
+        "create",
+        "--pid",
+        &pid.to_string(),
+        "--tag",
+        "counter",
+    ]);
+    assert_eq!(out.trim().len(), 64, "prints the manifest id: {out}");
+    // CRIU stopped the process; reap it so its pid is free for the restore.
+    counter.child.wait().unwrap();
+    let last_before = *counter.counts().last().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        *counter.counts().last().unwrap(),
+        last_before,
+        "the dumped process still runs"
+    );
+
+    let listed = world.ok(&["snapshot", "ls", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["name"], "counter");
+    assert_eq!(rows[0]["pid"], pid);
+    assert!(rows[0]["bytes"].as_u64().unwrap() > 100 << 20, "{listed}");
+
+    // Restore 1: images fetched into a scratch folder, with a cache nobody filled.
+    let restore = |extra: &[&str], cache: &str| -> (u32, serde_json::Value) {
+        let mut args = vec!["snapshot", "restore", "counter", "--json"];
+        args.extend_from_slice(extra);
+        let out = world
+            .thaw()
+            .env("THAW_CACHE_DIR", world.path(cache))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "restore {extra:?}: {}",
+            describe(&out)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (report["pid"].as_u64().unwrap() as u32, report)
+    };
+    let (restored, report) = restore(&[], "clean-cache");
+    eprintln!("restore (extracted, cold cache): {report}");
+    assert_restored(&counter, restored, pid, last_before);
+    kill_tree(restored);
+
+    // Restore 2: the images read through a lazy mount, again from a cold cache.
+    let (restored, report) = restore(&["--lazy"], "clean-cache-2");
+    eprintln!("restore (lazy mount, cold cache): {report}");
+    assert_eq!(report["lazy"], true);
+    assert_restored(&counter, restored, pid, last_before);
+    kill_tree(restored);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains("thaw:snapshot/counter"),
+        "the lazy mount was left behind"
+    );
+
+    world.ok(&["snapshot", "rm", "counter"]);
+    assert_eq!(world.ok(&["snapshot", "ls", "--json"]).trim(), "[]");
+    let err = world.fails(&["snapshot", "rm", "counter"]);
+    assert!(err.contains("counter"), "{err}");
+}
+
+#[test]
+fn corrupt_or_unrunnable_snapshots_are_refused_before_any_process_runs() {
+    let test = "corrupt_or_unrunnable_snapshots_are_refused_before_any_process_runs";
+    if !criu_available(test) {
+        return;
+    }
+    let world = World::local();
+    // The process runs from a copy of the interpreter that is deleted after the dump.
+    let python = world.path("python-copy");
+    std::fs::copy(system_python(), &python).unwrap();
+    let mut counter = Counter::start(&world, &python, 16);
+    let pid = counter.child.id();
+    world.ok(&[
+        "snapshot",
+        "create",
+        "--pid",
+        &pid.to_string(),
+        "--tag",
+        "small",
+    ]);
+    counter.child.wait().unwrap();
+
+    // Its executable is gone: refused with the reason, and nothing runs.
+    std::fs::rename(&python, world.path("python-moved")).unwrap();
+    let err = world.fails(&["snapshot", "restore", "small"]);
+    assert!(
+        err.contains("python-copy") && err.contains("absent"),
+        "{err}"
+    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    std::fs::rename(world.path("python-moved"), &python).unwrap();
+
+    // A flipped byte in a pack: the restore names the bad chunk, and nothing runs.
+    let packs = store_files(&world.store_dir(), "packs", ".pack");
+    let pack = packs
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(pack).unwrap();
+    bytes[16 + 48 + 1000] ^= 0x01;
+    std::fs::write(pack, &bytes).unwrap();
+    let report = world.fails(&["verify", "snapshot/small", "--quiet"]);
+    let bad = report
+        .lines()
+        .find_map(|l| l.split("BAD chunk ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("verify found nothing bad: {report}"))
+        .to_string();
+    let err = world.fails(&["snapshot", "restore", "small"]);
+    assert!(
+        err.contains(&bad),
+        "the error does not name chunk {bad}: {err}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "a process runs with bad memory"
+    );
+
+    let err = world.fails(&["snapshot", "restore", "nonexistent"]);
+    assert!(err.contains("nonexistent"), "{err}");
+}
