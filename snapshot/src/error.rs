@@ -52,6 +52,19 @@ pub enum SnapshotError {
         /// Why it was refused.
         reason: String,
     },
+    /// The CUDA driver or its checkpoint API is not available.
+    #[error("CUDA checkpoints are not available: {0}")]
+    CudaUnavailable(String),
+    /// A CUDA checkpoint call failed.
+    #[error("{call} for process {pid} failed with CUDA error {code}")]
+    Cuda {
+        /// The driver call.
+        call: &'static str,
+        /// The process.
+        pid: u32,
+        /// The `CUresult`.
+        code: i32,
+    },
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {

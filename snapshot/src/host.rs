@@ -46,6 +46,52 @@ pub fn relevant(flag: &str) -> bool {
     )
 }
 
+/// `root` and all its descendants (from /proc), root first, parents before children.
+pub fn process_tree(root: u32) -> Result<Vec<u32>> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    let entries = std::fs::read_dir("/proc").map_err(|e| SnapshotError::io("/proc", e))?;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Processes may exit while we look: skip them.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent_of.push((pid, ppid));
+        }
+    }
+    if !std::path::Path::new(&format!("/proc/{root}")).exists() {
+        return Err(SnapshotError::Process {
+            pid: root,
+            reason: "no such process".into(),
+        });
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        let mut children: Vec<u32> = parent_of
+            .iter()
+            .filter(|(_, ppid)| *ppid == parent)
+            .map(|(pid, _)| *pid)
+            .collect();
+        children.sort_unstable();
+        tree.extend(children);
+        i += 1;
+    }
+    Ok(tree)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +104,23 @@ mod tests {
         assert!(flags.contains("avx2"));
         assert!(!relevant("hypervisor") && relevant("avx2"));
         assert!(parse_cpu_flags("model name: x\n").is_empty());
+    }
+
+    #[test]
+    fn a_process_tree_lists_the_root_then_its_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let tree = process_tree(std::process::id()).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(tree[0], std::process::id());
+        assert!(tree.contains(&child.id()), "{tree:?}");
+        assert!(process_tree(u32::MAX - 1)
+            .unwrap_err()
+            .to_string()
+            .contains("no such process"));
     }
 
     #[test]

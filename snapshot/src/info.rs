@@ -41,15 +41,21 @@ pub struct SnapshotInfo {
     pub tcp_established: bool,
     /// Whether it was a shell job (had a controlling terminal).
     pub shell_job: bool,
+    /// Processes of the tree whose CUDA state was checkpointed into host memory before the dump
+    /// (restored and unlocked after a restore); empty for CPU-only processes.
+    #[serde(default)]
+    pub cuda_pids: Vec<u32>,
 }
 
 impl SnapshotInfo {
-    /// Describes process `pid` on this host, before it is dumped by `criu`.
+    /// Describes process `pid` on this host, before it is dumped by `criu`; `cuda_pids` are the
+    /// processes of its tree that use CUDA.
     pub fn capture(
         pid: u32,
         criu: &Criu,
         leave_running: bool,
         tcp_established: bool,
+        cuda_pids: Vec<u32>,
     ) -> Result<Self> {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let gone = |reason: String| SnapshotError::Process { pid, reason };
@@ -86,6 +92,7 @@ impl SnapshotInfo {
             leave_running,
             tcp_established,
             shell_job: has_controlling_terminal(&stat),
+            cuda_pids,
         })
     }
 
@@ -180,6 +187,7 @@ mod tests {
             leave_running: false,
             tcp_established: false,
             shell_job: false,
+            cuda_pids: Vec::new(),
         }
     }
 

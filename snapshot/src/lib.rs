@@ -1,13 +1,15 @@
 //! thaw-snapshot owns process snapshots: dumping a fully initialised process tree with CRIU,
 //! recording what restoring it needs (CRIU version, kernel, CPU features, executable and working
 //! directory, TCP policy) in a small JSON file beside the images, checking a host against that
-//! record before a restore, and running the restore detached.
+//! record before a restore, and running the restore detached. CUDA processes are first locked and
+//! their device memory checkpointed into host memory through the driver API ([`cuda`]).
 //!
 //! Storing the image folder is not this crate's job: the `thaw` binary indexes it into the store as
 //! a manifest (page images are chunked, so two snapshots of similar processes share chunks) and
 //! gets it back by extracting or lazily mounting that manifest. This crate only needs a folder.
 
 pub mod criu;
+pub mod cuda;
 pub mod error;
 pub mod host;
 pub mod info;

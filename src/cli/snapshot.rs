@@ -12,6 +12,7 @@ use thaw_core::store::Store;
 use thaw_core::tier::TieredStore;
 use thaw_indexer::extract::{copy_file_to, extract, ExtractOptions};
 use thaw_indexer::{index_tree, IndexOptions, SourceKind};
+use thaw_snapshot::cuda::{self, CudaCheckpoint};
 use thaw_snapshot::{host, Criu, DumpRequest, RestoreRequest, SnapshotInfo, INFO_FILE};
 
 use super::progress::Bar;
@@ -143,19 +144,44 @@ fn create(
     thaw_core::store::validate_tag(&tag)?;
     let store = global.open_store()?;
     let criu = Criu::locate()?;
-    let info = SnapshotInfo::capture(args.pid, &criu, args.leave_running, args.tcp_established)?;
+    let cuda_pids = cuda::cuda_processes(args.pid)?;
+    let gpu = match cuda_pids.is_empty() {
+        true => None,
+        false => Some(
+            CudaCheckpoint::load()
+                .with_context(|| format!("process {} uses CUDA (pids {cuda_pids:?})", args.pid))?,
+        ),
+    };
+    let info = SnapshotInfo::capture(
+        args.pid,
+        &criu,
+        args.leave_running,
+        args.tcp_established,
+        cuda_pids.clone(),
+    )?;
     let scratch = Scratch::new(args.work_dir.as_deref(), "snapshot")?;
     let images = scratch.0.join("images");
     let started = Instant::now();
-    criu.dump(&DumpRequest {
-        pid: args.pid,
-        images: images.clone(),
-        work_dir: scratch.0.join("criu"),
-        leave_running: args.leave_running,
-        tcp_established: args.tcp_established,
-        shell_job: info.shell_job,
-    })
-    .with_context(|| format!("dumping process {}", args.pid))?;
+    if let Some(gpu) = &gpu {
+        gpu.suspend(&cuda_pids)
+            .context("checkpointing the GPU state into host memory")?;
+    }
+    let dumped = criu
+        .dump(&DumpRequest {
+            pid: args.pid,
+            images: images.clone(),
+            work_dir: scratch.0.join("criu"),
+            leave_running: args.leave_running,
+            tcp_established: args.tcp_established,
+            shell_job: info.shell_job,
+        })
+        .with_context(|| format!("dumping process {}", args.pid));
+    // A process left running (or not dumped at all) gets its GPU back.
+    if let (Some(gpu), true) = (&gpu, args.leave_running || dumped.is_err()) {
+        gpu.resume(&cuda_pids)
+            .context("giving the process its GPU state back")?;
+    }
+    dumped?;
     let dumped = started.elapsed().as_secs_f64();
     info.write(&images)?;
     let stored_at = Instant::now();
@@ -214,6 +240,13 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
     let tiers = global.tiers(&store, true).await?;
     let (manifest, map, info) = read_info(&tiers, &store, &args.name).await?;
     info.check_host(&args.name, &criu, &host::cpu_flags()?)?;
+    let gpu = match info.cuda_pids.is_empty() {
+        true => None,
+        false => Some(
+            CudaCheckpoint::load()
+                .with_context(|| format!("snapshot {} holds CUDA processes", args.name))?,
+        ),
+    };
     let scratch = Scratch::new(args.work_dir.as_deref(), "restore")?;
     let images = scratch.0.join("images");
     let mut lazy_mount = None;
@@ -241,6 +274,10 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
         .with_context(|| format!("restoring snapshot {}", args.name));
     drop(lazy_mount);
     let pid = pid?;
+    if let Some(gpu) = &gpu {
+        gpu.resume(&info.cuda_pids)
+            .context("restoring the GPU state of the restored processes")?;
+    }
     let total = started.elapsed().as_secs_f64();
     if args.json {
         println!(
