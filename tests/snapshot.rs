@@ -340,3 +340,118 @@ fn corrupt_or_unrunnable_snapshots_are_refused_before_any_process_runs() {
     let err = world.fails(&["snapshot", "restore", "nonexistent"]);
     assert!(err.contains("nonexistent"), "{err}");
 }
+
+/// A process holding a known GPU buffer (torch): computes its sum, and on request recomputes it
+/// and launches a new kernel.
+const GPU_HOLDER: &str = r#"
+import os, sys, time, torch
+state = sys.argv[1]
+x = torch.arange(64 * 1024 * 1024, dtype=torch.float64, device="cuda")
+expected = float(x.sum().item())
+with open(os.path.join(state, "ready.tmp"), "w") as f:
+    f.write(repr(expected))
+os.rename(os.path.join(state, "ready.tmp"), os.path.join(state, "ready"))
+while True:
+    if os.path.exists(os.path.join(state, "check")):
+        os.remove(os.path.join(state, "check"))
+        again = float(x.sum().item())
+        doubled = float((x * 2).sum().item())
+        with open(os.path.join(state, "result.tmp"), "w") as f:
+            f.write(f"{again!r} {doubled!r}")
+        os.rename(os.path.join(state, "result.tmp"), os.path.join(state, "result"))
+    time.sleep(0.05)
+"#;
+
+/// Whether a GPU and torch with CUDA are here; says SKIPPED otherwise.
+fn gpu_available(test: &str) -> bool {
+    let torch_cuda = Command::new("python3")
+        .args([
+            "-c",
+            "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !torch_cuda {
+        eprintln!("SKIPPED {test}: no GPU with torch here (runs on the GPU machine)");
+    }
+    torch_cuda
+}
+
+fn wait_for_file(path: &Path, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_cuda_process_is_checkpointed_and_restored_with_its_gpu_buffer() {
+    let test = "a_cuda_process_is_checkpointed_and_restored_with_its_gpu_buffer";
+    if !criu_available(test) || !gpu_available(test) {
+        return;
+    }
+    let world = World::local();
+    let state = world.path("gpu-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let script = world.path("gpu.py");
+    std::fs::write(&script, GPU_HOLDER).unwrap();
+    let mut command = Command::new(system_python());
+    command
+        .arg(&script)
+        .arg(&state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid in the child before exec only changes the child's session.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let expected: f64 = wait_for_file(&state.join("ready"), Duration::from_secs(120))
+        .parse()
+        .unwrap();
+    let pid = child.id();
+    let started = Instant::now();
+    world.ok(&[
+        "snapshot",
+        "create",
+        "--pid",
+        &pid.to_string(),
+        "--tag",
+        "gpu",
+    ]);
+    eprintln!(
+        "GPU snapshot created in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    child.wait().unwrap();
+    let out = world.ok(&["snapshot", "restore", "gpu", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    eprintln!("GPU restore: {report}");
+    let restored = report["pid"].as_u64().unwrap() as u32;
+    std::fs::write(state.join("check"), b"").unwrap();
+    let result = wait_for_file(&state.join("result"), Duration::from_secs(60));
+    kill_tree(restored);
+    let (again, doubled) = result.split_once(' ').unwrap();
+    assert_eq!(
+        again.parse::<f64>().unwrap(),
+        expected,
+        "the GPU buffer changed"
+    );
+    assert_eq!(
+        doubled.parse::<f64>().unwrap(),
+        2.0 * expected,
+        "a new kernel launch failed"
+    );
+}
