@@ -317,7 +317,8 @@ impl LazyMount {
         let out = command
             .args(["mount", tag])
             .arg(dir)
-            .args(["--daemon", "--no-trace"])
+            // The mount records what CRIU reads; the next lazy restore prefetches it.
+            .arg("--daemon")
             .output()
             .context("starting the lazy mount")?;
         if !out.status.success() {
