@@ -70,22 +70,11 @@ impl Counter {
         std::fs::create_dir_all(&state).unwrap();
         let script = world.path("counter.py");
         std::fs::write(&script, COUNTER).unwrap();
-        let mut command = Command::new(python);
-        command
-            .arg(&script)
-            .arg(&state)
-            .arg(mib.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: setsid in the child before exec only changes the child's session.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let child = command.spawn().unwrap();
+        let child = spawn_detached(
+            python,
+            &script,
+            &[state.as_os_str(), mib.to_string().as_ref()],
+        );
         let counter = Counter { child, state };
         counter.wait_for_count(5);
         counter
@@ -139,6 +128,42 @@ impl Drop for Counter {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts `python script args...` in its own session with no terminal and no pipes to the test
+/// (CRIU dumps only what it can restore: no fds shared with processes outside the tree).
+fn spawn_detached(python: &Path, script: &Path, args: &[&std::ffi::OsStr]) -> Child {
+    let mut command = Command::new(python);
+    command
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid in the child before exec only changes the child's session.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    command.spawn().unwrap()
+}
+
+/// The contents of `path` once it exists (the programs write it whole with a rename).
+fn wait_for_file(path: &Path, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -377,21 +402,6 @@ fn gpu_available(test: &str) -> bool {
     torch_cuda
 }
 
-fn wait_for_file(path: &Path, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_cuda_process_is_checkpointed_and_restored_with_its_gpu_buffer() {
     let test = "a_cuda_process_is_checkpointed_and_restored_with_its_gpu_buffer";
@@ -403,21 +413,7 @@ fn a_cuda_process_is_checkpointed_and_restored_with_its_gpu_buffer() {
     std::fs::create_dir_all(&state).unwrap();
     let script = world.path("gpu.py");
     std::fs::write(&script, GPU_HOLDER).unwrap();
-    let mut command = Command::new(system_python());
-    command
-        .arg(&script)
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid in the child before exec only changes the child's session.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().unwrap();
+    let mut child = spawn_detached(&system_python(), &script, &[state.as_os_str()]);
     let expected: f64 = wait_for_file(&state.join("ready"), Duration::from_secs(120))
         .parse()
         .unwrap();
