@@ -103,8 +103,10 @@ fn a_cluster_reads_each_chunk_from_the_object_store_once() {
     let chunks = chunk_count(&world, "app");
     assert!(chunks >= 20, "only {chunks} chunks");
 
+    // All clients share one loopback address here; the per-client limit is for distinct
+    // workers, and a 503 would send a client to the chunk's successor (a second store read).
     let servers: Vec<CacheServerProc> = (0..3)
-        .map(|i| world.cache_server(&format!("peer{i}"), 0, &[], &[]))
+        .map(|i| world.cache_server(&format!("peer{i}"), 0, &["--max-per-client", "1024"], &[]))
         .collect();
     let peers = peers_of(&servers.iter().collect::<Vec<_>>());
     s3.reset_recording();
