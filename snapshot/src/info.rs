@@ -41,10 +41,43 @@ pub struct SnapshotInfo {
     pub tcp_established: bool,
     /// Whether it was a shell job (had a controlling terminal).
     pub shell_job: bool,
+    /// The thaw mount the executable ran from (a lazily mounted image), when it did.
+    #[serde(default)]
+    pub rootfs: Option<RootfsMount>,
     /// Processes of the tree whose CUDA state was checkpointed into host memory before the dump
     /// (restored and unlocked after a restore); empty for CPU-only processes.
     #[serde(default)]
     pub cuda_pids: Vec<u32>,
+}
+
+/// A `thaw mount` a snapshotted process ran from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsMount {
+    /// The tag or manifest it mounted.
+    pub tag: String,
+    /// Where.
+    pub mountpoint: PathBuf,
+}
+
+/// The thaw mount (source `thaw:TAG` in the mount table `mounts`) holding `path`, if any.
+fn thaw_mount_of(mounts: &str, path: &Path) -> Option<RootfsMount> {
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (source, mountpoint) = (fields.next()?, fields.next()?);
+            // /proc/mounts escapes spaces and other odd bytes as octal.
+            let mountpoint = PathBuf::from(mountpoint.replace("\\040", " "));
+            path.starts_with(&mountpoint)
+                .then_some((source, mountpoint))
+        })
+        .max_by_key(|(_, mountpoint)| mountpoint.as_os_str().len())
+        .and_then(|(source, mountpoint)| {
+            source.strip_prefix("thaw:").map(|tag| RootfsMount {
+                tag: tag.to_string(),
+                mountpoint,
+            })
+        })
 }
 
 impl SnapshotInfo {
@@ -76,6 +109,9 @@ impl SnapshotInfo {
             .collect();
         let stat = std::fs::read_to_string(proc_dir.join("stat"))
             .map_err(|e| gone(format!("reading its stat: {e}")))?;
+        let rootfs = std::fs::read_to_string(proc_dir.join("mounts"))
+            .ok()
+            .and_then(|mounts| thaw_mount_of(&mounts, &exe));
         Ok(SnapshotInfo {
             format: INFO_FORMAT.into(),
             pid,
@@ -92,6 +128,7 @@ impl SnapshotInfo {
             leave_running,
             tcp_established,
             shell_job: has_controlling_terminal(&stat),
+            rootfs,
             cuda_pids,
         })
     }
@@ -151,8 +188,16 @@ impl SnapshotInfo {
         }
         for (what, path) in [("executable", &self.exe), ("working directory", &self.cwd)] {
             if !path.exists() {
+                let hint = match &self.rootfs {
+                    Some(m) => format!(
+                        "it ran from a thaw mount: `thaw mount {} {}` first",
+                        m.tag,
+                        m.mountpoint.display()
+                    ),
+                    None => "restore on the same image or rootfs".into(),
+                };
                 return Err(refuse(format!(
-                    "its {what} {} is absent here (restore on the same image or rootfs)",
+                    "its {what} {} is absent here ({hint})",
                     path.display()
                 )));
             }
@@ -187,6 +232,7 @@ mod tests {
             leave_running: false,
             tcp_established: false,
             shell_job: false,
+            rootfs: None,
             cuda_pids: Vec::new(),
         }
     }
@@ -239,6 +285,35 @@ mod tests {
             err.contains("/nonexistent/python") && err.contains("absent"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_thaw_mount_holding_the_executable_is_recorded_and_named_when_absent() {
+        let mounts = "/dev/vda / ext4 rw 0 0\n\
+                      thaw:llama /srv/image fuse rw 0 0\n\
+                      thaw:other /srv/image/opt fuse rw 0 0\n";
+        let found = thaw_mount_of(mounts, Path::new("/srv/image/usr/bin/python3")).unwrap();
+        assert_eq!(
+            (found.tag.as_str(), found.mountpoint.as_path()),
+            ("llama", Path::new("/srv/image"))
+        );
+        assert_eq!(
+            thaw_mount_of(mounts, Path::new("/srv/image/opt/x"))
+                .unwrap()
+                .tag,
+            "other"
+        );
+        assert!(thaw_mount_of(mounts, Path::new("/usr/bin/python3")).is_none());
+
+        let mut info = sample();
+        info.exe = "/srv/image/usr/bin/python3".into();
+        info.rootfs = Some(found);
+        let flags: BTreeSet<String> = ["fpu", "avx2"].into_iter().map(String::from).collect();
+        let err = info
+            .check_host("s", &criu("4.1.1"), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("thaw mount llama /srv/image"), "{err}");
     }
 
     #[test]

@@ -16,4 +16,4 @@ pub mod info;
 
 pub use criu::{Criu, DumpRequest, RestoreRequest};
 pub use error::{Result, SnapshotError};
-pub use info::{SnapshotInfo, INFO_FILE};
+pub use info::{RootfsMount, SnapshotInfo, INFO_FILE};
