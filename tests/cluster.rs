@@ -175,7 +175,7 @@ fn a_cluster_reads_each_chunk_from_the_object_store_once() {
 fn readers_finish_when_the_owner_peer_is_killed_mid_transfer() {
     let (world, src) = indexed_world();
     // A slow object store keeps the transfer going long enough to kill a peer in the middle.
-    let slow = [("THAW_STORE_READ_LATENCY_MS", "150")];
+    let slow = [("THAW_STORE_READ_LATENCY_MS", "400")];
     let mut servers: Vec<CacheServerProc> = (0..3)
         .map(|i| world.cache_server(&format!("peer{i}"), 0, &[], &slow))
         .collect();
@@ -193,7 +193,8 @@ fn readers_finish_when_the_owner_peer_is_killed_mid_transfer() {
             (dest, child)
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(400));
+    // Every store read takes 400 ms: at 300 ms the first chunks are still in flight.
+    std::thread::sleep(Duration::from_millis(300));
     let served_before_kill =
         servers[0].metric("thaw_peer_server_requests_total{route=\"chunk\",status=\"200\"}");
     servers[0].kill();
