@@ -204,11 +204,15 @@ impl PeerTier {
         Ok(body)
     }
 
-    /// Counts and logs a failed request and starts the peer's back-off unless it only lacked
-    /// the chunk.
+    /// Counts and logs a failed request and starts the peer's back-off, unless the peer is
+    /// healthy: it only lacked the chunk, or it sheds load for a moment (backing off a busy owner
+    /// would send all its chunks to their successors, each a second object-store read).
     fn record_failure(&self, peer: &Peer, chunk: &ChunkRef, failure: &Failure) {
         self.metrics.count(&peer.authority, failure.outcome);
-        if failure.outcome == PeerOutcome::NotFound {
+        if matches!(
+            failure.outcome,
+            PeerOutcome::NotFound | PeerOutcome::Overloaded
+        ) {
             return;
         }
         let Some(backoff) = self.health.failed(&peer.authority) else {

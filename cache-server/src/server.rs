@@ -33,9 +33,9 @@ use crate::protocol::{LocationQuery, CHUNKS_PATH, INVENTORY_PATH, SERVED_BY_HEAD
 use crate::{Error, Result};
 
 /// Default bound on requests served at once.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default bound on requests served at once for one client address.
-pub const DEFAULT_MAX_PER_CLIENT: usize = 64;
+pub const DEFAULT_MAX_PER_CLIENT: usize = 256;
 
 /// How the server listens and protects itself.
 #[derive(Clone, Debug)]
