@@ -60,6 +60,34 @@ fn client(world: &World, peers: &str) -> std::process::Command {
     cmd
 }
 
+/// The largest chunk of `app` as `server` serves it (id and bytes), through
+/// `thaw peers load-test --save-chunks`.
+fn largest_chunk_of(world: &World, server: &CacheServerProc) -> (String, Vec<u8>) {
+    let saved = world.path("chunks");
+    let out = client(world, &server.url)
+        .args([
+            "peers",
+            "load-test",
+            "app",
+            "--requests",
+            "1",
+            "--save-chunks",
+        ])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let id = p.file_name().unwrap().to_string_lossy().into_owned();
+            (id, std::fs::read(&p).unwrap())
+        })
+        .max_by_key(|(_, bytes)| bytes.len())
+        .expect("load-test --save-chunks wrote the chunks")
+}
+
 fn peers_of(servers: &[&CacheServerProc]) -> String {
     servers
         .iter()
@@ -298,30 +326,7 @@ fn a_restarted_peer_serves_from_its_disk_cache_and_ranges_and_heads_work() {
     );
 
     // Ranged GET, HEAD of a held chunk and of an unknown one.
-    let saved = world.path("chunks");
-    client(&world, &server.url)
-        .args([
-            "peers",
-            "load-test",
-            "app",
-            "--requests",
-            "1",
-            "--save-chunks",
-            saved.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let (id, bytes) = std::fs::read_dir(&saved)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .max_by_key(|(_, b)| b.len())
-        .expect("load-test --save-chunks wrote the chunks");
+    let (id, bytes) = largest_chunk_of(&world, &server);
     let bearer = format!("Bearer {PEER_TOKEN}");
     let auth = ("Authorization", bearer.as_str());
     let path = format!("/v1/chunks/{id}");
@@ -370,28 +375,7 @@ fn clients_hanging_up_mid_chunk_do_not_kill_the_peer() {
         ignores_sigpipe(server.pid()),
         "the cache server dies on SIGPIPE"
     );
-    let saved = world.path("chunks");
-    let out = client(&world, &server.url)
-        .args([
-            "peers",
-            "load-test",
-            "app",
-            "--requests",
-            "1",
-            "--save-chunks",
-            saved.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
-    let big = std::fs::read_dir(&saved)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .max_by_key(|e| e.metadata().unwrap().len())
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .into_owned();
+    let (big, _) = largest_chunk_of(&world, &server);
     // Pipelined requests for far more than the socket buffers hold, then a hang-up: the peer's
     // next writes hit a closed connection.
     let request = format!(

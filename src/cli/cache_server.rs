@@ -1,6 +1,6 @@
 //! `thaw cache-server` (the peer cache daemon) and `thaw peers status|load-test`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -177,13 +177,17 @@ async fn status(global: &GlobalOptions, args: StatusArgs) -> anyhow::Result<Exit
         Some(tag) => tag_chunks(global, tag).await?,
         None => Vec::new(),
     };
+    // Each chunk's owner, computed once (not once per peer).
+    let mut owned_by: HashMap<&str, usize> = HashMap::new();
+    for chunk in &chunks {
+        if let Some(owner) = rendezvous::owner(&peers, &chunk.id) {
+            *owned_by.entry(owner.authority.as_str()).or_default() += 1;
+        }
+    }
     let mut rows = Vec::new();
     let mut all_up = true;
     for peer in peers.iter() {
-        let owned = chunks
-            .iter()
-            .filter(|c| rendezvous::owner(&peers, &c.id) == Some(peer))
-            .count();
+        let owned = owned_by.get(peer.authority.as_str()).copied().unwrap_or(0);
         let row = peer_status(&tier, peer, args.tag.as_deref()).await;
         all_up &= row.get("up") == Some(&serde_json::Value::Bool(true));
         let mut row = row;
