@@ -519,13 +519,24 @@ pub struct S3Server {
     recording: Option<tempfile::NamedTempFile>,
 }
 
-/// A free loopback port (bound, then released for a child to take).
+/// A free loopback port (bound, then released for a child to take), never one handed out
+/// before in this test binary: the kernel may offer a just-released port again, and two servers
+/// of concurrent tests would then race for it (one fails to bind, and its test talks to the
+/// other's server until that one stops).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// One request as moto's recorder logged it.
