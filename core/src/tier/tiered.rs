@@ -285,7 +285,8 @@ impl Inner {
         let ids: Vec<ChunkId> = run.iter().map(|c| c.id).collect();
         let whole: Shared<BoxFuture<'static, RunResults>> = async move {
             let from_peers =
-                futures::future::join_all(run.iter().map(|chunk| inner.try_peers(chunk))).await;
+                futures::future::join_all(run.iter().map(|chunk| inner.recheck_then_peers(chunk)))
+                    .await;
             let rest: Vec<ChunkRef> = run
                 .iter()
                 .zip(&from_peers)
@@ -301,7 +302,7 @@ impl Inner {
             let mut out = Vec::with_capacity(run.len());
             for (chunk, got) in run.iter().zip(from_peers) {
                 let result = match got {
-                    Some(bytes) => Ok((bytes, Served::Peer)),
+                    Some(found) => Ok(found),
                     None => {
                         let fetched = from_origin.next().unwrap_or_else(|| {
                             Err(Error::ChunkUnavailable {
@@ -337,13 +338,25 @@ impl Inner {
 
     /// The peers first (when configured), then the origin.
     async fn fetch_remote(&self, chunk: &ChunkRef) -> Result<(Bytes, Served)> {
-        if let Some(bytes) = self.try_peers(chunk).await {
-            return Ok((bytes, Served::Peer));
+        if let Some(found) = self.recheck_then_peers(chunk).await {
+            return Ok(found);
         }
         let fetched = self.origin.fetch(chunk).await;
         self.finish_origin(chunk, fetched)
             .await
             .map(|bytes| (bytes, Served::Origin))
+    }
+
+    /// Inside a new flight: the caches once more, then the peers. A flight for the same chunk
+    /// may have ended between the reader's cache check and its registering this one; it filled
+    /// the caches before it ended, so this finds its bytes instead of fetching them again.
+    async fn recheck_then_peers(&self, chunk: &ChunkRef) -> Option<(Bytes, Served)> {
+        if let Some((bytes, tier)) = self.read_caches(chunk).await {
+            return Some((bytes, Served::Cache(tier)));
+        }
+        self.try_peers(chunk)
+            .await
+            .map(|bytes| (bytes, Served::Peer))
     }
 
     /// The chunk from the peer tier, verified and kept in the caches; `None` when there is no
