@@ -74,7 +74,7 @@ fn safetensors_file(tensors: &[Tensor], gap: usize) -> Vec<u8> {
     }
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut json = serde_json::to_vec(&header).unwrap();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut file = (json.len() as u64).to_le_bytes().to_vec();
