@@ -9,6 +9,7 @@ mod progress;
 mod restore;
 mod snapshot;
 mod verify;
+mod weights;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -151,6 +152,9 @@ enum Command {
     /// Process snapshots: dump a warmed process with CRIU into the store, restore it anywhere.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Model weights: stream safetensors from the store into GPU (or host) memory.
+    #[command(subcommand)]
+    Weights(weights::WeightsCommand),
 }
 
 impl GlobalOptions {
@@ -344,5 +348,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CacheServer(args) => runtime.block_on(cache_server::serve(global, args)),
         Command::Peers(cmd) => runtime.block_on(cache_server::peers(global, cmd)),
         Command::Snapshot(cmd) => snapshot::run(global, &runtime, cmd),
+        Command::Weights(cmd) => runtime.block_on(weights::run(global, cmd)),
     }
 }

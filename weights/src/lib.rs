@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 pub use backend::{Allocation, Backend, DeviceKind, HostBackend, Reference};
 pub use error::{Result, WeightsError};
-pub use pipeline::{load_model, LoadOptions, LoadReport, LoadedModel};
+pub use pipeline::{load_model, load_plan, plan_model, LoadOptions, LoadReport, LoadedModel};
 pub use plan::{PlacedTensor, Plan};
 
 /// The backend for `device`: host memory, or the CUDA device (an error naming the device when

@@ -114,11 +114,10 @@ pub struct LoadReport {
     pub allocation_bytes: u64,
     /// Distinct chunks fetched.
     pub chunks: usize,
-    /// Seconds from the first fetch to the last copy complete (header reads and allocation
-    /// excluded; they are in `setup_seconds`).
+    /// Seconds from the first fetch to the last copy complete (allocation excluded).
     pub seconds: f64,
-    /// Seconds spent reading headers, planning and allocating.
-    pub setup_seconds: f64,
+    /// Seconds spent allocating (and clearing holes in) the destination.
+    pub allocate_seconds: f64,
     /// Copy lanes used.
     pub lanes: usize,
     /// Chunks fetched at once.
@@ -162,8 +161,20 @@ impl LoadedModel {
     }
 }
 
-/// Reads the headers of `manifest`'s safetensors files, plans their placement, allocates on
-/// `backend` and streams every tensor into it. `name` names the manifest in errors.
+/// Reads the headers of `manifest`'s safetensors files and plans their placement at
+/// `alignment`. `name` names the manifest in errors.
+pub async fn plan_model(
+    tiers: &TieredStore,
+    manifest: &Manifest,
+    map: &ChunkMap,
+    name: &str,
+    alignment: u64,
+) -> Result<Plan> {
+    let files = model_files(tiers, manifest, map, name).await?;
+    Plan::build(manifest, map, &files, alignment)
+}
+
+/// [`plan_model`] then [`load_plan`]: the whole load in one call.
 pub async fn load_model(
     tiers: &TieredStore,
     manifest: &Manifest,
@@ -173,14 +184,24 @@ pub async fn load_model(
     options: &LoadOptions,
     on_bytes: Option<OnBytes>,
 ) -> Result<LoadedModel> {
+    let plan = plan_model(tiers, manifest, map, name, options.alignment).await?;
+    load_plan(tiers, plan, backend, options, on_bytes).await
+}
+
+/// Allocates `plan.total_bytes` on `backend` and streams every tensor of `plan` into it.
+pub async fn load_plan(
+    tiers: &TieredStore,
+    plan: Plan,
+    backend: Arc<dyn Backend>,
+    options: &LoadOptions,
+    on_bytes: Option<OnBytes>,
+) -> Result<LoadedModel> {
     let started = Instant::now();
-    let files = model_files(tiers, manifest, map, name).await?;
-    let plan = Plan::build(manifest, map, &files, options.alignment)?;
     let allocation: Arc<dyn Allocation> = Arc::from(backend.allocate(plan.total_bytes)?);
     for range in &plan.zeroed {
         allocation.zero(range.clone())?;
     }
-    let setup_seconds = started.elapsed().as_secs_f64();
+    let allocate_seconds = started.elapsed().as_secs_f64();
     let plan = Arc::new(plan);
     let before = Sources::snapshot(tiers);
     let started = Instant::now();
@@ -195,7 +216,7 @@ pub async fn load_model(
         allocation_bytes: plan.total_bytes,
         chunks: plan.jobs.len(),
         seconds,
-        setup_seconds,
+        allocate_seconds,
         lanes: options.lanes.max(1),
         fetch_concurrency: options.fetch_concurrency.max(1),
         sources: Sources::snapshot(tiers).since(&before),
