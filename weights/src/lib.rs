@@ -48,3 +48,8 @@ pub fn open_backend(device: DeviceKind) -> Result<Arc<dyn Backend>> {
         DeviceKind::Cuda { ordinal } => Arc::new(cuda::CudaBackend::open(ordinal)?),
     })
 }
+
+/// A load report as JSON text (for bindings that hand it on as a dict).
+pub fn report_json(report: &LoadReport) -> serde_json::Result<String> {
+    serde_json::to_string(report)
+}
