@@ -6,15 +6,11 @@
 //! ([`crate::cuda`]) stages them through pinned buffers and copies asynchronously on its own
 //! stream; the host lane copies directly.
 
-use std::alloc::Layout;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::plan::Segment;
 use crate::{Result, WeightsError};
-
-/// Alignment of host allocations (a page, like the device's).
-const HOST_ALIGNMENT: usize = 4096;
 
 /// The kind of memory an allocation lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -128,7 +124,8 @@ unsafe impl Send for HostAllocation {}
 unsafe impl Sync for HostAllocation {}
 
 impl HostAllocation {
-    /// `len` zeroed bytes.
+    /// `len` zeroed bytes: an anonymous mapping, so pages are zero on first touch (no memset
+    /// of the whole model up front) and, where the kernel allows, backed by huge pages.
     pub fn new(len: u64) -> Result<Self> {
         let failed = || WeightsError::HostAlloc {
             bytes: len,
@@ -141,13 +138,26 @@ impl HostAllocation {
                 len,
             });
         }
-        let layout = Layout::from_size_align(len, HOST_ALIGNMENT).map_err(|_| failed())?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        if ptr.is_null() {
+        // SAFETY: a fresh private anonymous mapping; checked for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
             return Err(failed());
         }
-        Ok(HostAllocation { ptr, len })
+        // SAFETY: advice on the mapping just made; failure only means no huge pages.
+        unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) };
+        Ok(HostAllocation {
+            ptr: ptr as *mut u8,
+            len,
+        })
     }
 
     /// The bytes; call only when no lane is writing.
@@ -180,9 +190,8 @@ impl HostAllocation {
 impl Drop for HostAllocation {
     fn drop(&mut self) {
         if self.len > 0 {
-            let layout = Layout::from_size_align(self.len, HOST_ALIGNMENT).expect("layout");
-            // SAFETY: allocated in `new` with this layout.
-            unsafe { std::alloc::dealloc(self.ptr, layout) };
+            // SAFETY: mapped in `new` with this length and not unmapped before.
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
         }
     }
 }
@@ -324,7 +333,7 @@ mod tests {
     #[test]
     fn host_allocation_is_zeroed_bounded_and_page_aligned() {
         let a = HostAllocation::new(10_000).unwrap();
-        assert_eq!(a.address() % HOST_ALIGNMENT as u64, 0);
+        assert_eq!(a.address() % 4096, 0);
         assert!(a.as_slice().iter().all(|b| *b == 0));
         a.write(9_990, &[7; 10]).unwrap();
         assert_eq!(a.read(9_995..10_000).unwrap(), [7; 5]);

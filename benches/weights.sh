@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Weight streaming benchmarks (issue: weight streaming). Each row compares thaw with a named
+# baseline measured in the same run and prints the ratio; docs/benchmarks.md quotes them.
+#
+#  CPU (--device cpu): a multi-GiB bf16 model (two safetensors files, llama-like shapes) from
+#  thaw's warm local cache into host memory, against `cat FILES > /dev/null` and against the
+#  `safetensors` crate loading the same files from disk into host memory (mmap + copy,
+#  weights/examples/safetensors_load.rs); once with the page cache warm and once dropped.
+#  GPU (DEVICE=cuda:0, on a machine with a GPU): against the raw pinned H2D copy of the same
+#  bytes (measured by `thaw weights load` itself) and `safetensors.torch.load_file(...,
+#  device="cuda")` when python3 has torch and safetensors.
+#
+#   benches/weights.sh                      (root for the cold rows: page-cache drops)
+# Env: RUNS (default 3, medians), BENCH_DIR (default ./.thaw-bench), MODEL_GIB (default 3),
+#      DEVICE (default cpu).
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cargo build --release --quiet --jobs "${THAW_BUILD_JOBS:-2}" -p thaw-weights --example safetensors_load
+BASELINE="$target_dir/release/examples/safetensors_load"
+MODEL_GIB=${MODEL_GIB:-3}
+DEVICE=${DEVICE:-cpu}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+gbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.2f", b / s / 1e9}'; }
+
+work="$BENCH_DIR/weights"
+model="$work/model-${MODEL_GIB}g"
+export THAW_STORE="$work/store" THAW_CACHE_DIR="$work/cache"
+if [ ! -e "$model/.complete" ]; then
+  rm -rf "$model"; mkdir -p "$model"
+  echo "generating a ${MODEL_GIB} GiB bf16 model in $model"
+  python3 - "$model" "$MODEL_GIB" <<'PY'
+import json, struct, sys
+import numpy as np
+out, gib = sys.argv[1], float(sys.argv[2])
+rng = np.random.default_rng(0)
+hidden, per_layer = 4096, 4 * 4096 * 4096 * 2 + 2 * 4096 * 2   # q,k,v,o + two norms, bf16
+layers = max(2, int(gib * (1 << 30) / per_layer))
+def bf16(n, scale):  # normal weights, rounded to bfloat16 (the upper half of float32)
+    return (rng.standard_normal(n, dtype=np.float32) * scale).view(np.uint32).__rshift__(16).astype(np.uint16).tobytes()
+def write(path, tensors):
+    header, offset = {}, 0
+    for name, shape, _ in tensors:
+        n = int(np.prod(shape)) * 2
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + n]}
+        offset += n
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header).encode(); h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h))); f.write(h)
+        for name, shape, scale in tensors:
+            f.write(bf16(int(np.prod(shape)), scale))
+tensors = []
+for i in range(layers):
+    for p in ["q", "k", "v", "o"]:
+        tensors.append((f"layers.{i}.attn.{p}.weight", [hidden, hidden], 0.02))
+    tensors.append((f"layers.{i}.norm1.weight", [hidden], 1.0))
+    tensors.append((f"layers.{i}.norm2.weight", [hidden], 1.0))
+half = len(tensors) // 2
+write(f"{out}/model-00001-of-00002.safetensors", tensors[:half])
+write(f"{out}/model-00002-of-00002.safetensors", tensors[half:])
+open(f"{out}/config.json", "w").write(json.dumps({"hidden_size": hidden, "num_layers": layers}))
+PY
+  touch "$model/.complete"
+fi
+files=("$model"/*.safetensors)
+bytes=$(cat "${files[@]}" | wc -c)
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); model $(mib "$bytes") MiB in ${#files[@]} files; device $DEVICE"
+
+rm -rf "$THAW_STORE" "$THAW_CACHE_DIR"
+"$THAW" index model "$model" --tag bench-model -q > /dev/null
+stored=$(du -sb "$THAW_STORE" | cut -f1)
+echo "indexed: $(mib "$stored") MiB stored for $(mib "$bytes") MiB of files"
+
+# One load: prints "wall_seconds stream_seconds tensor_bytes reference_gbps".
+thaw_load() {
+  local t0 t1 json
+  t0=$(now)
+  json=$("$THAW" weights load bench-model --device "$DEVICE" --json -q "$@")
+  t1=$(now)
+  echo "$json" | python3 -c '
+import json, sys
+r = json.load(sys.stdin); t0, t1 = float(sys.argv[1]), float(sys.argv[2])
+ref, rep = r["reference"], r["report"]
+gbps = ref["bytes"] / ref["seconds"] / 1e9 if ref else 0
+print("%.4f %.4f %d %.3f %d" % (t1 - t0, rep["seconds"], rep["tensor_bytes"], gbps, rep["sources"]["store_chunks"]))' "$t0" "$t1"
+}
+timed() { local t0; t0=$(now); "$@" > /dev/null; awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.4f\n", b - a}'; }
+
+# Cold store: empty thaw cache, page cache dropped (fills the disk cache for the warm rows).
+drop_page_cache
+read -r cold_wall cold_stream tensor_bytes _ cold_store_chunks < <(thaw_load --no-reference)
+echo "cold (object store only, empty thaw cache): ${cold_wall}s wall, $(gbps "$tensor_bytes" "$cold_wall") GB/s, $cold_store_chunks chunks from the store"
+
+read -r _ _ _ reference_gbps _ < <(thaw_load)
+rows=()
+for cache in warm cold; do
+  [ "$cache" = cold ] && [ "$can_drop" != yes ] && { echo "(cold page cache rows need root: skipped)"; continue; }
+  thaw_w=(); thaw_s=(); cat_w=(); st_w=()
+  for _ in $(seq "$RUNS"); do
+    [ "$cache" = cold ] && drop_page_cache
+    read -r w s _ _ store_chunks < <(thaw_load --no-reference)
+    [ "$store_chunks" = 0 ] || echo "warning: a warm load read $store_chunks chunks from the store" >&2
+    thaw_w+=("$w"); thaw_s+=("$s")
+    [ "$cache" = cold ] && drop_page_cache
+    cat_w+=("$(timed cat "${files[@]}")")
+    [ "$cache" = cold ] && drop_page_cache
+    st_w+=("$("$BASELINE" "${files[@]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')")
+  done
+  tw=$(printf '%s\n' "${thaw_w[@]}" | median); ts=$(printf '%s\n' "${thaw_s[@]}" | median)
+  cw=$(printf '%s\n' "${cat_w[@]}" | median); sw=$(printf '%s\n' "${st_w[@]}" | median)
+  rows+=("$(printf '%-5s %-44s %8s %7s   (x cat)' "$cache" "thaw weights load (warm thaw cache), wall" "$tw" "$(gbps "$tensor_bytes" "$tw")") $(ratio "$cw" "$tw")x  (x safetensors) $(ratio "$sw" "$tw")x")
+  rows+=("$(printf '%-5s %-44s %8s %7s' "$cache" "  of which streaming (report.seconds)" "$ts" "$(gbps "$tensor_bytes" "$ts")")")
+  rows+=("$(printf '%-5s %-44s %8s %7s' "$cache" "cat FILES > /dev/null" "$cw" "$(gbps "$bytes" "$cw")")")
+  rows+=("$(printf '%-5s %-44s %8s %7s' "$cache" "safetensors crate: mmap + copy to host" "$sw" "$(gbps "$tensor_bytes" "$sw")")")
+done
+echo
+printf '%-5s %-44s %8s %7s\n' "page" "path" "seconds" "GB/s"
+printf '%s\n' "${rows[@]}"
+echo "reference ($DEVICE): $reference_gbps GB/s; warm streaming / reference = $(ratio "$(gbps "$tensor_bytes" "$(printf '%s\n' "${thaw_s[@]}" | median)")" "$reference_gbps")x"
+
+if [[ "$DEVICE" == cuda* ]] && python3 -c "import torch, safetensors" 2>/dev/null; then
+  st_gpu=$(python3 - "${files[@]}" <<'PY'
+import sys, time, torch
+from safetensors.torch import load_file
+torch.cuda.init(); torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+t0 = time.perf_counter()
+for f in sys.argv[1:]:
+    load_file(f, device="cuda")
+torch.cuda.synchronize()
+print(time.perf_counter() - t0)
+PY
+)
+  echo "safetensors.torch.load_file(device=cuda) warm page cache: ${st_gpu}s, thaw / it = $(ratio "$st_gpu" "$(printf '%s\n' "${thaw_s[@]}" | median)")x faster"
+fi
