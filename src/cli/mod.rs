@@ -229,6 +229,21 @@ impl GlobalOptions {
         tier::tiers_for(store, &config, peers.map(|p| p as Arc<dyn ChunkSource>))
     }
 
+    /// Tiers for a read whose destination is itself the copy in memory (weights streamed into
+    /// an allocation): no memory tier, which would only hold (and churn) a second copy.
+    async fn streaming_tiers(&self, store: &Store) -> anyhow::Result<TieredStore> {
+        let peers = self.peer_tier().await?;
+        let config = CacheConfig {
+            memory_bytes: 0,
+            ..self.cache_config(true)
+        };
+        Ok(tier::tiers_for(
+            store,
+            &config,
+            peers.map(|p| p as Arc<dyn ChunkSource>),
+        ))
+    }
+
     /// Sets the environment of a child `thaw` so it uses the same store, caches and peers.
     fn pass_store_options(&self, command: &mut std::process::Command) {
         let mut set = |name: &str, value: Option<String>| {

@@ -247,6 +247,8 @@ fn load(
                     .or_else(|| env("THAW_CACHE_DIR").map(PathBuf::from))
                     .unwrap_or_else(tier::default_cache_dir),
             ),
+            // The allocation is the in-memory copy; a memory tier would hold a second one.
+            memory_bytes: 0,
             ..CacheConfig::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
