@@ -22,6 +22,7 @@ mod error;
 pub mod extract;
 mod model;
 mod pipeline;
+mod sink;
 mod walk;
 
 use std::path::Path;

@@ -2,11 +2,10 @@
 //! compress them on the same thread pool, append new chunks to packs on one writer thread, then
 //! write chunk map and manifest (and the caller the tag).
 //!
-//! Memory stays bounded: workers stream files through the chunker, the writer's channel holds at
-//! most [`CHANNEL_CHUNKS`] compressed chunks, and at most [`UPLOADS_IN_FLIGHT`] sealed packs wait
-//! for the object store.
+//! Memory stays bounded: workers stream files through the chunker into the shared
+//! [`crate::sink`], whose channel and upload queue are bounded.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::io::AsRawFd;
@@ -15,20 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
-use thaw_core::chunk_map::ChunkMap;
 use thaw_core::chunker::Chunker;
-use thaw_core::manifest::{ExtentSpec, FileKind, Manifest, ManifestBuilder};
-use thaw_core::pack::{ChunkLocation, EncodedChunk, PackBuilder};
+use thaw_core::manifest::{ExtentSpec, FileKind, ManifestBuilder};
 use thaw_core::store::Store;
 use thaw_core::ChunkId;
 
+use crate::sink::{seal_manifest, with_sink, ChunkSink, KnownChunks};
 use crate::walk::{self, DirVisitor, Entry};
 use crate::{model, IndexError, IndexOptions, Progress, SourceKind, BATCH_BYTES, SMALL_FILE_BYTES};
-
-/// Compressed chunks buffered between workers and the pack writer.
-const CHANNEL_CHUNKS: usize = 64;
-/// Sealed packs uploading at once.
-const UPLOADS_IN_FLIGHT: usize = 2;
 
 /// What an indexing run did.
 #[derive(Clone, Debug)]
@@ -100,24 +93,14 @@ struct Workers<'a> {
     linked: Mutex<LinkedExtents>,
     /// Summaries of validated safetensors files (model folders).
     model_files: Mutex<BTreeMap<String, serde_json::Value>>,
-    zstd_level: i32,
-    seen: Mutex<HashSet<ChunkId>>,
-    sender: crossbeam_channel::Sender<EncodedChunk>,
+    sink: &'a ChunkSink,
     abort: &'a AtomicBool,
     progress: &'a dyn Progress,
 }
 
 impl Workers<'_> {
-    /// Hashes a chunk; if the store and this run have not seen it, compresses and sends it.
     fn offer(&self, raw: &[u8]) -> ChunkId {
-        let id = ChunkId::of(raw);
-        let is_new = self.seen.lock().expect("seen lock").insert(id);
-        if is_new {
-            let encoded = EncodedChunk::encode_with_id(id, raw, self.zstd_level);
-            // The writer only hangs up after an abort; the run fails then anyway.
-            let _ = self.sender.send(encoded);
-        }
-        id
+        self.sink.offer(raw)
     }
 
     fn large(&self, entry: &Entry) -> Result<Vec<ExtentSpec>, IndexError> {
@@ -310,69 +293,6 @@ fn data_regions(file: &File, size: u64, path: &Path) -> Result<Vec<(u64, u64)>, 
     Ok(regions)
 }
 
-/// Appends chunks into packs and uploads them; returns the location of every chunk it wrote.
-struct PackWriter<'a> {
-    store: &'a Store,
-    runtime: &'a tokio::runtime::Handle,
-    target: u64,
-    current: PackBuilder,
-    uploads: VecDeque<tokio::task::JoinHandle<thaw_core::Result<()>>>,
-    locations: HashMap<ChunkId, ChunkLocation>,
-    packs: u64,
-    raw_bytes: u64,
-    stored_bytes: u64,
-}
-
-impl PackWriter<'_> {
-    fn add(&mut self, chunk: EncodedChunk) -> Result<(), IndexError> {
-        self.raw_bytes += chunk.raw_len as u64;
-        self.stored_bytes += chunk.data.len() as u64;
-        self.current.append(&chunk);
-        if self.current.len() >= self.target {
-            self.seal()?;
-        }
-        Ok(())
-    }
-
-    fn seal(&mut self) -> Result<(), IndexError> {
-        if self.current.is_empty() {
-            return Ok(());
-        }
-        let sealed = std::mem::take(&mut self.current).seal();
-        self.locations.extend(sealed.locations());
-        self.packs += 1;
-        while self.uploads.len() >= UPLOADS_IN_FLIGHT {
-            self.wait_oldest()?;
-        }
-        let store = self.store.clone();
-        self.uploads.push_back(
-            self.runtime
-                .spawn(async move { store.put_pack(&sealed).await }),
-        );
-        Ok(())
-    }
-
-    fn wait_oldest(&mut self) -> Result<(), IndexError> {
-        if let Some(upload) = self.uploads.pop_front() {
-            self.runtime
-                .block_on(upload)
-                .map_err(|e| IndexError::Unsupported {
-                    path: "pack upload".into(),
-                    reason: e.to_string(),
-                })??;
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Self, IndexError> {
-        self.seal()?;
-        while !self.uploads.is_empty() {
-            self.wait_oldest()?;
-        }
-        Ok(self)
-    }
-}
-
 /// Runs the whole pipeline for a scanned tree and writes chunk map and manifest.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
@@ -385,84 +305,30 @@ pub fn run(
     options: &IndexOptions,
     progress: &dyn Progress,
 ) -> Result<IndexReport, IndexError> {
-    let (indexes, bad_indexes) = runtime.block_on(store.load_pack_indexes())?;
-    let mut known: HashMap<ChunkId, ChunkLocation> = HashMap::new();
-    for index in &indexes {
-        for entry in &index.entries {
-            known.insert(entry.id, entry.location(index.pack));
-        }
-    }
-    let skipped_indexes: Vec<String> = bad_indexes.iter().map(|e| e.to_string()).collect();
-    for problem in &skipped_indexes {
-        tracing::warn!(%problem, "not trusting this pack index for dedup");
-    }
+    let known = KnownChunks::load(store, runtime)?;
     // The total is unknown until the scan ends: the bar counts bytes and rate.
     progress.start("indexing", 0);
-
-    let (sender, receiver) = crossbeam_channel::bounded::<EncodedChunk>(CHANNEL_CHUNKS);
     let abort = AtomicBool::new(false);
-    let workers = Workers {
-        chunker,
-        kind,
-        linked: Mutex::new(HashMap::new()),
-        model_files: Mutex::new(BTreeMap::new()),
-        zstd_level: options.zstd_level,
-        seen: Mutex::new(known.keys().copied().collect()),
-        sender,
-        abort: &abort,
-        progress,
-    };
-
     let started = std::time::Instant::now();
-    let (tree, writer, linked, model_files) = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| {
-            let mut writer = PackWriter {
-                store,
-                runtime,
-                target: options.pack_target_bytes,
-                current: PackBuilder::new(),
-                uploads: VecDeque::new(),
-                locations: HashMap::new(),
-                packs: 0,
-                raw_bytes: 0,
-                stored_bytes: 0,
+    let ((tree, linked, model_files), written) =
+        with_sink(store, runtime, &known, options, &abort, |sink| {
+            let workers = Workers {
+                chunker,
+                kind,
+                linked: Mutex::new(HashMap::new()),
+                model_files: Mutex::new(BTreeMap::new()),
+                sink,
+                abort: &abort,
+                progress,
             };
-            for chunk in receiver.iter() {
-                if let Err(e) = writer.add(chunk) {
-                    abort.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
-            if abort.load(Ordering::Relaxed) {
-                return Err(IndexError::Unsupported {
-                    path: "index".into(),
-                    reason: "aborted".into(),
-                });
-            }
-            writer.finish()
-        });
-        let tree = pool.install(|| walk::scan(root, &workers));
-        if tree.is_err() {
-            abort.store(true, Ordering::Relaxed);
-        }
-        // Hang up on the writer (dropping the sender) so it seals the last pack and returns.
-        let Workers {
-            linked,
-            model_files,
-            sender,
-            ..
-        } = workers;
-        drop(sender);
-        let writer = writer.join().expect("pack writer thread panicked");
-        (tree, writer, linked, model_files)
-    });
+            let tree = pool.install(|| walk::scan(root, &workers))?;
+            Ok((tree, workers.linked, workers.model_files))
+        })?;
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),
         "scanned, chunked, compressed and packed"
     );
-    // A scan or worker error is the root cause; report it before the writer's "aborted".
-    let entries = tree?.entries;
-    let writer = writer?;
+    let entries = tree.entries;
     progress.finish();
 
     let mut builder = ManifestBuilder::new(chunker, entries[0].meta.clone());
@@ -495,46 +361,22 @@ pub fn run(
         bytes_read += meta.extents.iter().map(|e| e.len as u64).sum::<u64>();
         builder.insert(&entry.rel, meta)?;
     }
-    let (manifest_id, manifest_bytes) = builder.finish()?;
+    let (manifest, _map) = seal_manifest(store, runtime, builder, &written, &known.locations)?;
     tracing::info!(
-        bytes = manifest_bytes.len(),
+        bytes = manifest.bytes().len(),
         seconds = started.elapsed().as_secs_f64(),
         "manifest built"
     );
-    let manifest = Manifest::open(manifest_bytes.clone(), "new manifest")?;
-    let locations = manifest
-        .chunks()?
-        .iter()
-        .map(|c| {
-            writer
-                .locations
-                .get(&c.id)
-                .or_else(|| known.get(&c.id))
-                .copied()
-                .ok_or_else(|| IndexError::Unsupported {
-                    path: "index".into(),
-                    reason: format!("chunk {} was neither written nor found in the store", c.id),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let map = ChunkMap {
-        manifest: manifest_id,
-        locations,
-    };
-    runtime.block_on(async {
-        store.put_chunk_map(&map).await?;
-        store.put_manifest(&manifest_id, manifest_bytes).await
-    })?;
     Ok(IndexReport {
-        manifest: manifest_id,
+        manifest: manifest.id(),
         entries: entries.len() as u64,
         bytes_read,
         chunks: manifest.chunk_count() as u64,
-        new_chunks: writer.locations.len() as u64,
-        new_raw_bytes: writer.raw_bytes,
-        new_stored_bytes: writer.stored_bytes,
-        packs: writer.packs,
-        skipped_indexes,
+        new_chunks: written.locations.len() as u64,
+        new_raw_bytes: written.raw_bytes,
+        new_stored_bytes: written.stored_bytes,
+        packs: written.packs,
+        skipped_indexes: known.skipped_indexes,
     })
 }
 
