@@ -31,6 +31,24 @@ pub enum IndexError {
         /// Why.
         reason: String,
     },
+    /// An image layer (or its tar entry) is malformed or refused.
+    #[error("layer {layer}{}: {reason}", if entry.is_empty() { String::new() } else { format!(": entry {entry}") })]
+    Layer {
+        /// The layer (its digest).
+        layer: String,
+        /// The tar entry, empty for the whole layer.
+        entry: String,
+        /// Why.
+        reason: String,
+    },
+    /// An image could not be read from its registry, layout or archive.
+    #[error("{image}: {reason}")]
+    Image {
+        /// The image reference.
+        image: String,
+        /// Why.
+        reason: String,
+    },
     /// The store or the format failed.
     #[error(transparent)]
     Core(#[from] thaw_core::Error),

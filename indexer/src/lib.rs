@@ -20,6 +20,7 @@
 
 mod error;
 pub mod extract;
+pub mod image;
 mod model;
 mod pipeline;
 mod sink;

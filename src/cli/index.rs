@@ -1,11 +1,13 @@
-//! `thaw index dir|model`.
+//! `thaw index dir|model|image`.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use thaw_core::chunker::Chunker;
+use thaw_indexer::image::{index_image, ImageOptions, ImageRef, PlatformSpec, RegistryOptions};
 use thaw_indexer::{index_tree, IndexOptions, SourceKind};
 
 use super::progress::Bar;
@@ -17,16 +19,19 @@ pub enum IndexCommand {
     Dir(IndexArgs),
     /// A model folder: safetensors headers validated, config and tokenizer files kept.
     Model(IndexArgs),
+    /// A container image, flattened as a runtime would: docker://REGISTRY/REPO:TAG (or @DIGEST),
+    /// oci:DIR[:TAG] or docker-archive:FILE. Layers stream from the source (nothing is unpacked
+    /// to disk) and layers already in the store are not read again.
+    Image(ImageArgs),
 }
 
+/// What every index command takes.
 #[derive(Args, Debug)]
-pub struct IndexArgs {
-    /// The directory to index.
-    path: PathBuf,
+pub struct WriteArgs {
     /// Tag to point at the new manifest (set only once everything is stored).
     #[arg(long)]
     tag: Option<String>,
-    /// fastcdc[:MIN:AVG:MAX] or fixed[:SIZE] [default: fastcdc for dir, fixed:4194304 for model]
+    /// fastcdc[:MIN:AVG:MAX] or fixed[:SIZE] [default: fastcdc; fixed:4194304 for model]
     #[arg(long)]
     chunker: Option<Chunker>,
     /// zstd level for new chunks.
@@ -43,6 +48,102 @@ pub struct IndexArgs {
     json: bool,
 }
 
+impl WriteArgs {
+    fn options(&self) -> IndexOptions {
+        let mut options = IndexOptions {
+            chunker: self.chunker,
+            zstd_level: self.zstd_level,
+            pack_target_bytes: self.pack_bytes.as_u64(),
+            ..IndexOptions::default()
+        };
+        if let Some(threads) = self.threads {
+            options.threads = threads;
+        }
+        options
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// The directory to index.
+    path: PathBuf,
+    #[command(flatten)]
+    write: WriteArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    /// docker://REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE.
+    image: ImageRef,
+    #[command(flatten)]
+    write: WriteArgs,
+    /// Platform to pick from a multi-platform image index (OS/ARCH[/VARIANT]).
+    #[arg(long, default_value = "linux/amd64")]
+    platform: PlatformSpec,
+    /// Registry user for basic auth (else ~/.docker/config.json, else anonymous).
+    #[arg(long, env = "THAW_REGISTRY_USERNAME")]
+    username: Option<String>,
+    /// Read the registry password from standard input.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// Plain HTTP to the registry (a registry on a private network or loopback).
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// The report fields every index command prints.
+struct Printed<'a> {
+    manifest: String,
+    tag: Option<&'a str>,
+    entries: u64,
+    bytes_read: u64,
+    chunks: u64,
+    new_chunks: u64,
+    new_raw_bytes: u64,
+    new_stored_bytes: u64,
+    packs: u64,
+    seconds: f64,
+}
+
+impl Printed<'_> {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "manifest": self.manifest,
+            "tag": self.tag,
+            "entries": self.entries,
+            "bytes_read": self.bytes_read,
+            "chunks": self.chunks,
+            "new_chunks": self.new_chunks,
+            "new_raw_bytes": self.new_raw_bytes,
+            "new_stored_bytes": self.new_stored_bytes,
+            "packs": self.packs,
+            "seconds": self.seconds,
+        })
+    }
+
+    fn print(&self) {
+        println!("manifest   {}", self.manifest);
+        if let Some(tag) = self.tag {
+            println!("tag        {tag}");
+        }
+        println!("entries    {}", self.entries);
+        println!(
+            "read       {} in {:.2}s ({}/s)",
+            bytesize::ByteSize(self.bytes_read),
+            self.seconds,
+            bytesize::ByteSize((self.bytes_read as f64 / self.seconds.max(1e-9)) as u64)
+        );
+        println!(
+            "chunks     {} ({} new, {} raw -> {} stored)",
+            self.chunks,
+            self.new_chunks,
+            bytesize::ByteSize(self.new_raw_bytes),
+            bytesize::ByteSize(self.new_stored_bytes)
+        );
+        println!("packs      {} written", self.packs);
+    }
+}
+
 pub fn run(
     global: &GlobalOptions,
     runtime: &tokio::runtime::Runtime,
@@ -51,17 +152,9 @@ pub fn run(
     let (kind, args) = match cmd {
         IndexCommand::Dir(a) => (SourceKind::Directory, a),
         IndexCommand::Model(a) => (SourceKind::Model, a),
+        IndexCommand::Image(a) => return image(global, runtime, a),
     };
     let store = global.open_store()?;
-    let mut options = IndexOptions {
-        chunker: args.chunker,
-        zstd_level: args.zstd_level,
-        pack_target_bytes: args.pack_bytes.as_u64(),
-        ..IndexOptions::default()
-    };
-    if let Some(threads) = args.threads {
-        options.threads = threads;
-    }
     let bar = Bar::new(global.quiet);
     let started = std::time::Instant::now();
     let report = index_tree(
@@ -69,49 +162,102 @@ pub fn run(
         runtime.handle(),
         &args.path,
         kind,
-        args.tag.as_deref(),
-        &options,
+        args.write.tag.as_deref(),
+        &args.write.options(),
         &bar,
     )
     .with_context(|| format!("indexing {}", args.path.display()))?;
-    let seconds = started.elapsed().as_secs_f64();
     for skipped in &report.skipped_indexes {
         eprintln!("thaw: warning: pack index not trusted for dedup: {skipped}");
     }
-    if args.json {
-        let json = serde_json::json!({
-            "manifest": report.manifest.to_hex(),
-            "tag": args.tag,
-            "entries": report.entries,
-            "bytes_read": report.bytes_read,
-            "chunks": report.chunks,
-            "new_chunks": report.new_chunks,
-            "new_raw_bytes": report.new_raw_bytes,
-            "new_stored_bytes": report.new_stored_bytes,
-            "packs": report.packs,
-            "skipped_indexes": report.skipped_indexes,
-            "seconds": seconds,
-        });
+    let printed = Printed {
+        manifest: report.manifest.to_hex(),
+        tag: args.write.tag.as_deref(),
+        entries: report.entries,
+        bytes_read: report.bytes_read,
+        chunks: report.chunks,
+        new_chunks: report.new_chunks,
+        new_raw_bytes: report.new_raw_bytes,
+        new_stored_bytes: report.new_stored_bytes,
+        packs: report.packs,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if args.write.json {
+        let mut json = printed.json();
+        json["skipped_indexes"] = serde_json::json!(report.skipped_indexes);
         println!("{json}");
     } else {
-        println!("manifest   {}", report.manifest);
-        if let Some(tag) = &args.tag {
-            println!("tag        {tag}");
+        printed.print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn image(
+    global: &GlobalOptions,
+    runtime: &tokio::runtime::Runtime,
+    args: ImageArgs,
+) -> anyhow::Result<ExitCode> {
+    let store = global.open_store()?;
+    let credentials = match &args.username {
+        Some(user) => {
+            let mut password = String::new();
+            if args.password_stdin {
+                std::io::stdin()
+                    .read_to_string(&mut password)
+                    .context("reading the registry password from standard input")?;
+            } else {
+                password = std::env::var("THAW_REGISTRY_PASSWORD")
+                    .context("--username needs --password-stdin or THAW_REGISTRY_PASSWORD")?;
+            }
+            Some((
+                user.clone(),
+                password.trim_end_matches(['\n', '\r']).to_string(),
+            ))
         }
-        println!("entries    {}", report.entries);
+        None => None,
+    };
+    let image_options = ImageOptions {
+        platform: args.platform.clone(),
+        registry: RegistryOptions {
+            credentials,
+            insecure: args.insecure,
+        },
+    };
+    let bar = Bar::new(global.quiet);
+    let started = std::time::Instant::now();
+    let report = index_image(
+        &store,
+        runtime.handle(),
+        &args.image,
+        args.write.tag.as_deref(),
+        &args.write.options(),
+        &image_options,
+        &bar,
+    )
+    .with_context(|| format!("indexing {}", args.image))?;
+    let printed = Printed {
+        manifest: report.manifest.to_hex(),
+        tag: args.write.tag.as_deref(),
+        entries: report.entries_read,
+        bytes_read: report.bytes_read,
+        chunks: report.chunks,
+        new_chunks: report.new_chunks,
+        new_raw_bytes: report.new_raw_bytes,
+        new_stored_bytes: report.new_stored_bytes,
+        packs: report.packs,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if args.write.json {
+        let mut json = printed.json();
+        json["layers"] = report.layers.into();
+        json["layers_reused"] = report.layers_reused.into();
+        println!("{json}");
+    } else {
+        printed.print();
         println!(
-            "read       {} in {seconds:.2}s ({}/s)",
-            bytesize::ByteSize(report.bytes_read),
-            bytesize::ByteSize((report.bytes_read as f64 / seconds.max(1e-9)) as u64)
+            "layers     {} ({} already in the store)",
+            report.layers, report.layers_reused
         );
-        println!(
-            "chunks     {} ({} new, {} raw -> {} stored)",
-            report.chunks,
-            report.new_chunks,
-            bytesize::ByteSize(report.new_raw_bytes),
-            bytesize::ByteSize(report.new_stored_bytes)
-        );
-        println!("packs      {} written", report.packs);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -178,6 +178,32 @@ impl ManifestBuilder {
         Ok(())
     }
 
+    /// The node at `path` (the root for an empty path), if present.
+    pub fn get(&self, path: &[u8]) -> Option<&NodeMeta> {
+        self.find(path).map(|i| &self.nodes[i].meta)
+    }
+
+    /// Names of the children of the directory at `path` (the root for an empty path); empty
+    /// when there is no such directory.
+    pub fn children(&self, path: &[u8]) -> Vec<Vec<u8>> {
+        self.find(path)
+            .map(|i| self.nodes[i].children.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the root directory's metadata (its children stay).
+    pub fn set_root(&mut self, meta: NodeMeta) {
+        self.nodes[0].meta = meta;
+    }
+
+    fn find(&self, path: &[u8]) -> Option<usize> {
+        let mut node = 0usize;
+        for part in components(path) {
+            node = *self.nodes[node].children.get(part)?;
+        }
+        Some(node)
+    }
+
     /// Removes `path` (and everything under it); returns whether it existed.
     pub fn remove(&mut self, path: &[u8]) -> bool {
         match self.parent_and_name(path) {

@@ -1,0 +1,250 @@
+//! Container images into thaw: a registry image, an OCI layout or a `docker save` tarball is
+//! resolved to one platform, each layer is streamed (never unpacked to disk) into a layer tree
+//! whose files are chunked into packs, and the layers are flattened into one manifest, with the
+//! image config (env, entrypoint, cmd, workdir, user) kept as an annotation.
+//!
+//! Layers are stored once: each layer tree is itself a manifest, found again by the layer's diff
+//! id (`layers/sha256/HEX` in the store), so a second image sharing a base layer reads only its
+//! own layers. The manifest id depends only on the flattened tree and the config's runtime
+//! fields, so the same image gives the same id from all three sources.
+
+mod digest;
+pub mod flatten;
+pub mod layer;
+pub mod reference;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+
+use thaw_core::chunk_map::ChunkMap;
+use thaw_core::manifest::Manifest;
+use thaw_core::store::Store;
+use thaw_core::ChunkId;
+
+use crate::sink::{seal_manifest, with_sink, KnownChunks, Written};
+use crate::{IndexError, IndexOptions, Progress};
+pub use reference::{ImageRef, PlatformSpec};
+pub use source::RegistryOptions;
+
+/// Annotation holding the image config's runtime fields (JSON).
+pub const CONFIG_ANNOTATION: &str = "org.thaw.image.config";
+/// Annotation of a layer tree: its hard links into lower layers (JSON `[[path_hex, target_hex]]`).
+const LINKS_ANNOTATION: &str = "org.thaw.layer.links";
+
+/// What `thaw index image` was asked.
+#[derive(Clone, Debug, Default)]
+pub struct ImageOptions {
+    /// The platform to pick from an image index.
+    pub platform: PlatformSpec,
+    /// Registry credentials and transport.
+    pub registry: RegistryOptions,
+}
+
+/// What indexing an image did.
+#[derive(Clone, Debug)]
+pub struct ImageReport {
+    /// The flattened manifest's id.
+    pub manifest: ChunkId,
+    /// Layers in the image.
+    pub layers: usize,
+    /// Layers already in the store (not read again).
+    pub layers_reused: usize,
+    /// Layer tar entries read in this run.
+    pub entries_read: u64,
+    /// Bytes of file content read from new layers.
+    pub bytes_read: u64,
+    /// Distinct chunks in the flattened manifest.
+    pub chunks: u64,
+    /// Chunks new to the store.
+    pub new_chunks: u64,
+    /// Raw bytes of the new chunks.
+    pub new_raw_bytes: u64,
+    /// Stored bytes of the new chunks.
+    pub new_stored_bytes: u64,
+    /// Packs written.
+    pub packs: u64,
+}
+
+fn layer_key(diff_id: &str) -> String {
+    format!("layers/sha256/{}", diff_id.trim_start_matches("sha256:"))
+}
+
+/// The config fields a runtime uses, in a fixed order, so the same image read from any source
+/// gives the same annotation (sources may re-serialise the config).
+fn runtime_config(config: &serde_json::Value) -> String {
+    let field = |path: &str| {
+        config
+            .pointer(path)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let sorted = |v: serde_json::Value| -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let map: BTreeMap<String, serde_json::Value> = map.into_iter().collect();
+                serde_json::to_value(map).expect("map serialises")
+            }
+            other => other,
+        }
+    };
+    #[derive(serde::Serialize)]
+    struct RuntimeConfig {
+        os: serde_json::Value,
+        architecture: serde_json::Value,
+        variant: serde_json::Value,
+        user: serde_json::Value,
+        env: serde_json::Value,
+        entrypoint: serde_json::Value,
+        cmd: serde_json::Value,
+        working_dir: serde_json::Value,
+        exposed_ports: serde_json::Value,
+        volumes: serde_json::Value,
+        labels: serde_json::Value,
+        stop_signal: serde_json::Value,
+        diff_ids: serde_json::Value,
+    }
+    let rc = RuntimeConfig {
+        os: field("/os"),
+        architecture: field("/architecture"),
+        variant: field("/variant"),
+        user: field("/config/User"),
+        env: field("/config/Env"),
+        entrypoint: field("/config/Entrypoint"),
+        cmd: field("/config/Cmd"),
+        working_dir: field("/config/WorkingDir"),
+        exposed_ports: sorted(field("/config/ExposedPorts")),
+        volumes: sorted(field("/config/Volumes")),
+        labels: sorted(field("/config/Labels")),
+        stop_signal: field("/config/StopSignal"),
+        diff_ids: field("/rootfs/diff_ids"),
+    };
+    serde_json::to_string(&rc).expect("config serialises")
+}
+
+/// A stored layer tree for `diff_id`, if a previous run indexed it and it is still whole.
+fn stored_layer(
+    store: &Store,
+    runtime: &tokio::runtime::Handle,
+    layer: &source::Layer,
+) -> Option<flatten::StoredLayer> {
+    let found = runtime.block_on(async {
+        let pointer = store.get(&layer_key(&layer.diff_id)).await.ok()?;
+        let id: ChunkId = std::str::from_utf8(&pointer).ok()?.trim().parse().ok()?;
+        let manifest = store.get_manifest(&id).await.ok()?;
+        let map = store.get_chunk_map(&manifest).await.ok()?;
+        Some((manifest, map))
+    });
+    let (manifest, map) = found?;
+    let external_links = decode_links(&manifest)?;
+    Some(flatten::StoredLayer {
+        name: layer.name.clone(),
+        manifest,
+        map,
+        external_links,
+    })
+}
+
+fn decode_links(manifest: &Manifest) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let Some(text) = manifest.annotations().get(LINKS_ANNOTATION) else {
+        return Some(Vec::new());
+    };
+    let pairs: Vec<(String, String)> = serde_json::from_str(text).ok()?;
+    pairs
+        .into_iter()
+        .map(|(p, t)| Some((hex::decode(p).ok()?, hex::decode(t).ok()?)))
+        .collect()
+}
+
+/// Indexes `image` into `store`: new layers are streamed and chunked, known ones reused, all of
+/// them flattened into one manifest; `tag` is set last.
+pub fn index_image(
+    store: &Store,
+    runtime: &tokio::runtime::Handle,
+    image: &ImageRef,
+    tag: Option<&str>,
+    options: &IndexOptions,
+    image_options: &ImageOptions,
+    progress: &dyn Progress,
+) -> Result<ImageReport, IndexError> {
+    if let Some(tag) = tag {
+        thaw_core::store::validate_tag(tag)?;
+    }
+    let chunker = options.chunker.unwrap_or_default();
+    let mut source = source::open(image, &image_options.registry, runtime)?;
+    let resolved = source.resolve(&image_options.platform)?;
+    let mut stored: Vec<Option<flatten::StoredLayer>> = resolved
+        .layers
+        .iter()
+        .map(|l| stored_layer(store, runtime, l))
+        .collect();
+    let reused = stored.iter().filter(|s| s.is_some()).count();
+    let known = KnownChunks::load(store, runtime)?;
+    progress.start("indexing", 0);
+    let abort = AtomicBool::new(false);
+    let missing: Vec<usize> = (0..stored.len()).filter(|&i| stored[i].is_none()).collect();
+    let (trees, written) = with_sink(store, runtime, &known, options, &abort, |sink| {
+        missing
+            .iter()
+            .map(|&i| {
+                let blob = source.open_layer(i)?;
+                let tree = layer::index_layer(blob, &resolved.layers[i], chunker, sink, progress)?;
+                Ok((i, tree))
+            })
+            .collect::<Result<Vec<_>, IndexError>>()
+    })?;
+    progress.finish();
+    let (mut entries_read, mut bytes_read) = (0, 0);
+    for (i, tree) in trees {
+        entries_read += tree.entries;
+        bytes_read += tree.bytes;
+        let mut builder = tree.builder;
+        if !tree.external_links.is_empty() {
+            let pairs: Vec<(String, String)> = tree
+                .external_links
+                .iter()
+                .map(|(p, t)| (hex::encode(p), hex::encode(t)))
+                .collect();
+            builder.annotate(
+                LINKS_ANNOTATION,
+                serde_json::to_string(&pairs).expect("links"),
+            );
+        }
+        builder.annotate("org.thaw.source.kind", "image-layer");
+        let (manifest, map) = seal_manifest(store, runtime, builder, &written, &known.locations)?;
+        runtime.block_on(store.put(
+            &layer_key(&resolved.layers[i].diff_id),
+            bytes::Bytes::from(manifest.id().to_hex()),
+        ))?;
+        stored[i] = Some(flatten::StoredLayer {
+            name: resolved.layers[i].name.clone(),
+            manifest,
+            map,
+            external_links: tree.external_links,
+        });
+    }
+    let layers: Vec<flatten::StoredLayer> = stored
+        .into_iter()
+        .map(|s| s.expect("every layer"))
+        .collect();
+    let (mut builder, locations) = flatten::flatten(chunker, &layers)?;
+    builder.annotate("org.thaw.source.kind", "image");
+    builder.annotate(CONFIG_ANNOTATION, runtime_config(&resolved.config));
+    let (manifest, _map): (Manifest, ChunkMap) =
+        seal_manifest(store, runtime, builder, &Written::default(), &locations)?;
+    if let Some(tag) = tag {
+        runtime.block_on(store.set_tag(tag, &manifest.id()))?;
+    }
+    Ok(ImageReport {
+        manifest: manifest.id(),
+        layers: layers.len(),
+        layers_reused: reused,
+        entries_read,
+        bytes_read,
+        chunks: manifest.chunk_count() as u64,
+        new_chunks: written.locations.len() as u64,
+        new_raw_bytes: written.raw_bytes,
+        new_stored_bytes: written.stored_bytes,
+        packs: written.packs,
+    })
+}
