@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
+pub mod oci;
+
 /// A scratch world: store, cache and work directories for one test.
 pub struct World {
     pub dir: tempfile::TempDir,

@@ -11,6 +11,7 @@ use thaw_core::manifest::{ExtentSpec, FileKind, Inode, Manifest, ManifestBuilder
 use thaw_core::pack::ChunkLocation;
 use thaw_core::ChunkId;
 
+use super::layer::{IMPLICIT_ANNOTATION, ROOT_ANNOTATION};
 use crate::IndexError;
 
 /// Whiteout prefix.
@@ -104,11 +105,22 @@ pub fn flatten(
         for (entry, location) in layer.manifest.chunks()?.iter().zip(&layer.map.locations) {
             locations.insert(entry.id, *location);
         }
+        let implicit: HashSet<Vec<u8>> = layer
+            .manifest
+            .annotations()
+            .get(IMPLICIT_ANNOTATION)
+            .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|h| hex::decode(h).ok())
+            .collect();
         let mut added: HashSet<Vec<u8>> = HashSet::new();
         let mut first_name_of: HashMap<u32, Vec<u8>> = HashMap::new();
         for (path, inode) in layer.manifest.walk()? {
             if path.is_empty() {
-                merged.set_root(node_meta(&layer.manifest, &inode)?);
+                if layer.manifest.annotations().contains_key(ROOT_ANNOTATION) {
+                    merged.set_root(node_meta(&layer.manifest, &inode)?);
+                }
                 continue;
             }
             let (dir, name) = split_parent(&path);
@@ -136,6 +148,14 @@ pub fn flatten(
                         "parent is not a directory in the image",
                     ));
                 }
+            }
+            if implicit.contains(&path)
+                && merged
+                    .get(&path)
+                    .is_some_and(|m| m.kind == FileKind::Directory)
+            {
+                // Only a parent of this layer's entries: the lower directory stays as it was.
+                continue;
             }
             added.insert(path.clone());
             if inode.kind != FileKind::Directory && inode.nlink > 1 {

@@ -20,6 +20,13 @@ use super::source::Layer;
 use crate::sink::ChunkSink;
 use crate::{IndexError, Progress, BATCH_BYTES, SMALL_FILE_BYTES};
 
+/// Annotation of a layer tree whose tar held an entry for the root directory itself (only then
+/// does the layer change the root's metadata).
+pub const ROOT_ANNOTATION: &str = "org.thaw.layer.root";
+/// Annotation of a layer tree listing (JSON, hex paths) the directories its tar did not hold
+/// but its entries needed as parents: they must not change a lower layer's directory.
+pub const IMPLICIT_ANNOTATION: &str = "org.thaw.layer.implicit-dirs";
+
 /// Largest file a layer may hold.
 pub const MAX_FILE_BYTES: u64 = 1 << 40;
 
@@ -87,6 +94,8 @@ struct LayerBuilder<'a> {
     tree: LayerTree,
     /// Non-directory paths added by this layer (hard link targets).
     files: HashSet<Vec<u8>>,
+    /// Directories created only as parents of entries.
+    implicit_dirs: HashSet<Vec<u8>>,
     batch: Batch,
 }
 
@@ -108,11 +117,13 @@ impl LayerBuilder<'_> {
                         ),
                     ))
                 }
-                None => self
-                    .tree
-                    .builder
-                    .insert(dir, NodeMeta::directory(0o755))
-                    .map_err(|e| layer_error(self.layer, path, e.to_string()))?,
+                None => {
+                    self.tree
+                        .builder
+                        .insert(dir, NodeMeta::directory(0o755))
+                        .map_err(|e| layer_error(self.layer, path, e.to_string()))?;
+                    self.implicit_dirs.insert(dir.to_vec());
+                }
             }
             at += i + 1;
         }
@@ -126,6 +137,7 @@ impl LayerBuilder<'_> {
         self.ensure_parents(path)?;
         if meta.kind == FileKind::Directory {
             self.files.remove(path);
+            self.implicit_dirs.remove(path);
         } else {
             self.files.insert(path.to_vec());
         }
@@ -320,6 +332,7 @@ impl LayerBuilder<'_> {
                 ));
             }
             self.tree.builder.set_root(meta);
+            self.tree.builder.annotate(ROOT_ANNOTATION, "entry");
             return Ok(());
         }
         if kind == FileKind::Regular {
@@ -404,6 +417,7 @@ pub fn index_layer(
             bytes: 0,
         },
         files: HashSet::new(),
+        implicit_dirs: HashSet::new(),
         batch: Batch::default(),
     };
     {
@@ -423,6 +437,14 @@ pub fn index_layer(
         }
     }
     builder.flush_batch()?;
+    if !builder.implicit_dirs.is_empty() {
+        let mut dirs: Vec<String> = builder.implicit_dirs.iter().map(hex::encode).collect();
+        dirs.sort();
+        builder.tree.builder.annotate(
+            IMPLICIT_ANNOTATION,
+            serde_json::to_string(&dirs).expect("paths serialise"),
+        );
+    }
     let (diff_id, _) = plain.finish().map_err(|e| {
         layer_error(
             layer,

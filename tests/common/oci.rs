@@ -1,0 +1,197 @@
+//! OCI test parts: a real registry (Debian's docker-registry, distribution 2.8) on loopback,
+//! optionally behind htpasswd basic auth, and helpers running umoci and skopeo to build images.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{describe, free_port};
+
+/// Whether the OCI tools are installed (scripts/setup installs them). Tests say so and return
+/// early where they are not.
+pub fn oci_tools_available(test: &str) -> bool {
+    let missing: Vec<&str> = ["docker-registry", "umoci", "skopeo"]
+        .into_iter()
+        .filter(|tool| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED {test}: {} not installed (scripts/setup installs them)",
+        missing.join(", ")
+    );
+    false
+}
+
+/// Runs a tool; panics with its output unless it exits 0.
+pub fn run_tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}",
+        describe(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A docker-registry process on a free loopback port, killed when dropped.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Registry {
+    /// Starts a registry storing under `dir`; with `user`, behind htpasswd basic auth.
+    pub fn start(dir: &Path, user: Option<(&str, &str)>) -> Registry {
+        fs::create_dir_all(dir).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.join("data").display()
+        );
+        if let Some((name, password)) = user {
+            let htpasswd = dir.join("htpasswd");
+            run_tool(
+                "htpasswd",
+                &["-Bbc", htpasswd.to_str().unwrap(), name, password],
+            );
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: thaw-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.join("config.yml");
+        fs::write(&config_path, config).unwrap();
+        let log = fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let registry = Registry { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&registry.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start: {}",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// Pushes `oci:LAYOUT:TAG` (all platforms of an index) to `REPO:TAG` here.
+    pub fn push(&self, layout: &Path, tag: &str, repo: &str, creds: Option<&str>) {
+        let src = format!("oci:{}:{tag}", layout.display());
+        let dest = format!("docker://{}/{repo}:{tag}", self.addr);
+        let mut args = vec!["copy", "--all", "--dest-tls-verify=false"];
+        if let Some(creds) = creds {
+            args.extend(["--dest-creds", creds]);
+        }
+        args.extend([src.as_str(), dest.as_str()]);
+        run_tool("skopeo", &args);
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An OCI layout built with umoci; images are made by unpacking, changing and repacking.
+pub struct Layout {
+    /// The layout folder.
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    /// A new layout with an empty image `tag`.
+    pub fn new(dir: &Path, tag: &str) -> Layout {
+        let layout = Layout {
+            dir: dir.to_path_buf(),
+        };
+        run_tool("umoci", &["init", "--layout", dir.to_str().unwrap()]);
+        run_tool("umoci", &["new", "--image", &layout.image(tag)]);
+        layout
+    }
+
+    /// `DIR:TAG`.
+    pub fn image(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.dir.display())
+    }
+
+    /// Unpacks `tag` into `bundle`, lets `change` edit its rootfs, repacks it as a new layer of
+    /// `tag`.
+    pub fn add_layer(&self, tag: &str, bundle: &Path, change: impl FnOnce(&Path)) {
+        run_tool(
+            "umoci",
+            &[
+                "unpack",
+                "--image",
+                &self.image(tag),
+                bundle.to_str().unwrap(),
+            ],
+        );
+        change(&bundle.join("rootfs"));
+        run_tool(
+            "umoci",
+            &[
+                "repack",
+                "--image",
+                &self.image(tag),
+                bundle.to_str().unwrap(),
+            ],
+        );
+        fs::remove_dir_all(bundle).unwrap();
+    }
+
+    /// Adds `tar` verbatim as a new layer of `tag`.
+    pub fn add_raw_layer(&self, tag: &str, tar: &Path) {
+        run_tool(
+            "umoci",
+            &[
+                "raw",
+                "add-layer",
+                "--image",
+                &self.image(tag),
+                tar.to_str().unwrap(),
+            ],
+        );
+    }
+
+    /// Sets config fields of `tag` (`--config.cmd`, `--config.env`, ...).
+    pub fn configure(&self, tag: &str, args: &[&str]) {
+        let image = self.image(tag);
+        let mut all = vec!["config", "--image", image.as_str()];
+        all.extend_from_slice(args);
+        run_tool("umoci", &all);
+    }
+
+    /// What a runtime unpacks: `umoci unpack` of `tag` into `bundle`; returns its rootfs.
+    pub fn unpack(&self, tag: &str, bundle: &Path) -> PathBuf {
+        run_tool(
+            "umoci",
+            &[
+                "unpack",
+                "--image",
+                &self.image(tag),
+                bundle.to_str().unwrap(),
+            ],
+        );
+        bundle.join("rootfs")
+    }
+}
