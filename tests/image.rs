@@ -220,3 +220,280 @@ fn registry_layout_and_archive_give_the_same_manifest_and_layers_are_indexed_onc
     assert!(second["bytes_read"].as_u64().unwrap() < 100, "{second}");
     assert_eq!(w.ok(&["cat", "app-v3", "app/v3.txt"]), "third version\n");
 }
+
+/// Adds tag `multi` to the layout: an image index holding `amd64` (tag `app`) and `arm64`.
+fn make_index(layout: &Layout, entries: &[(&str, &str)], tag: &str) {
+    let script = r#"
+import hashlib, json, os, sys
+layout, tag, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+index = json.load(open(os.path.join(layout, "index.json")))
+by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
+manifests = []
+for pair in pairs:
+    image, arch = pair.split("=")
+    m = dict(by_tag[image]); m.pop("annotations", None)
+    m["platform"] = {"architecture": arch, "os": "linux"}
+    manifests.append(m)
+blob = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}).encode()
+digest = hashlib.sha256(blob).hexdigest()
+open(os.path.join(layout, "blobs/sha256", digest), "wb").write(blob)
+index["manifests"].append({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + digest, "size": len(blob), "annotations": {"org.opencontainers.image.ref.name": tag}})
+json.dump(index, open(os.path.join(layout, "index.json"), "w"))
+"#;
+    let mut args = vec![
+        "-c".to_string(),
+        script.to_string(),
+        layout.dir.display().to_string(),
+        tag.to_string(),
+    ];
+    args.extend(
+        entries
+            .iter()
+            .map(|(image, arch)| format!("{image}={arch}")),
+    );
+    let out = Command::new("python3").args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn a_multi_platform_index_gives_the_platform_asked_for() {
+    if !oci_tools_available("image platforms") {
+        return;
+    }
+    let w = World::local();
+    let layout = build_app(&w.path("build"));
+    run_tool("umoci", &["new", "--image", &layout.image("arm")]);
+    layout.add_layer("arm", &w.path("bundle-arm"), |rootfs| {
+        fs::write(rootfs.join("arch.txt"), b"arm64\n").unwrap();
+    });
+    layout.configure("arm", &["--architecture=arm64"]);
+    make_index(&layout, &[("app", "amd64"), ("arm", "arm64")], "multi");
+    let registry = Registry::start(&w.path("registry"), None);
+    registry.push(&layout.dir, "multi", "team/multi", None);
+    let image = format!("docker://{}/team/multi:multi", registry.addr);
+
+    let amd = index_json(&w, &image, "multi-amd", &["--insecure"]);
+    let amd_from_layout = index_json(&w, &format!("oci:{}", layout.image("app")), "app", &[]);
+    assert_eq!(
+        amd["manifest"], amd_from_layout["manifest"],
+        "linux/amd64 is the default"
+    );
+    index_json(
+        &w,
+        &image,
+        "multi-arm",
+        &["--insecure", "--platform", "linux/arm64"],
+    );
+    assert_eq!(w.ok(&["cat", "multi-arm", "arch.txt"]), "arm64\n");
+    let err = w.fails(&[
+        "index",
+        "image",
+        &image,
+        "--insecure",
+        "--platform",
+        "linux/s390x",
+        "--tag",
+        "none",
+    ]);
+    assert!(err.contains("no manifest for linux/s390x"), "{err}");
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
+    // The same selection from the layout's index.
+    let layout_arm = index_json(
+        &w,
+        &format!("oci:{}", layout.image("multi")),
+        "layout-arm",
+        &["--platform", "linux/arm64"],
+    );
+    assert_eq!(
+        layout_arm["manifest"],
+        w.manifest_of("multi-arm").unwrap().as_str()
+    );
+}
+
+#[test]
+fn a_registry_with_basic_auth_takes_the_right_credentials_only() {
+    if !oci_tools_available("image auth") {
+        return;
+    }
+    let w = World::local();
+    let layout = build_app(&w.path("build"));
+    let registry = Registry::start(&w.path("registry"), Some(("thaw", "s3cret-pass")));
+    registry.push(&layout.dir, "app", "private/app", Some("thaw:s3cret-pass"));
+    let image = format!("docker://{}/private/app:app", registry.addr);
+
+    let anonymous = w.fails(&["index", "image", &image, "--insecure", "--tag", "a"]);
+    assert!(anonymous.contains(&image), "{anonymous}");
+    assert!(anonymous.contains("Not authorized"), "{anonymous}");
+
+    let with_password = |password: &str| {
+        let mut child = w
+            .thaw()
+            .args([
+                "index",
+                "image",
+                &image,
+                "--insecure",
+                "--tag",
+                "b",
+                "-q",
+                "--username",
+                "thaw",
+                "--password-stdin",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let wrong = with_password("not-it");
+    assert!(!wrong.status.success());
+    let text = describe(&wrong);
+    assert!(
+        text.contains(&image) && text.contains("--username"),
+        "{text}"
+    );
+    assert!(
+        !w.ok(&["tags"]).contains("  b"),
+        "no tag after a refused pull"
+    );
+    let right = with_password("s3cret-pass");
+    assert!(right.status.success(), "{}", describe(&right));
+
+    // Credentials from ~/.docker/config.json (HOME is the world's directory).
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("thaw:s3cret-pass");
+    fs::create_dir_all(w.path(".docker")).unwrap();
+    fs::write(
+        w.path(".docker/config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap();
+    index_json(&w, &image, "c", &["--insecure"]);
+    assert_eq!(w.manifest_of("b"), w.manifest_of("c"));
+}
+
+/// A layout whose image `bad` has one layer, the tar `script` writes.
+fn layout_with_layer(root: &Path, script: &str) -> Layout {
+    let layout = Layout::new(&root.join("layout"), "bad");
+    let tar = root.join("layer.tar");
+    python_tar(&tar, script);
+    layout.add_raw_layer("bad", &tar);
+    layout
+}
+
+/// The one layer blob of image `bad`.
+fn layer_blob(layout: &Layout) -> std::path::PathBuf {
+    let mut largest = None;
+    for entry in fs::read_dir(layout.dir.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = fs::read(&path).unwrap();
+        if !bytes.starts_with(b"{") {
+            largest = Some(path);
+        }
+    }
+    largest.expect("a layer blob")
+}
+
+#[test]
+fn hostile_layers_are_refused_naming_the_layer_and_entry() {
+    if !oci_tools_available("hostile images") {
+        return;
+    }
+    let w = World::local();
+    let cases = [
+        (
+            "dotdot",
+            r#"add_file("../escape", b"x")"#,
+            "entry ../escape: path contains '..'",
+        ),
+        (
+            "absolute",
+            r#"add_file("/etc/passwd", b"x")"#,
+            "entry /etc/passwd: absolute path",
+        ),
+        (
+            "symlink",
+            "add_symlink(\"evil\", \"/etc\")\nadd_file(\"evil/passwd\", b\"x\")",
+            "entry evil/passwd: parent evil is not a directory",
+        ),
+        (
+            "size",
+            "t = info(\"huge\", tarfile.REGTYPE); t.size = 1 << 41; tar.addfile(t)",
+            "entry huge: claims 2199023255552 bytes",
+        ),
+    ];
+    for (name, script, expected) in cases {
+        let layout = layout_with_layer(&w.path(name), script);
+        let err = w.fails(&[
+            "index",
+            "image",
+            &format!("oci:{}", layout.image("bad")),
+            "--tag",
+            name,
+        ]);
+        assert!(err.contains("layer sha256:"), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(
+            !w.ok(&["tags"]).contains(name),
+            "{name}: no tag for a refused image"
+        );
+    }
+    assert!(!w.dir.path().parent().unwrap().join("escape").exists());
+
+    // A blob that is not what the manifest says, and a truncated gzip stream.
+    let layout = Layout::new(&w.path("digest/layout"), "bad");
+    layout.add_layer("bad", &w.path("digest/bundle"), |rootfs| {
+        fs::write(rootfs.join("file"), random_bytes(200_000, 3)).unwrap();
+    });
+    let blob = layer_blob(&layout);
+    let good = fs::read(&blob).unwrap();
+    let image = format!("oci:{}", layout.image("bad"));
+
+    fs::write(&blob, &good[..good.len() / 2]).unwrap();
+    let err = w.fails(&["index", "image", &image, "--tag", "truncated"]);
+    assert!(
+        err.contains("layer sha256:") && err.contains("truncated"),
+        "{err}"
+    );
+
+    let mut other = Vec::new();
+    {
+        let mut encoder = flate2::write::GzEncoder::new(&mut other, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(&mut encoder);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "swapped", &b"evil"[..])
+            .unwrap();
+        tar.finish().unwrap();
+        drop(tar);
+        encoder.finish().unwrap();
+    }
+    fs::write(&blob, &other).unwrap();
+    let err = w.fails(&["index", "image", &image, "--tag", "swapped"]);
+    assert!(
+        err.contains("layer sha256:") && err.contains("digest"),
+        "{err}"
+    );
+    let tags = w.ok(&["tags"]);
+    assert!(
+        !tags.contains("truncated") && !tags.contains("swapped"),
+        "{tags}"
+    );
+}

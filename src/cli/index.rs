@@ -234,7 +234,11 @@ fn image(
         &image_options,
         &bar,
     )
-    .with_context(|| format!("indexing {}", args.image))?;
+    .map_err(|e| match e {
+        // Already names the image.
+        thaw_indexer::IndexError::Image { .. } => anyhow::Error::new(e),
+        other => anyhow::Error::new(other).context(format!("indexing {}", args.image)),
+    })?;
     let printed = Printed {
         manifest: report.manifest.to_hex(),
         tag: args.write.tag.as_deref(),

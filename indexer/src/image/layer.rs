@@ -147,6 +147,14 @@ impl LayerBuilder<'_> {
             .map_err(|e| layer_error(self.layer, path, e.to_string()))
     }
 
+    fn read_error(&self, path: &[u8], e: std::io::Error) -> IndexError {
+        layer_error(
+            self.layer,
+            path,
+            format!("reading its content: {e} (truncated or corrupt layer?)"),
+        )
+    }
+
     fn flush_batch(&mut self) -> Result<(), IndexError> {
         let batch = std::mem::take(&mut self.batch);
         if batch.files.is_empty() {
@@ -195,7 +203,7 @@ impl LayerBuilder<'_> {
             content
                 .take(size)
                 .read_to_end(&mut self.batch.data)
-                .map_err(|e| layer_error(self.layer, &path, e.to_string()))?;
+                .map_err(|e| self.read_error(&path, e))?;
             let read = (self.batch.data.len() - before) as u64;
             if read != size {
                 return Err(short(read));
@@ -225,7 +233,7 @@ impl LayerBuilder<'_> {
                 progress.advance(data.len() as u64);
                 Ok(())
             },
-            |e| layer_error(self.layer, &path, e.to_string()),
+            |e| self.read_error(&path, e),
         )?;
         if read != size {
             return Err(short(read));

@@ -258,7 +258,7 @@ impl RegistrySource {
         let hint = match &e {
             oci_client::errors::OciDistributionError::AuthenticationFailure(_)
             | oci_client::errors::OciDistributionError::UnauthorizedError { .. } => {
-                " (check --username/--password or ~/.docker/config.json)"
+                " (check --username with --password-stdin or THAW_REGISTRY_PASSWORD, or ~/.docker/config.json)"
             }
             _ => "",
         };
