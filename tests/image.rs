@@ -497,3 +497,106 @@ fn hostile_layers_are_refused_naming_the_layer_and_entry() {
         "{tags}"
     );
 }
+
+/// Copies `binary` and the shared libraries `ldd` lists into `rootfs` at the same paths.
+fn copy_with_libraries(binary: &str, rootfs: &Path) {
+    let ldd = run_tool("ldd", &[binary]);
+    let mut files = vec![binary.to_string()];
+    for line in ldd.lines() {
+        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(path.to_string());
+        }
+    }
+    for file in files {
+        let real = fs::canonicalize(&file).unwrap();
+        let dest = rootfs.join(file.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&real, &dest).unwrap();
+    }
+}
+
+#[test]
+fn thaw_run_starts_a_container_from_the_lazy_mount() {
+    let has_runtime = Command::new("sh")
+        .args(["-c", "command -v crun || command -v runc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !oci_tools_available("thaw run") || !fuse_available("thaw run") || !is_root() || !has_runtime
+    {
+        if !has_runtime {
+            eprintln!("SKIPPED thaw run: no crun or runc");
+        }
+        return;
+    }
+    let w = World::local();
+    let layout = Layout::new(&w.path("build/layout"), "sh");
+    layout.add_layer("sh", &w.path("build/bundle"), |rootfs| {
+        copy_with_libraries("/bin/sh", rootfs);
+        fs::create_dir_all(rootfs.join("app")).unwrap();
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        fs::write(rootfs.join("etc/greeting"), b"hello from the image\n").unwrap();
+        fs::write(
+            rootfs.join("etc/passwd"),
+            b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n",
+        )
+        .unwrap();
+    });
+    layout.configure(
+        "sh",
+        &[
+            "--config.entrypoint=/bin/sh",
+            "--config.cmd=-c",
+            "--config.cmd=read line < /etc/greeting; echo \"$line|$MODE|$(pwd)\"",
+            "--config.env=MODE=image",
+            "--config.workingdir=/app",
+        ],
+    );
+    index_json(&w, &format!("oci:{}", layout.image("sh")), "sh", &[]);
+
+    let out = w.thaw().args(["run", "sh"]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the image|image|/app\n"
+    );
+
+    // Arguments replace Cmd, -e overrides the image's env, --user takes a name from the
+    // image's /etc/passwd (that user may not write the root-owned /app), and the exit code
+    // comes through.
+    let out = w
+        .thaw()
+        .args([
+            "run", "sh", "-e", "MODE=flag", "--user", "app", "--",
+            "-c", "echo data > /tmp/x; read a < /tmp/x; (echo y > /app/new) 2>/dev/null || echo denied; echo \"$MODE $a\"; exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "denied\nflag data\n");
+    // Root may write anywhere: the overlay takes it, the image stays as indexed.
+    let out = w
+        .thaw()
+        .args([
+            "run",
+            "sh",
+            "--",
+            "-c",
+            "echo data > /app/new && read a < /app/new && echo $a",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "data\n");
+    assert!(w
+        .ok(&["ls", "sh", "app"])
+        .lines()
+        .all(|l| !l.contains("new")));
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&w.path("run").display().to_string()),
+        "mounts left behind:\n{mounts}"
+    );
+
+    let err = w.fails(&["run", "no-such-image"]);
+    assert!(err.contains("no-such-image"), "{err}");
+}

@@ -3,10 +3,12 @@
 mod browse;
 mod cache_server;
 pub mod config;
+mod daemon_mount;
 mod index;
 mod mount;
 mod progress;
 mod restore;
+mod run;
 mod snapshot;
 mod verify;
 mod weights;
@@ -152,6 +154,9 @@ enum Command {
     /// Process snapshots: dump a warmed process with CRIU into the store, restore it anywhere.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Run a container from an indexed image: mounted lazily (nothing pulled or unpacked), a
+    /// writable overlay on top, started with crun or runc using the image's config.
+    Run(run::RunArgs),
     /// Model weights: stream safetensors from the store into GPU (or host) memory.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
@@ -364,5 +369,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peers(cmd) => runtime.block_on(cache_server::peers(global, cmd)),
         Command::Snapshot(cmd) => snapshot::run(global, &runtime, cmd),
         Command::Weights(cmd) => runtime.block_on(weights::run(global, cmd)),
+        Command::Run(args) => runtime.block_on(run::run(global, args)),
     }
 }

@@ -15,6 +15,7 @@ use thaw_indexer::{index_tree, IndexOptions, SourceKind};
 use thaw_snapshot::cuda::{self, CudaCheckpoint};
 use thaw_snapshot::{host, Criu, DumpRequest, RestoreRequest, SnapshotInfo, INFO_FILE};
 
+use super::daemon_mount::DaemonMount;
 use super::progress::Bar;
 use super::GlobalOptions;
 
@@ -253,7 +254,8 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
     if args.lazy {
         // The mount daemon opens the disk cache itself: let go of it first.
         drop(tiers);
-        lazy_mount = Some(LazyMount::start(global, &tag_of(&args.name), &images)?);
+        // The mount records what CRIU reads; the next lazy restore prefetches it.
+        lazy_mount = Some(DaemonMount::start(global, &tag_of(&args.name), &images)?);
     } else {
         let options = ExtractOptions {
             restore_owners: false,
@@ -301,48 +303,6 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A `thaw mount --daemon` of the snapshot's images, unmounted on drop.
-struct LazyMount {
-    dir: PathBuf,
-}
-
-impl LazyMount {
-    fn start(global: &GlobalOptions, tag: &str, dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let exe = std::env::current_exe().context("locating the thaw binary")?;
-        let mut command = std::process::Command::new(&exe);
-        global.pass_store_options(&mut command);
-        let out = command
-            .args(["mount", tag])
-            .arg(dir)
-            // The mount records what CRIU reads; the next lazy restore prefetches it.
-            .arg("--daemon")
-            .output()
-            .context("starting the lazy mount")?;
-        if !out.status.success() {
-            bail!(
-                "mounting {tag} at {}: {}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(LazyMount {
-            dir: dir.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for LazyMount {
-    fn drop(&mut self) {
-        if let Ok(exe) = std::env::current_exe() {
-            let _ = std::process::Command::new(exe)
-                .arg("umount")
-                .arg(&self.dir)
-                .output();
-        }
-    }
 }
 
 async fn ls(global: &GlobalOptions, args: LsArgs) -> anyhow::Result<ExitCode> {

@@ -8,6 +8,7 @@
 //! own layers. The manifest id depends only on the flattened tree and the config's runtime
 //! fields, so the same image gives the same id from all three sources.
 
+pub mod bundle;
 mod digest;
 pub mod flatten;
 pub mod layer;
