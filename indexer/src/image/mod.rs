@@ -16,7 +16,8 @@ pub mod reference;
 pub mod source;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use thaw_core::chunk_map::ChunkMap;
 use thaw_core::manifest::Manifest;
@@ -157,6 +158,48 @@ fn decode_links(manifest: &Manifest) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
         .collect()
 }
 
+/// Streams the layers `missing` (indexes into `layers`) into layer trees, several at once (up
+/// to `threads`; each layer is one sequential stream, so layers are the unit of parallelism).
+/// The first failure, in layer order, is returned and stops the others.
+#[allow(clippy::too_many_arguments)]
+fn index_layers(
+    source: &dyn source::ImageSource,
+    layers: &[source::Layer],
+    missing: &[usize],
+    threads: usize,
+    chunker: thaw_core::chunker::Chunker,
+    sink: &crate::sink::ChunkSink,
+    abort: &AtomicBool,
+    progress: &dyn Progress,
+) -> Result<Vec<(usize, layer::LayerTree)>, IndexError> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, missing.len().max(1)) {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= missing.len() || abort.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = missing[k];
+                let result = source
+                    .open_layer(i)
+                    .and_then(|blob| layer::index_layer(blob, &layers[i], chunker, sink, progress));
+                if result.is_err() {
+                    abort.store(true, Ordering::Relaxed);
+                }
+                results.lock().expect("layer results").push((i, result));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("layer results");
+    results.sort_by_key(|(i, _)| *i);
+    results
+        .into_iter()
+        .map(|(i, result)| result.map(|tree| (i, tree)))
+        .collect()
+}
+
 /// Indexes `image` into `store`: new layers are streamed and chunked, known ones reused, all of
 /// them flattened into one manifest; `tag` is set last.
 pub fn index_image(
@@ -185,14 +228,16 @@ pub fn index_image(
     let abort = AtomicBool::new(false);
     let missing: Vec<usize> = (0..stored.len()).filter(|&i| stored[i].is_none()).collect();
     let (trees, written) = with_sink(store, runtime, &known, options, &abort, |sink| {
-        missing
-            .iter()
-            .map(|&i| {
-                let blob = source.open_layer(i)?;
-                let tree = layer::index_layer(blob, &resolved.layers[i], chunker, sink, progress)?;
-                Ok((i, tree))
-            })
-            .collect::<Result<Vec<_>, IndexError>>()
+        index_layers(
+            &*source,
+            &resolved.layers,
+            &missing,
+            options.threads,
+            chunker,
+            sink,
+            &abort,
+            progress,
+        )
     })?;
     progress.finish();
     let (mut entries_read, mut bytes_read) = (0, 0);
