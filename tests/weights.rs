@@ -10,32 +10,6 @@ use std::path::Path;
 
 use common::*;
 
-/// (name, dtype, shape, bytes) of one tensor.
-type Tensor = (&'static str, &'static str, Vec<u64>, Vec<u8>);
-
-/// Writes a safetensors file; returns each tensor's blake3 by name.
-fn write_safetensors(path: &Path, tensors: &[Tensor]) -> BTreeMap<String, String> {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    let mut digests = BTreeMap::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let begin = data.len();
-        data.extend_from_slice(bytes);
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}),
-        );
-        digests.insert(name.to_string(), blake3::hash(bytes).to_hex().to_string());
-    }
-    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
-    let json = serde_json::to_vec(&header).unwrap();
-    let mut file = (json.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(&json);
-    file.extend_from_slice(&data);
-    fs::write(path, file).unwrap();
-    digests
-}
-
 /// A two-file model (tensors that straddle the 4 MiB chunks, odd sizes, an empty tensor) plus
 /// a config file; returns "file:tensor" -> blake3.
 fn two_file_model(dir: &Path) -> BTreeMap<String, String> {

@@ -44,25 +44,6 @@ fn python_has(module: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// (name, dtype, shape, bytes) of one tensor.
-fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let begin = data.len();
-        data.extend_from_slice(bytes);
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}),
-        );
-    }
-    let json = serde_json::to_vec(&header).unwrap();
-    let mut file = (json.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(&json);
-    file.extend_from_slice(&data);
-    fs::write(path, file).unwrap();
-}
-
 #[test]
 fn python_receives_every_tensor_through_dlpack() {
     if !python_has("numpy") {

@@ -30,6 +30,7 @@ use std::path::Path;
 
 pub use error::IndexError;
 pub use pipeline::IndexReport;
+pub use sink::StoreWrites;
 use thaw_core::chunker::Chunker;
 
 /// Files smaller than this are batched with their neighbours into shared chunks.

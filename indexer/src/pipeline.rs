@@ -19,7 +19,7 @@ use thaw_core::manifest::{ExtentSpec, FileKind, ManifestBuilder};
 use thaw_core::store::Store;
 use thaw_core::ChunkId;
 
-use crate::sink::{seal_manifest, with_sink, ChunkSink, KnownChunks};
+use crate::sink::{seal_manifest, with_sink, ChunkSink, KnownChunks, StoreWrites};
 use crate::walk::{self, DirVisitor, Entry};
 use crate::{model, IndexError, IndexOptions, Progress, SourceKind, BATCH_BYTES, SMALL_FILE_BYTES};
 
@@ -34,14 +34,8 @@ pub struct IndexReport {
     pub bytes_read: u64,
     /// Distinct chunks in the manifest.
     pub chunks: u64,
-    /// Chunks that were new to the store.
-    pub new_chunks: u64,
-    /// Raw bytes of the new chunks.
-    pub new_raw_bytes: u64,
-    /// Stored (compressed) bytes of the new chunks.
-    pub new_stored_bytes: u64,
-    /// Packs written.
-    pub packs: u64,
+    /// What was added to the store.
+    pub writes: StoreWrites,
     /// Pack indexes in the store that were unreadable and therefore not trusted for dedup.
     pub skipped_indexes: Vec<String>,
 }
@@ -372,10 +366,7 @@ pub fn run(
         entries: entries.len() as u64,
         bytes_read,
         chunks: manifest.chunk_count() as u64,
-        new_chunks: written.locations.len() as u64,
-        new_raw_bytes: written.raw_bytes,
-        new_stored_bytes: written.stored_bytes,
-        packs: written.packs,
+        writes: written.summary(),
         skipped_indexes: known.skipped_indexes,
     })
 }

@@ -74,6 +74,19 @@ impl ChunkSink {
     }
 }
 
+/// What one run added to the store, as reports show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreWrites {
+    /// Chunks that were new to the store.
+    pub new_chunks: u64,
+    /// Raw bytes of the new chunks.
+    pub new_raw_bytes: u64,
+    /// Stored (compressed) bytes of the new chunks.
+    pub new_stored_bytes: u64,
+    /// Packs written.
+    pub packs: u64,
+}
+
 /// What the pack writer wrote.
 #[derive(Debug, Default)]
 pub struct Written {
@@ -85,6 +98,18 @@ pub struct Written {
     pub raw_bytes: u64,
     /// Stored (compressed) bytes of the chunks written.
     pub stored_bytes: u64,
+}
+
+impl Written {
+    /// The counts a report shows.
+    pub fn summary(&self) -> StoreWrites {
+        StoreWrites {
+            new_chunks: self.locations.len() as u64,
+            new_raw_bytes: self.raw_bytes,
+            new_stored_bytes: self.stored_bytes,
+            packs: self.packs,
+        }
+    }
 }
 
 /// Runs `produce` with a [`ChunkSink`] while a writer thread packs and uploads what it offers.

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use thaw_core::chunker::Chunker;
 use thaw_indexer::image::{index_image, ImageOptions, ImageRef, PlatformSpec, RegistryOptions};
-use thaw_indexer::{index_tree, IndexOptions, SourceKind};
+use thaw_indexer::{index_tree, IndexOptions, SourceKind, StoreWrites};
 
 use super::progress::Bar;
 use super::GlobalOptions;
@@ -98,14 +98,30 @@ struct Printed<'a> {
     entries: u64,
     bytes_read: u64,
     chunks: u64,
-    new_chunks: u64,
-    new_raw_bytes: u64,
-    new_stored_bytes: u64,
-    packs: u64,
+    writes: StoreWrites,
     seconds: f64,
 }
 
-impl Printed<'_> {
+impl<'a> Printed<'a> {
+    fn new(
+        write: &'a WriteArgs,
+        manifest: thaw_core::ChunkId,
+        bytes_read: u64,
+        chunks: u64,
+        writes: StoreWrites,
+        started: std::time::Instant,
+    ) -> Self {
+        Printed {
+            manifest: manifest.to_hex(),
+            tag: write.tag.as_deref(),
+            entries: 0,
+            bytes_read,
+            chunks,
+            writes,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "manifest": self.manifest,
@@ -113,10 +129,10 @@ impl Printed<'_> {
             "entries": self.entries,
             "bytes_read": self.bytes_read,
             "chunks": self.chunks,
-            "new_chunks": self.new_chunks,
-            "new_raw_bytes": self.new_raw_bytes,
-            "new_stored_bytes": self.new_stored_bytes,
-            "packs": self.packs,
+            "new_chunks": self.writes.new_chunks,
+            "new_raw_bytes": self.writes.new_raw_bytes,
+            "new_stored_bytes": self.writes.new_stored_bytes,
+            "packs": self.writes.packs,
             "seconds": self.seconds,
         })
     }
@@ -136,11 +152,11 @@ impl Printed<'_> {
         println!(
             "chunks     {} ({} new, {} raw -> {} stored)",
             self.chunks,
-            self.new_chunks,
-            bytesize::ByteSize(self.new_raw_bytes),
-            bytesize::ByteSize(self.new_stored_bytes)
+            self.writes.new_chunks,
+            bytesize::ByteSize(self.writes.new_raw_bytes),
+            bytesize::ByteSize(self.writes.new_stored_bytes)
         );
-        println!("packs      {} written", self.packs);
+        println!("packs      {} written", self.writes.packs);
     }
 }
 
@@ -171,16 +187,15 @@ pub fn run(
         eprintln!("thaw: warning: pack index not trusted for dedup: {skipped}");
     }
     let printed = Printed {
-        manifest: report.manifest.to_hex(),
-        tag: args.write.tag.as_deref(),
         entries: report.entries,
-        bytes_read: report.bytes_read,
-        chunks: report.chunks,
-        new_chunks: report.new_chunks,
-        new_raw_bytes: report.new_raw_bytes,
-        new_stored_bytes: report.new_stored_bytes,
-        packs: report.packs,
-        seconds: started.elapsed().as_secs_f64(),
+        ..Printed::new(
+            &args.write,
+            report.manifest,
+            report.bytes_read,
+            report.chunks,
+            report.writes,
+            started,
+        )
     };
     if args.write.json {
         let mut json = printed.json();
@@ -240,16 +255,15 @@ fn image(
         other => anyhow::Error::new(other).context(format!("indexing {}", args.image)),
     })?;
     let printed = Printed {
-        manifest: report.manifest.to_hex(),
-        tag: args.write.tag.as_deref(),
         entries: report.entries_read,
-        bytes_read: report.bytes_read,
-        chunks: report.chunks,
-        new_chunks: report.new_chunks,
-        new_raw_bytes: report.new_raw_bytes,
-        new_stored_bytes: report.new_stored_bytes,
-        packs: report.packs,
-        seconds: started.elapsed().as_secs_f64(),
+        ..Printed::new(
+            &args.write,
+            report.manifest,
+            report.bytes_read,
+            report.chunks,
+            report.writes,
+            started,
+        )
     };
     if args.write.json {
         let mut json = printed.json();

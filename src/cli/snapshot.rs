@@ -202,7 +202,7 @@ fn create(
         args.tag,
         args.pid,
         bytesize::ByteSize(report.bytes_read),
-        report.new_chunks,
+        report.writes.new_chunks,
         stored_at.elapsed().as_secs_f64()
     );
     println!("{}", report.manifest.to_hex());

@@ -874,3 +874,29 @@ impl Drop for FakePeer {
         let _ = self.child.wait();
     }
 }
+
+/// (name, dtype, shape, bytes) of one safetensors tensor.
+pub type Tensor = (&'static str, &'static str, Vec<u64>, Vec<u8>);
+
+/// Writes a safetensors file; returns each tensor's blake3 by name.
+pub fn write_safetensors(path: &Path, tensors: &[Tensor]) -> BTreeMap<String, String> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    let mut digests = BTreeMap::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let begin = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}),
+        );
+        digests.insert(name.to_string(), blake3::hash(bytes).to_hex().to_string());
+    }
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut file = (json.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&json);
+    file.extend_from_slice(&data);
+    fs::write(path, file).unwrap();
+    digests
+}

@@ -134,43 +134,25 @@ impl Layout {
         format!("{}:{tag}", self.dir.display())
     }
 
+    /// Runs `umoci VERB --image DIR:TAG PATH`.
+    fn umoci(&self, verb: &[&str], tag: &str, path: &Path) {
+        let image = self.image(tag);
+        let mut args = verb.to_vec();
+        args.extend(["--image", image.as_str(), path.to_str().unwrap()]);
+        run_tool("umoci", &args);
+    }
+
     /// Unpacks `tag` into `bundle`, lets `change` edit its rootfs, repacks it as a new layer of
     /// `tag`.
     pub fn add_layer(&self, tag: &str, bundle: &Path, change: impl FnOnce(&Path)) {
-        run_tool(
-            "umoci",
-            &[
-                "unpack",
-                "--image",
-                &self.image(tag),
-                bundle.to_str().unwrap(),
-            ],
-        );
-        change(&bundle.join("rootfs"));
-        run_tool(
-            "umoci",
-            &[
-                "repack",
-                "--image",
-                &self.image(tag),
-                bundle.to_str().unwrap(),
-            ],
-        );
+        change(&self.unpack(tag, bundle));
+        self.umoci(&["repack"], tag, bundle);
         fs::remove_dir_all(bundle).unwrap();
     }
 
     /// Adds `tar` verbatim as a new layer of `tag`.
     pub fn add_raw_layer(&self, tag: &str, tar: &Path) {
-        run_tool(
-            "umoci",
-            &[
-                "raw",
-                "add-layer",
-                "--image",
-                &self.image(tag),
-                tar.to_str().unwrap(),
-            ],
-        );
+        self.umoci(&["raw", "add-layer"], tag, tar);
     }
 
     /// Sets config fields of `tag` (`--config.cmd`, `--config.env`, ...).
@@ -183,15 +165,7 @@ impl Layout {
 
     /// What a runtime unpacks: `umoci unpack` of `tag` into `bundle`; returns its rootfs.
     pub fn unpack(&self, tag: &str, bundle: &Path) -> PathBuf {
-        run_tool(
-            "umoci",
-            &[
-                "unpack",
-                "--image",
-                &self.image(tag),
-                bundle.to_str().unwrap(),
-            ],
-        );
+        self.umoci(&["unpack"], tag, bundle);
         bundle.join("rootfs")
     }
 }

@@ -24,7 +24,7 @@ use thaw_core::manifest::Manifest;
 use thaw_core::store::Store;
 use thaw_core::ChunkId;
 
-use crate::sink::{seal_manifest, with_sink, KnownChunks, Written};
+use crate::sink::{seal_manifest, with_sink, KnownChunks, StoreWrites, Written};
 use crate::{IndexError, IndexOptions, Progress};
 pub use reference::{ImageRef, PlatformSpec};
 pub use source::RegistryOptions;
@@ -58,14 +58,8 @@ pub struct ImageReport {
     pub bytes_read: u64,
     /// Distinct chunks in the flattened manifest.
     pub chunks: u64,
-    /// Chunks new to the store.
-    pub new_chunks: u64,
-    /// Raw bytes of the new chunks.
-    pub new_raw_bytes: u64,
-    /// Stored bytes of the new chunks.
-    pub new_stored_bytes: u64,
-    /// Packs written.
-    pub packs: u64,
+    /// What was added to the store.
+    pub writes: StoreWrites,
 }
 
 fn layer_key(diff_id: &str) -> String {
@@ -288,9 +282,6 @@ pub fn index_image(
         entries_read,
         bytes_read,
         chunks: manifest.chunk_count() as u64,
-        new_chunks: written.locations.len() as u64,
-        new_raw_bytes: written.raw_bytes,
-        new_stored_bytes: written.stored_bytes,
-        packs: written.packs,
+        writes: written.summary(),
     })
 }
