@@ -596,3 +596,55 @@ fn thaw_run_starts_a_container_from_the_lazy_mount() {
     let err = w.fails(&["run", "no-such-image"]);
     assert!(err.contains("no-such-image"), "{err}");
 }
+
+/// Adds tag `to` to the layout: image `from` with every layer recompressed with zstd
+/// (`application/vnd.oci.image.layer.v1.tar+zstd`).
+fn recompress_with_zstd(layout: &Layout, from: &str, to: &str) {
+    let script = r#"
+import gzip, hashlib, json, os, subprocess, sys
+layout, src, dst = sys.argv[1:4]
+blob = lambda d: os.path.join(layout, "blobs/sha256", d.split(":")[1])
+def put(data):
+    digest = hashlib.sha256(data).hexdigest()
+    open(os.path.join(layout, "blobs/sha256", digest), "wb").write(data)
+    return "sha256:" + digest
+index = json.load(open(os.path.join(layout, "index.json")))
+entry = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == src)
+manifest = json.load(open(blob(entry["digest"])))
+for layer in manifest["layers"]:
+    raw = open(blob(layer["digest"]), "rb").read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    packed = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout
+    layer["digest"], layer["size"] = put(packed), len(packed)
+    layer["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd"
+data = json.dumps(manifest).encode()
+index["manifests"].append({"mediaType": entry["mediaType"], "digest": put(data), "size": len(data), "annotations": {"org.opencontainers.image.ref.name": dst}})
+json.dump(index, open(os.path.join(layout, "index.json"), "w"))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &layout.dir.display().to_string(), from, to])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn zstd_and_gzip_layers_of_one_image_give_one_manifest() {
+    if !oci_tools_available("zstd layers") {
+        return;
+    }
+    let w = World::local();
+    let layout = build_app(&w.path("build"));
+    recompress_with_zstd(&layout, "app", "app-zstd");
+    let gzip = index_json(&w, &format!("oci:{}", layout.image("app")), "gzip", &[]);
+    let other = World::local();
+    let zstd = index_json(
+        &other,
+        &format!("oci:{}", layout.image("app-zstd")),
+        "zstd",
+        &[],
+    );
+    assert_eq!(zstd["layers_reused"], 0);
+    assert_eq!(gzip["manifest"], zstd["manifest"]);
+}
