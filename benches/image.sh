@@ -42,12 +42,13 @@ if [ ! -e "$layout/.complete" ]; then
   rm -rf "$work/bundle"
   umoci unpack --image "$layout:py" "$work/bundle" > /dev/null
   # Every shared library the install's binaries and extension modules load, from the host.
-  find "$PYTHON_PREFIX" -name '*.so*' -type f -o -path "$PYTHON_PREFIX/bin/python3*" -type f |
-    xargs ldd 2>/dev/null | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' | sort -u |
-    grep -v "^$PYTHON_PREFIX" | while read -r lib; do
-      mkdir -p "$work/bundle/rootfs$(dirname "$lib")"
-      cp -L "$lib" "$work/bundle/rootfs$lib"
-    done
+  # (ldd fails on files that are not dynamic objects: the list is what it could read.)
+  libs=$( { find "$PYTHON_PREFIX" \( -name '*.so*' -o -path "$PYTHON_PREFIX/bin/python3*" \) -type f -print0 |
+    xargs -0 ldd 2>/dev/null || true; } | awk '/=> \// {print $3}' | sort -u | { grep -v "^$PYTHON_PREFIX" || true; })
+  for lib in $libs; do
+    mkdir -p "$work/bundle/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$work/bundle/rootfs$lib"
+  done
   mkdir -p "$work/bundle/rootfs/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$work/bundle/rootfs/lib64/"
   umoci repack --image "$layout:py" "$work/bundle"
   rm -rf "$work/bundle"
