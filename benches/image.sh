@@ -9,7 +9,8 @@
 #     local, page cache dropped) against pull (skopeo copy) + unpack (umoci) + runc run.
 #
 # The image: a Python 3.11 install with numpy and its libraries (layer 1), the shared libraries it
-# needs (layer 2) and a 256 MiB model file (layer 3); the command imports numpy and prints.
+# needs (layer 2) and a 384 MiB model file (layer 3), 1.1 GiB in all; the command imports numpy
+# and prints.
 #
 #   benches/image.sh        needs root (mounts, runc, page-cache drops), docker-registry, umoci,
 #                           skopeo and runc (scripts/setup installs them)
@@ -54,7 +55,7 @@ if [ ! -e "$layout/.complete" ]; then
   rm -rf "$work/bundle"
   umoci unpack --image "$layout:py" "$work/bundle" > /dev/null
   mkdir -p "$work/bundle/rootfs/models"
-  head -c $((256 << 20)) /dev/urandom > "$work/bundle/rootfs/models/model.bin"
+  head -c $((384 << 20)) /dev/urandom > "$work/bundle/rootfs/models/model.bin"
   umoci repack --image "$layout:py" "$work/bundle"
   rm -rf "$work/bundle"
   umoci config --image "$layout:py" --config.cmd=python3 --config.cmd=-c \
