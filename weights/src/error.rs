@@ -59,6 +59,16 @@ pub enum WeightsError {
         /// Bytes the plan needs.
         needed: u64,
     },
+    /// A chunk's bytes are not as long as the manifest says.
+    #[error("chunk {chunk}: {len} bytes, but the manifest says {expected}")]
+    ChunkLength {
+        /// The chunk id (hex).
+        chunk: String,
+        /// Bytes delivered.
+        len: usize,
+        /// The manifest's length.
+        expected: u32,
+    },
     /// A copy worker stopped without reporting (it panicked).
     #[error("weight copy worker stopped unexpectedly: {0}")]
     Worker(String),

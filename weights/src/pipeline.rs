@@ -228,9 +228,17 @@ pub async fn load_plan(
     })
 }
 
-/// Checks that a fetched chunk holds every byte `job` copies and that each copy lands inside
-/// `allocation`, so lanes can copy without bounds checks.
+/// Checks that a fetched chunk has the manifest's length, holds every byte `job` copies and
+/// that each copy lands inside `allocation`, so lanes can copy without bounds checks.
 fn check_job(job: &ChunkJob, chunk: &Bytes, allocation: &dyn Allocation) -> Result<()> {
+    // Staging buffers are sized by the manifest's lengths: a chunk must have its own.
+    if chunk.len() as u64 != job.chunk.raw_len as u64 {
+        return Err(WeightsError::ChunkLength {
+            chunk: job.chunk.id.to_hex(),
+            len: chunk.len(),
+            expected: job.chunk.raw_len,
+        });
+    }
     let needed = job.chunk_bytes_needed();
     if (chunk.len() as u64) < needed {
         return Err(WeightsError::ShortChunk {
