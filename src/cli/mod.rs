@@ -1,5 +1,6 @@
 //! The command tree: global options (store, caches, logging) and one module per command group.
 
+mod bench;
 mod browse;
 mod cache_server;
 pub mod config;
@@ -157,6 +158,9 @@ enum Command {
     /// Run a container from an indexed image: mounted lazily (nothing pulled or unpacked), a
     /// writable overlay on top, started with crun or runc using the image's config.
     Run(run::RunArgs),
+    /// Measurements to run on your own setup.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Model weights: stream safetensors from the store into GPU (or host) memory.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
@@ -370,5 +374,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(cmd) => snapshot::run(global, &runtime, cmd),
         Command::Weights(cmd) => runtime.block_on(weights::run(global, cmd)),
         Command::Run(args) => runtime.block_on(run::run(global, args)),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -1,0 +1,185 @@
+//! `thaw bench`: measurements people run on their own setup. `utilisation` replays a request
+//! trace against a simple autoscaler ([`autoscaler`]) for each measured cold-start path and
+//! reports GPU allocation utilisation and queueing delay.
+
+mod autoscaler;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use autoscaler::{simulate, Policy, Request};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// GPU allocation utilisation (GPU-seconds running application code / GPU-seconds paid) and
+    /// p99 queueing delay of a request trace under a simple autoscaler, for each cold-start path.
+    Utilisation(UtilisationArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UtilisationArgs {
+    /// Cold-start results: `{"paths": [{"name": "naive", "ready_seconds": 33.1}, ...]}` (the
+    /// shape `thaw bench coldstart --json` writes).
+    #[arg(long)]
+    coldstart_json: PathBuf,
+    /// Request trace, CSV with a header: `arrival_s,service_s` (benches/traces/bursty.csv).
+    #[arg(long)]
+    trace: PathBuf,
+    /// Seconds a replica stays up after its last request.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Requests a replica serves at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Most replicas at once.
+    #[arg(long, default_value_t = 1000)]
+    max_replicas: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Utilisation(args) => utilisation(args),
+    }
+}
+
+/// (name, seconds to ready) of each path in a cold-start result file.
+fn read_paths(file: &PathBuf) -> anyhow::Result<Vec<(String, f64)>> {
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+    let paths = json["paths"]
+        .as_array()
+        .with_context(|| format!("{}: no \"paths\" array", file.display()))?;
+    paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let name = p["name"]
+                .as_str()
+                .with_context(|| format!("{}: paths[{i}].name missing", file.display()))?;
+            let ready = p["ready_seconds"]
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .with_context(|| {
+                    format!(
+                        "{}: paths[{i}].ready_seconds missing or negative",
+                        file.display()
+                    )
+                })?;
+            Ok((name.to_string(), ready))
+        })
+        .collect()
+}
+
+/// The requests of a trace file, sorted by arrival.
+fn read_trace(file: &PathBuf) -> anyhow::Result<Vec<Request>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.trim() == "arrival_s,service_s" => {}
+        _ => bail!(
+            "{}: the first line must be arrival_s,service_s",
+            file.display()
+        ),
+    }
+    let mut requests = Vec::new();
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || {
+            format!(
+                "{}: line {}: expected two non-negative numbers",
+                file.display(),
+                i + 1
+            )
+        };
+        let (a, s) = line.split_once(',').with_context(bad)?;
+        let arrival: f64 = a
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .with_context(bad)?;
+        let service: f64 = s
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .with_context(bad)?;
+        requests.push(Request { arrival, service });
+    }
+    if requests.is_empty() {
+        bail!("{}: no requests", file.display());
+    }
+    requests.sort_by(|a, b| a.arrival.total_cmp(&b.arrival));
+    Ok(requests)
+}
+
+fn utilisation(args: UtilisationArgs) -> anyhow::Result<ExitCode> {
+    let paths = read_paths(&args.coldstart_json)?;
+    let requests = read_trace(&args.trace)?;
+    let policy = Policy {
+        concurrency: args.concurrency.max(1),
+        idle_timeout: args.idle_timeout.max(0.0),
+        max_replicas: args.max_replicas.max(1),
+    };
+    let results: Vec<(String, f64, autoscaler::Outcome)> = paths
+        .into_iter()
+        .map(|(name, ready)| {
+            let outcome = simulate(&requests, ready, &policy);
+            (name, ready, outcome)
+        })
+        .collect();
+    if args.json {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(name, ready, o)| {
+                let mut v = serde_json::to_value(o).expect("outcome serialises");
+                v["name"] = name.clone().into();
+                v["ready_seconds"] = (*ready).into();
+                v
+            })
+            .collect();
+        let json = serde_json::json!({
+            "requests": requests.len(),
+            "policy": {
+                "concurrency": policy.concurrency,
+                "idle_timeout": policy.idle_timeout,
+                "max_replicas": policy.max_replicas,
+            },
+            "paths": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} requests; replicas serve {} at once, stay up {}s after their last request, at most {}",
+        requests.len(),
+        policy.concurrency,
+        policy.idle_timeout,
+        policy.max_replicas
+    );
+    println!(
+        "{:<24} {:>9} {:>12} {:>10} {:>10} {:>9} {:>11}",
+        "path", "ready s", "utilisation", "p50 wait", "p99 wait", "replicas", "GPU-h paid"
+    );
+    for (name, ready, o) in &results {
+        println!(
+            "{name:<24} {ready:>9.2} {:>11.1}% {:>9.2}s {:>9.2}s {:>9} {:>11.3}",
+            o.utilisation * 100.0,
+            o.p50_delay,
+            o.p99_delay,
+            o.replicas_started,
+            o.gpu_seconds_paid / 3600.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
