@@ -75,6 +75,18 @@ fn faster_cold_starts_give_higher_utilisation_and_shorter_waits() {
     );
 }
 
+/// `thaw bench utilisation` with these files, expected to fail; returns its output.
+fn refused(w: &World, coldstart: &Path, trace: &str) -> String {
+    w.fails(&[
+        "bench",
+        "utilisation",
+        "--coldstart-json",
+        coldstart.to_str().unwrap(),
+        "--trace",
+        trace,
+    ])
+}
+
 #[test]
 fn bad_traces_and_results_are_refused_naming_file_and_line() {
     let w = World::local();
@@ -85,34 +97,14 @@ fn bad_traces_and_results_are_refused_naming_file_and_line() {
     )
     .unwrap();
     let bad_trace = w.path("bad.csv");
+    let bad = bad_trace.to_str().unwrap();
     fs::write(&bad_trace, "arrival_s,service_s\n1.0,2.0\n3.0,-1\n").unwrap();
-    let err = w.fails(&[
-        "bench",
-        "utilisation",
-        "--coldstart-json",
-        coldstart.to_str().unwrap(),
-        "--trace",
-        bad_trace.to_str().unwrap(),
-    ]);
+    let err = refused(&w, &coldstart, bad);
     assert!(err.contains("bad.csv: line 3"), "{err}");
     fs::write(&bad_trace, "time,duration\n1,2\n").unwrap();
-    let err = w.fails(&[
-        "bench",
-        "utilisation",
-        "--coldstart-json",
-        coldstart.to_str().unwrap(),
-        "--trace",
-        bad_trace.to_str().unwrap(),
-    ]);
+    let err = refused(&w, &coldstart, bad);
     assert!(err.contains("arrival_s,service_s"), "{err}");
     fs::write(&coldstart, r#"{"paths": [{"name": "x"}]}"#).unwrap();
-    let err = w.fails(&[
-        "bench",
-        "utilisation",
-        "--coldstart-json",
-        coldstart.to_str().unwrap(),
-        "--trace",
-        &trace(),
-    ]);
+    let err = refused(&w, &coldstart, &trace());
     assert!(err.contains("paths[0].ready_seconds"), "{err}");
 }

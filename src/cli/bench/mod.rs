@@ -77,6 +77,15 @@ fn read_paths(file: &PathBuf) -> anyhow::Result<Vec<(String, f64)>> {
         .collect()
 }
 
+/// A finite, non-negative number.
+fn non_negative(field: &str) -> Option<f64> {
+    field
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+}
+
 /// The requests of a trace file, sorted by arrival.
 fn read_trace(file: &PathBuf) -> anyhow::Result<Vec<Request>> {
     let text =
@@ -102,18 +111,8 @@ fn read_trace(file: &PathBuf) -> anyhow::Result<Vec<Request>> {
             )
         };
         let (a, s) = line.split_once(',').with_context(bad)?;
-        let arrival: f64 = a
-            .trim()
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-            .with_context(bad)?;
-        let service: f64 = s
-            .trim()
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-            .with_context(bad)?;
+        let arrival = non_negative(a).with_context(bad)?;
+        let service = non_negative(s).with_context(bad)?;
         requests.push(Request { arrival, service });
     }
     if requests.is_empty() {
