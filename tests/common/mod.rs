@@ -559,36 +559,63 @@ impl S3Server {
         Self::launch(Some(tempfile::NamedTempFile::new().unwrap()))
     }
 
+    /// Starts moto on a free port and waits until it answers HTTP. A server that exits first
+    /// (its port taken in the meantime by another process) is started again on another port.
     fn launch(recording: Option<tempfile::NamedTempFile>) -> Self {
-        let port = free_port();
-        let mut command = Command::new("moto_server");
-        if let Some(file) = &recording {
-            command
-                .env("MOTO_ENABLE_RECORDING", "1")
-                .env("MOTO_RECORDER_FILEPATH", file.path());
+        let mut recording = recording;
+        for _attempt in 0..3 {
+            let port = free_port();
+            let mut command = Command::new("moto_server");
+            if let Some(file) = &recording {
+                command
+                    .env("MOTO_ENABLE_RECORDING", "1")
+                    .env("MOTO_RECORDER_FILEPATH", file.path());
+            }
+            let child = command
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "moto_server not found: run .ci/run's setup (pip install 'moto[server]') first",
+                );
+            let mut server = S3Server {
+                child,
+                port,
+                recording: recording.take(),
+            };
+            if server.wait_until_answering(Duration::from_secs(60)) {
+                return server;
+            }
+            recording = server.recording.take();
         }
-        let child = command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "moto_server not found: run .ci/run's setup (pip install 'moto[server]') first",
-            );
-        let server = S3Server {
-            child,
-            port,
-            recording,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start on port {port}"
-            );
+        panic!("moto_server did not start (three tries)");
+    }
+
+    /// True once the server answers an HTTP request; false if it exits or the time runs out.
+    fn wait_until_answering(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false;
+            }
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let probe = format!(
+                    "GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                    self.port
+                );
+                let mut head = [0u8; 12];
+                if stream.write_all(probe.as_bytes()).is_ok()
+                    && stream.read_exact(&mut head).is_ok()
+                    && head.starts_with(b"HTTP/1.")
+                {
+                    return true;
+                }
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        server
+        false
     }
 
     pub fn endpoint(&self) -> String {
