@@ -129,6 +129,7 @@ impl Drop for Overlay {
     }
 }
 
+/// Runs `thaw run`: returns the container's exit status.
 pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let runtime_bin = find_runtime(args.runtime.as_deref())?;

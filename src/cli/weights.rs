@@ -56,6 +56,7 @@ fn power_of_two(s: &str) -> Result<u64, String> {
     }
 }
 
+/// Runs a `thaw weights` subcommand.
 pub async fn run(global: &GlobalOptions, cmd: WeightsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         WeightsCommand::Load(args) => load(global, args).await,

@@ -42,6 +42,7 @@ pub struct UtilisationArgs {
     json: bool,
 }
 
+/// Runs a `thaw bench` subcommand.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Utilisation(args) => utilisation(args),
