@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{describe, free_port};
+use super::{describe, free_port, http};
 
 /// Whether the OCI tools are installed (scripts/setup installs them). Tests say so and return
 /// early where they are not.
@@ -79,9 +79,20 @@ impl Registry {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let registry = Registry { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&registry.addr).is_err() {
+        let mut registry = Registry { child, addr };
+        // Ready when /v2/ answers (200, or 401 behind auth), not merely when the port accepts.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                matches!(registry.child.try_wait(), Ok(None)),
+                "the registry exited: see {}",
+                dir.join("registry.log").display()
+            );
+            if std::net::TcpStream::connect(&registry.addr).is_ok()
+                && http(&registry.addr, "GET", "/v2/").starts_with("HTTP/1.1")
+            {
+                return registry;
+            }
             assert!(
                 Instant::now() < deadline,
                 "the registry did not start: {}",
@@ -89,7 +100,6 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        registry
     }
 
     /// Pushes `oci:LAYOUT:TAG` (all platforms of an index) to `REPO:TAG` here.
