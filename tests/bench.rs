@@ -14,6 +14,20 @@ fn trace() -> String {
         .to_string()
 }
 
+/// `bench utilisation --coldstart-json COLDSTART --trace TRACE EXTRA...`
+fn utilisation<'a>(coldstart: &'a Path, trace: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "bench",
+        "utilisation",
+        "--coldstart-json",
+        coldstart.to_str().unwrap(),
+        "--trace",
+        trace,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn faster_cold_starts_give_higher_utilisation_and_shorter_waits() {
     let w = World::local();
@@ -23,19 +37,14 @@ fn faster_cold_starts_give_higher_utilisation_and_shorter_waits() {
         r#"{"paths": [{"name": "naive", "ready_seconds": 33.1}, {"name": "lazy", "ready_seconds": 1.5}, {"name": "snapshot", "ready_seconds": 0.4}]}"#,
     )
     .unwrap();
-    let out = w.ok(&[
-        "bench",
-        "utilisation",
-        "--coldstart-json",
-        coldstart.to_str().unwrap(),
-        "--trace",
-        &trace(),
-        "--idle-timeout",
-        "10",
-        "--json",
-    ]);
+    let trace = trace();
+    let out = w.ok(&utilisation(
+        &coldstart,
+        &trace,
+        &["--idle-timeout", "10", "--json"],
+    ));
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let requests = fs::read_to_string(trace()).unwrap().lines().count() - 1;
+    let requests = fs::read_to_string(&trace).unwrap().lines().count() - 1;
     assert_eq!(json["requests"], requests);
     let paths = json["paths"].as_array().unwrap();
     assert_eq!(paths.len(), 3);
@@ -61,30 +70,11 @@ fn faster_cold_starts_give_higher_utilisation_and_shorter_waits() {
         assert!(p["max_delay"].as_f64().unwrap() <= ready + 1e-6, "{p}");
     }
 
-    let table = w.ok(&[
-        "bench",
-        "utilisation",
-        "--coldstart-json",
-        coldstart.to_str().unwrap(),
-        "--trace",
-        &trace(),
-    ]);
+    let table = w.ok(&utilisation(&coldstart, &trace, &[]));
     assert!(
         table.contains("utilisation") && table.contains("snapshot"),
         "{table}"
     );
-}
-
-/// `thaw bench utilisation` with these files, expected to fail; returns its output.
-fn refused(w: &World, coldstart: &Path, trace: &str) -> String {
-    w.fails(&[
-        "bench",
-        "utilisation",
-        "--coldstart-json",
-        coldstart.to_str().unwrap(),
-        "--trace",
-        trace,
-    ])
 }
 
 #[test]
@@ -99,12 +89,12 @@ fn bad_traces_and_results_are_refused_naming_file_and_line() {
     let bad_trace = w.path("bad.csv");
     let bad = bad_trace.to_str().unwrap();
     fs::write(&bad_trace, "arrival_s,service_s\n1.0,2.0\n3.0,-1\n").unwrap();
-    let err = refused(&w, &coldstart, bad);
+    let err = w.fails(&utilisation(&coldstart, bad, &[]));
     assert!(err.contains("bad.csv: line 3"), "{err}");
     fs::write(&bad_trace, "time,duration\n1,2\n").unwrap();
-    let err = refused(&w, &coldstart, bad);
+    let err = w.fails(&utilisation(&coldstart, bad, &[]));
     assert!(err.contains("arrival_s,service_s"), "{err}");
     fs::write(&coldstart, r#"{"paths": [{"name": "x"}]}"#).unwrap();
-    let err = refused(&w, &coldstart, &trace());
+    let err = w.fails(&utilisation(&coldstart, &trace(), &[]));
     assert!(err.contains("paths[0].ready_seconds"), "{err}");
 }

@@ -242,7 +242,7 @@ fn flag(command: &mut Command, on: bool, name: &str) {
 }
 
 /// `name` in $PATH, /usr/local/sbin or /usr/sbin (sbin is often off a user's PATH).
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/local/sbin"), PathBuf::from("/usr/sbin")])

@@ -57,26 +57,18 @@ fn find_runtime(asked: Option<&str>) -> anyhow::Result<PathBuf> {
         None => vec!["crun", "runc"],
     };
     for candidate in &candidates {
-        if candidate.contains('/') && Path::new(candidate).exists() {
-            return Ok(candidate.into());
-        }
-        if let Some(dirs) = std::env::var_os("PATH") {
-            for dir in std::env::split_paths(&dirs) {
-                let path = dir.join(candidate);
-                if path.is_file() {
-                    return Ok(path);
-                }
+        if candidate.contains('/') {
+            if Path::new(candidate).exists() {
+                return Ok(candidate.into());
             }
+        } else if let Some(path) = thaw_snapshot::criu::find_on_path(candidate) {
+            return Ok(path);
         }
     }
     bail!(
         "no OCI runtime found ({}): install crun or runc",
         candidates.join(", ")
     )
-}
-
-fn cstring(path: &Path) -> anyhow::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")
 }
 
 /// An overlay mount (writable upper over the image), unmounted on drop.
@@ -96,7 +88,8 @@ impl Overlay {
             work.display()
         );
         let options = CString::new(options).context("overlay options")?;
-        let target_c = cstring(target)?;
+        let target_c =
+            CString::new(target.as_os_str().as_bytes()).context("a path with a NUL byte")?;
         // SAFETY: valid NUL-terminated strings; no data pointer beyond the options string.
         let rc = unsafe {
             libc::mount(
@@ -122,10 +115,7 @@ impl Overlay {
 
 impl Drop for Overlay {
     fn drop(&mut self) {
-        if let Ok(target) = cstring(&self.target) {
-            // SAFETY: unmounting a path we mounted.
-            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        }
+        let _ = thaw_fs::session::unmount(&self.target, true);
     }
 }
 

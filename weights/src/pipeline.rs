@@ -10,7 +10,7 @@
 //! two staging buffers per lane. The first error stops the fetches and is returned once every
 //! lane has stopped; a partly filled allocation is dropped with it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -326,7 +326,6 @@ pub async fn stream_chunks(
     }
     drop(receiver);
 
-    let fetched = AtomicU64::new(0);
     let fetches = futures::stream::iter(plan.jobs.iter().enumerate().map(|(index, job)| {
         let tiers = tiers.clone();
         let chunk = job.chunk;
@@ -347,7 +346,6 @@ pub async fn stream_chunks(
         }
         match result {
             Ok(item) => {
-                fetched.fetch_add(1, Ordering::Relaxed);
                 if sender.send(item).await.is_err() {
                     break;
                 }
@@ -377,6 +375,6 @@ pub async fn stream_chunks(
     for result in lane_results {
         result?;
     }
-    tracing::debug!(chunks = fetched.load(Ordering::Relaxed), "weights streamed");
+    tracing::debug!(chunks = plan.jobs.len(), "weights streamed");
     Ok(())
 }

@@ -131,7 +131,10 @@ impl LayerBuilder<'_> {
     }
 
     fn insert(&mut self, path: &[u8], meta: NodeMeta) -> Result<(), IndexError> {
-        if self.batch.files.iter().any(|(p, ..)| p == path) {
+        // Batched files all live in the batch's directory: only a path there can be pending.
+        if parent_of(path) == self.batch.dir.as_slice()
+            && self.batch.files.iter().any(|(p, ..)| p == path)
+        {
             self.flush_batch()?;
         }
         self.ensure_parents(path)?;

@@ -122,26 +122,32 @@ impl Tensor {
 #[pyclass(module = "thaw_weights", frozen, mapping)]
 struct Model {
     loaded: LoadedModel,
+    /// The mapping key of each tensor, in placement order (see [`tensor_keys`]).
+    keys: Vec<String>,
     report_json: String,
 }
 
-impl Model {
-    fn key(&self, t: &PlacedTensor) -> String {
-        let clash = self
-            .loaded
-            .plan
-            .tensors
-            .iter()
-            .filter(|o| o.name == t.name)
-            .count()
-            > 1;
-        if clash {
-            format!("{}:{}", self.loaded.plan.files[t.file], t.name)
-        } else {
-            t.name.clone()
-        }
+/// Each tensor's key: its name, or `FILE:NAME` where two files hold that name.
+fn tensor_keys(loaded: &LoadedModel) -> Vec<String> {
+    let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for t in &loaded.plan.tensors {
+        *count.entry(t.name.as_str()).or_default() += 1;
     }
+    loaded
+        .plan
+        .tensors
+        .iter()
+        .map(|t| {
+            if count[t.name.as_str()] > 1 {
+                format!("{}:{}", loaded.plan.files[t.file], t.name)
+            } else {
+                t.name.clone()
+            }
+        })
+        .collect()
+}
 
+impl Model {
     fn tensor(&self, t: &PlacedTensor) -> Tensor {
         Tensor {
             allocation: self.loaded.allocation.clone(),
@@ -155,39 +161,31 @@ impl Model {
 impl Model {
     /// Tensor names (`FILE:NAME` where two files share a name), in placement order.
     fn keys(&self) -> Vec<String> {
-        self.loaded
-            .plan
-            .tensors
-            .iter()
-            .map(|t| self.key(t))
-            .collect()
+        self.keys.clone()
     }
 
     /// (name, Tensor) pairs in placement order.
     fn items(&self) -> Vec<(String, Tensor)> {
-        self.loaded
-            .plan
-            .tensors
+        self.keys
             .iter()
-            .map(|t| (self.key(t), self.tensor(t)))
+            .zip(&self.loaded.plan.tensors)
+            .map(|(key, t)| (key.clone(), self.tensor(t)))
             .collect()
     }
 
     fn __len__(&self) -> usize {
-        self.loaded.plan.tensors.len()
+        self.keys.len()
     }
 
     fn __contains__(&self, name: &str) -> bool {
-        self.loaded.plan.tensors.iter().any(|t| self.key(t) == name)
+        self.keys.iter().any(|k| k == name)
     }
 
     fn __getitem__(&self, name: &str) -> PyResult<Tensor> {
-        self.loaded
-            .plan
-            .tensors
+        self.keys
             .iter()
-            .find(|t| self.key(t) == name)
-            .map(|t| self.tensor(t))
+            .position(|k| k == name)
+            .map(|i| self.tensor(&self.loaded.plan.tensors[i]))
             .ok_or_else(|| PyKeyError::new_err(name.to_string()))
     }
 
@@ -268,15 +266,12 @@ fn load(
         })
     });
     let loaded = loaded.map_err(PyRuntimeError::new_err)?;
-    let report_json = serde_json_report(&loaded)?;
+    let report_json = weights::report_json(&loaded.report).map_err(runtime_error)?;
     Ok(Model {
+        keys: tensor_keys(&loaded),
         loaded,
         report_json,
     })
-}
-
-fn serde_json_report(loaded: &LoadedModel) -> PyResult<String> {
-    weights::report_json(&loaded.report).map_err(runtime_error)
 }
 
 /// The Python module.
