@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::oci::{oci_tools_available, run_tool, Layout, Registry};
+use common::oci::{copy_with_libraries, oci_tools_available, run_tool, Layout, Registry};
 use common::*;
 
 /// Writes a tar with Python's tarfile: `script` adds members to `tar` (a TarFile open for
@@ -492,23 +492,6 @@ fn hostile_layers_are_refused_naming_the_layer_and_entry() {
         !tags.contains("truncated") && !tags.contains("swapped"),
         "{tags}"
     );
-}
-
-/// Copies `binary` and the shared libraries `ldd` lists into `rootfs` at the same paths.
-fn copy_with_libraries(binary: &str, rootfs: &Path) {
-    let ldd = run_tool("ldd", &[binary]);
-    let mut files = vec![binary.to_string()];
-    for line in ldd.lines() {
-        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
-            files.push(path.to_string());
-        }
-    }
-    for file in files {
-        let real = fs::canonicalize(&file).unwrap();
-        let dest = rootfs.join(file.trim_start_matches('/'));
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(&real, &dest).unwrap();
-    }
 }
 
 #[test]

@@ -48,6 +48,15 @@ pub struct MountStatus {
     pub trace_entries: u64,
     /// Chunks fetched from the object store.
     pub store_fetches: u64,
+    /// Raw (uncompressed) bytes of the chunks fetched from the object store.
+    #[serde(default)]
+    pub store_bytes: u64,
+    /// Chunks fetched from peer caches.
+    #[serde(default)]
+    pub peer_fetches: u64,
+    /// Raw bytes of the chunks fetched from peer caches.
+    #[serde(default)]
+    pub peer_bytes: u64,
     /// Prefetch hits so far.
     pub prefetch_hits: u64,
 }

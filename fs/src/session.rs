@@ -434,15 +434,17 @@ fn stop(mountpoint: &Path, why: &str) {
 }
 
 fn status(volume: &Volume) -> MountStatus {
+    let counters = volume.tiers().counters();
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     MountStatus {
         manifest: volume.manifest().id().to_hex(),
         pid: std::process::id(),
         trace_entries: volume.recorder.len() as u64,
-        store_fetches: volume
-            .tiers()
-            .counters()
-            .origin_fetches
-            .load(std::sync::atomic::Ordering::Relaxed),
+        store_fetches: load(&counters.origin_fetches),
+        store_bytes: load(&counters.origin_bytes),
+        peer_fetches: load(&counters.peer_fetches),
+        peer_bytes: load(&counters.peer_bytes),
         prefetch_hits: volume.metrics.prefetch_hits.get(),
     }
 }

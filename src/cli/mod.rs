@@ -4,6 +4,7 @@ mod bench;
 mod browse;
 mod cache_server;
 pub mod config;
+mod container;
 mod daemon_mount;
 mod index;
 mod mount;
@@ -40,7 +41,7 @@ pub struct Cli {
 }
 
 /// Options every command takes.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct GlobalOptions {
     /// TOML file of defaults for these options (flags and environment win)
     /// [default: ~/.config/thaw/config.toml when present].
@@ -374,6 +375,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(cmd) => snapshot::run(global, &runtime, cmd),
         Command::Weights(cmd) => runtime.block_on(weights::run(global, cmd)),
         Command::Run(args) => runtime.block_on(run::run(global, args)),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Bench(cmd) => bench::run(global, &runtime, cmd),
     }
 }

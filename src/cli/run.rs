@@ -2,9 +2,7 @@
 //! image is mounted lazily, a writable overlay goes on top, and crun (or runc) runs the image's
 //! command in it; the mount's access trace makes the next start prefetch what this one read.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -13,6 +11,7 @@ use clap::Args;
 use thaw_indexer::image::bundle::{resolve_user, runtime_spec, ImageRuntime};
 use thaw_indexer::image::CONFIG_ANNOTATION;
 
+use super::container::{exit_code, find_runtime, write_bundle, Overlay};
 use super::daemon_mount::DaemonMount;
 use super::GlobalOptions;
 
@@ -45,78 +44,6 @@ pub struct RunArgs {
     /// Print how long each stage took (stderr).
     #[arg(long)]
     timing: bool,
-}
-
-/// The runtime binary: the one asked for, else crun, else runc (runc first on hosts with cgroup
-/// v1 and v2 mounted side by side, which crun refuses).
-fn find_runtime(asked: Option<&str>) -> anyhow::Result<PathBuf> {
-    let hybrid_cgroups = Path::new("/sys/fs/cgroup/unified").is_dir();
-    let candidates: Vec<&str> = match asked {
-        Some(r) => vec![r],
-        None if hybrid_cgroups => vec!["runc", "crun"],
-        None => vec!["crun", "runc"],
-    };
-    for candidate in &candidates {
-        if candidate.contains('/') {
-            if Path::new(candidate).exists() {
-                return Ok(candidate.into());
-            }
-        } else if let Some(path) = thaw_snapshot::criu::find_on_path(candidate) {
-            return Ok(path);
-        }
-    }
-    bail!(
-        "no OCI runtime found ({}): install crun or runc",
-        candidates.join(", ")
-    )
-}
-
-/// An overlay mount (writable upper over the image), unmounted on drop.
-struct Overlay {
-    target: PathBuf,
-}
-
-impl Overlay {
-    fn mount(lower: &Path, upper: &Path, work: &Path, target: &Path) -> anyhow::Result<Self> {
-        for dir in [upper, work, target] {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        let options = CString::new(options).context("overlay options")?;
-        let target_c =
-            CString::new(target.as_os_str().as_bytes()).context("a path with a NUL byte")?;
-        // SAFETY: valid NUL-terminated strings; no data pointer beyond the options string.
-        let rc = unsafe {
-            libc::mount(
-                c"overlay".as_ptr(),
-                target_c.as_ptr(),
-                c"overlay".as_ptr(),
-                0,
-                options.as_ptr() as *const libc::c_void,
-            )
-        };
-        if rc != 0 {
-            bail!(
-                "mounting a writable overlay at {}: {} (thaw run needs root)",
-                target.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(Overlay {
-            target: target.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Overlay {
-    fn drop(&mut self) {
-        let _ = thaw_fs::session::unmount(&self.target, true);
-    }
 }
 
 /// Runs `thaw run`: returns the container's exit status.
@@ -183,13 +110,7 @@ async fn run_in(
         &rootfs,
         "thaw",
     );
-    let bundle = dir.join("bundle");
-    std::fs::create_dir_all(&bundle).with_context(|| format!("creating {}", bundle.display()))?;
-    std::fs::write(
-        bundle.join("config.json"),
-        serde_json::to_vec_pretty(&spec)?,
-    )
-    .context("writing the runtime spec")?;
+    let bundle = write_bundle(&dir.join("bundle"), &spec)?;
     stage("bundle written, starting the container");
     let status = tokio::process::Command::new(runtime_bin)
         .arg("run")
@@ -202,10 +123,5 @@ async fn run_in(
     stage("container exited");
     drop(overlay);
     drop(mount);
-    Ok(match status.code() {
-        Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        None => ExitCode::from(
-            128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0) as u8,
-        ),
-    })
+    Ok(ExitCode::from(exit_code(&status)))
 }

@@ -234,6 +234,27 @@ async fn read_info(
     Ok((manifest, map, info))
 }
 
+/// Uncompressed bytes of the chunks a restore fetched from the object store and from peers.
+#[derive(Clone, Copy, Debug, Default)]
+struct FetchedBytes {
+    store: u64,
+    peers: u64,
+}
+
+impl FetchedBytes {
+    fn of(tiers: &TieredStore) -> Self {
+        let counters = tiers.counters();
+        FetchedBytes {
+            store: counters
+                .origin_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            peers: counters
+                .peer_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
 async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let criu = Criu::locate()?;
@@ -251,6 +272,7 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
     let scratch = Scratch::new(args.work_dir.as_deref(), "restore")?;
     let images = scratch.0.join("images");
     let mut lazy_mount = None;
+    let mut fetched_bytes = FetchedBytes::of(&tiers);
     if args.lazy {
         // The mount daemon opens the disk cache itself: let go of it first.
         drop(tiers);
@@ -264,6 +286,7 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
         extract(&tiers, &manifest, &map, &images, &options, Arc::new(()))
             .await
             .with_context(|| format!("fetching the images of snapshot {}", args.name))?;
+        fetched_bytes = FetchedBytes::of(&tiers);
     }
     let fetched = started.elapsed().as_secs_f64();
     let pid = criu
@@ -274,6 +297,13 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
             shell_job: info.shell_job,
         })
         .with_context(|| format!("restoring snapshot {}", args.name));
+    if let Some(status) = match &lazy_mount {
+        Some(mount) => mount.status().await.ok(),
+        None => None,
+    } {
+        fetched_bytes.store += status.store_bytes;
+        fetched_bytes.peers += status.peer_bytes;
+    }
     drop(lazy_mount);
     let pid = pid?;
     if let Some(gpu) = &gpu {
@@ -291,6 +321,8 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
                 "fetch_seconds": fetched,
                 "restore_seconds": total - fetched,
                 "lazy": args.lazy,
+                "store_bytes": fetched_bytes.store,
+                "peer_bytes": fetched_bytes.peers,
             })
         );
     } else {

@@ -179,3 +179,20 @@ impl Layout {
         bundle.join("rootfs")
     }
 }
+
+/// Copies `binary` and the shared libraries `ldd` lists into `rootfs` at the same paths.
+pub fn copy_with_libraries(binary: &str, rootfs: &Path) {
+    let ldd = run_tool("ldd", &[binary]);
+    let mut files = vec![binary.to_string()];
+    for line in ldd.lines() {
+        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(path.to_string());
+        }
+    }
+    for file in files {
+        let real = fs::canonicalize(&file).unwrap();
+        let dest = rootfs.join(file.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&real, &dest).unwrap();
+    }
+}

@@ -1,8 +1,10 @@
-//! `thaw bench`: measurements people run on their own setup. `utilisation` replays a request
-//! trace against a simple autoscaler ([`autoscaler`]) for each measured cold-start path and
-//! reports GPU allocation utilisation and queueing delay.
+//! `thaw bench`: measurements people run on their own setup. `coldstart` measures one start of
+//! an image's command every way there is ([`coldstart`]); `utilisation` replays a request trace
+//! against a simple autoscaler ([`autoscaler`]) for each measured cold-start path and reports GPU
+//! allocation utilisation and queueing delay.
 
 mod autoscaler;
+mod coldstart;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,10 +12,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
+use super::GlobalOptions;
 use autoscaler::{simulate, Policy, Request};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Time one start of an image's command from a cold node, every way: pull + unpack + run,
+    /// thaw lazy mount, with trace prefetch, with a warm peer, from a snapshot; stage by stage,
+    /// with the bytes each source delivered.
+    Coldstart(coldstart::ColdstartArgs),
     /// GPU allocation utilisation (GPU-seconds running application code / GPU-seconds paid) and
     /// p99 queueing delay of a request trace under a simple autoscaler, for each cold-start path.
     Utilisation(UtilisationArgs),
@@ -43,8 +50,13 @@ pub struct UtilisationArgs {
 }
 
 /// Runs a `thaw bench` subcommand.
-pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    global: &GlobalOptions,
+    runtime: &tokio::runtime::Runtime,
+    cmd: BenchCommand,
+) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Coldstart(args) => runtime.block_on(coldstart::run(global, args)),
         BenchCommand::Utilisation(args) => utilisation(args),
     }
 }

@@ -1,0 +1,602 @@
+//! `thaw bench coldstart IMAGE -- CMD`: one start of an image's command, measured from a cold
+//! node every way there is (pull + unpack + run; thaw lazy mount; with trace prefetch; with a warm
+//! peer; restoring a snapshot), stage by stage, with the bytes each source delivered.
+//!
+//! Every path runs the same process with the same runtime spec through the same OCI runtime;
+//! only where its root filesystem comes from differs. Before every measured run thaw's local cache
+//! is emptied and the kernel page cache dropped (where permitted); the peer's cache stays warm,
+//! as on another node of a cluster.
+
+mod launch;
+mod plot;
+mod report;
+mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use thaw_indexer::image::bundle::{resolve_user, runtime_spec, ImageRuntime};
+use thaw_indexer::image::CONFIG_ANNOTATION;
+use tokio::io::AsyncBufReadExt;
+
+use super::super::container::{find_runtime, write_bundle, Overlay};
+use super::super::daemon_mount::DaemonMount;
+use super::super::GlobalOptions;
+use launch::{probe_client, run_container, Readiness, RunLogs};
+use report::{Outcome, PathKind, Report, Run, Sources, Stages};
+
+/// `thaw bench coldstart`.
+#[derive(Args, Debug)]
+pub struct ColdstartArgs {
+    /// The image: docker://REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE.
+    image: String,
+    /// Command and arguments, after `--` (replace the image's Cmd; its Entrypoint stays)
+    /// [default: the image's].
+    #[arg(last = true)]
+    command: Vec<String>,
+    /// Ready when this path (inside the container) exists [default: when the command exits 0].
+    #[arg(long, conflicts_with = "ready_url")]
+    ready_file: Option<PathBuf>,
+    /// Ready when a GET of this URL answers 2xx (the container uses the host's network).
+    #[arg(long)]
+    ready_url: Option<String>,
+    /// Fail a path whose command output does not contain this text (proves each path ran it).
+    #[arg(long)]
+    expect_output: Option<String>,
+    /// The paths to measure, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = PathKind::ALL)]
+    paths: Vec<PathKind>,
+    /// Measured runs per path (the table shows the median).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Milliseconds added to every object store read, to model a remote store.
+    #[arg(long)]
+    store_latency_ms: Option<u64>,
+    /// Seconds a start may take before the benchmark gives up.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Set an environment variable (KEY=VALUE) for the command, repeatable.
+    #[arg(long, short)]
+    env: Vec<String>,
+    /// User (uid[:gid] or name[:group]) [default: the image's].
+    #[arg(long, short)]
+    user: Option<String>,
+    /// OCI runtime: crun, runc or a path (as `thaw run`).
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Platform of a multi-platform image (os/arch[/variant]).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Allow plain HTTP to the registry.
+    #[arg(long)]
+    insecure: bool,
+    /// Tag the image is indexed under.
+    #[arg(long, default_value = "bench/coldstart")]
+    tag: String,
+    /// Scratch directory (caches, unpacked images, logs) [default: the runtime dir].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Print the result as JSON (the input of `thaw bench utilisation --coldstart-json`).
+    #[arg(long)]
+    json: bool,
+    /// Also draw the stage breakdown per path into this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// Runs `thaw bench coldstart`.
+pub async fn run(global: &GlobalOptions, args: ColdstartArgs) -> anyhow::Result<ExitCode> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("thaw bench coldstart needs root: it mounts overlays and runs containers");
+    }
+    let work = args.work_dir.clone().unwrap_or_else(|| {
+        thaw_fs::control::runtime_dir().join(format!("bench-coldstart-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let result = Bench::prepare(global, &args, &work).await;
+    let result = match result {
+        Ok(mut bench) => bench.measure_all().await,
+        Err(e) => Err(e),
+    };
+    if args.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let report = result?;
+    if let Some(file) = &args.plot {
+        plot::draw(&report, file)?;
+        eprintln!("thaw: plot written to {}", file.display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `thaw cache-server` on loopback standing in for a warm peer on another node.
+struct PeerServer {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl PeerServer {
+    /// Starts one over `global`'s store with its own cache in `cache_dir`.
+    async fn start(global: &GlobalOptions, cache_dir: &Path) -> anyhow::Result<Self> {
+        let mut options = global.clone();
+        options.cache_dir = Some(cache_dir.to_path_buf());
+        let mut command = std::process::Command::new(current_exe()?);
+        options.pass_store_options(&mut command);
+        let mut child = tokio::process::Command::from(command)
+            .args(["cache-server", "--listen", "127.0.0.1:0", "--no-auth"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting thaw cache-server")?;
+        let stdout = child.stdout.take().context("the cache server's output")?;
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .context("the cache server did not start in 30 s")??;
+        let url = line
+            .trim()
+            .strip_prefix("thaw cache-server listening on ")
+            .with_context(|| format!("unexpected first line from the cache server: {line:?}"))?
+            .to_string();
+        Ok(PeerServer { child, url })
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+    }
+}
+
+/// The state shared by every path of one benchmark.
+struct Bench<'a> {
+    global: &'a GlobalOptions,
+    args: &'a ColdstartArgs,
+    work: PathBuf,
+    image: ImageRuntime,
+    runtime_bin: PathBuf,
+    readiness: Readiness,
+    http: reqwest::Client,
+    process_args: Vec<String>,
+    environment: Vec<String>,
+    page_cache_dropped: bool,
+    index_seconds: f64,
+    peer: Option<PeerServer>,
+    containers: usize,
+}
+
+fn current_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("locating the thaw binary")
+}
+
+/// Runs a helper program to completion; its error output names the failure.
+async fn run_tool(program: &Path, args: &[&std::ffi::OsStr], what: &str) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {}", program.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Drops the kernel page cache; false where not permitted.
+fn drop_page_cache() -> bool {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+/// Total size of the files under `dir`.
+fn tree_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.file_type() {
+                    Ok(t) if t.is_dir() => tree_bytes(&entry.path()),
+                    Ok(t) if t.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Cores, memory and kernel.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| bytesize::ByteSize(kib * 1024).to_string())
+        .unwrap_or_else(|| "? memory".into());
+    let kernel = thaw_snapshot::host::kernel_release().unwrap_or_else(|_| "?".into());
+    format!("{cores} cores, {memory}, Linux {kernel}")
+}
+
+impl<'a> Bench<'a> {
+    /// Indexes the image (ahead of time, not measured as part of a start) and reads its config.
+    async fn prepare(
+        global: &'a GlobalOptions,
+        args: &'a ColdstartArgs,
+        work: &Path,
+    ) -> anyhow::Result<Bench<'a>> {
+        let readiness = match (&args.ready_file, &args.ready_url) {
+            (Some(path), _) => Readiness::File(path.clone()),
+            (None, Some(url)) => Readiness::Url(url.clone()),
+            (None, None) => Readiness::Exit,
+        };
+        let runtime_bin = find_runtime(args.runtime.as_deref())?;
+        eprintln!("thaw: indexing {} as {}", args.image, args.tag);
+        let indexed = Instant::now();
+        let mut command = std::process::Command::new(current_exe()?);
+        global.pass_store_options(&mut command);
+        let mut command = tokio::process::Command::from(command);
+        command.args(["index", "image", &args.image, "--tag", &args.tag, "-q"]);
+        if args.insecure {
+            command.arg("--insecure");
+        }
+        if let Some(platform) = &args.platform {
+            command.args(["--platform", platform]);
+        }
+        let out = command.output().await.context("running thaw index image")?;
+        if !out.status.success() {
+            bail!(
+                "indexing {}: {}",
+                args.image,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let index_seconds = indexed.elapsed().as_secs_f64();
+        let store = global.open_store()?;
+        let (manifest, _) = store.open_manifest(&args.tag).await?;
+        let image = ImageRuntime::from_annotation(
+            &args.tag,
+            manifest.annotations().get(CONFIG_ANNOTATION),
+        )?;
+        let process_args = image.args(&args.command, None);
+        if process_args.is_empty() {
+            bail!(
+                "{}: the image has no Entrypoint or Cmd: give a command after --",
+                args.image
+            );
+        }
+        let environment = image.environment(&args.env);
+        Ok(Bench {
+            global,
+            args,
+            work: work.to_path_buf(),
+            image,
+            runtime_bin,
+            readiness,
+            http: probe_client()?,
+            process_args,
+            environment,
+            page_cache_dropped: true,
+            index_seconds,
+            peer: None,
+            containers: 0,
+        })
+    }
+
+    /// Measures every asked path and assembles the report.
+    async fn measure_all(&mut self) -> anyhow::Result<Report> {
+        let mut kinds = self.args.paths.clone();
+        kinds.sort();
+        kinds.dedup();
+        let mut paths = Vec::new();
+        for kind in kinds {
+            let outcome = match self.unavailable(kind) {
+                Some(reason) => {
+                    eprintln!("thaw: {}: skipped: {reason}", kind.label());
+                    Outcome::Skipped(reason)
+                }
+                None => self.measure(kind).await?,
+            };
+            paths.push((kind, outcome));
+        }
+        self.peer = None;
+        Ok(Report {
+            image: self.args.image.clone(),
+            command: self.process_args.clone(),
+            readiness: self.readiness.describe(),
+            machine: machine(),
+            page_cache_dropped: self.page_cache_dropped,
+            store_latency_ms: self.args.store_latency_ms,
+            index_seconds: self.index_seconds,
+            paths,
+        })
+    }
+
+    /// Why `kind` cannot be measured here, if it cannot.
+    fn unavailable(&self, kind: PathKind) -> Option<String> {
+        match kind {
+            PathKind::Naive => ["skopeo", "umoci"]
+                .into_iter()
+                .find(|tool| thaw_snapshot::criu::find_on_path(tool).is_none())
+                .map(|tool| format!("{tool} is not installed (the naive path pulls with skopeo and unpacks with umoci)")),
+            PathKind::Snapshot => snapshot::unavailable(self),
+            PathKind::Lazy | PathKind::Trace | PathKind::Peer => None,
+        }
+    }
+
+    /// The runs of one path (a snapshot path whose snapshot cannot be taken is skipped).
+    async fn measure(&mut self, kind: PathKind) -> anyhow::Result<Outcome> {
+        let mut snapshot = None;
+        match kind {
+            PathKind::Peer => self.warm_peer().await?,
+            PathKind::Snapshot => match snapshot::Snapshot::take(self).await {
+                Ok(taken) => snapshot = Some(taken),
+                Err(e) => {
+                    let reason = format!("the snapshot could not be taken: {e:#}");
+                    eprintln!("thaw: {}: skipped: {reason}", kind.label());
+                    return Ok(Outcome::Skipped(reason));
+                }
+            },
+            _ => {}
+        }
+        let mut runs = Vec::new();
+        for n in 0..self.args.runs {
+            self.reset_node();
+            let dir = self.work.join(format!("{}-{n}", kind.name()));
+            let run = match (&snapshot, kind) {
+                (Some(snapshot), _) => snapshot.restore(self, &dir).await,
+                (None, PathKind::Naive) => self.naive(&dir).await,
+                (None, _) => self.thaw(kind, &dir).await,
+            }
+            .with_context(|| format!("{} (run {})", kind.label(), n + 1))?;
+            let _ = std::fs::remove_dir_all(&dir);
+            self.check_output(kind, &run)?;
+            eprintln!(
+                "thaw: {}: ready in {:.3}s",
+                kind.label(),
+                run.stages.total()
+            );
+            runs.push(run);
+        }
+        if let Some(snapshot) = snapshot {
+            snapshot.remove(self).await;
+        }
+        Ok(Outcome::Measured(runs))
+    }
+
+    /// Fails when the command's output lacks the expected text.
+    fn check_output(&self, kind: PathKind, run: &Run) -> anyhow::Result<()> {
+        match &self.args.expect_output {
+            Some(expected) if !run.output.contains(expected.as_str()) => bail!(
+                "{}: the command's output does not contain {expected:?}; it printed: {:?}",
+                kind.label(),
+                run.output
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// A cold node: thaw's local cache emptied, the page cache dropped.
+    fn reset_node(&mut self) {
+        let _ = std::fs::remove_dir_all(self.cache_dir());
+        self.page_cache_dropped &= drop_page_cache();
+    }
+
+    /// thaw's local disk cache for every measured start.
+    fn cache_dir(&self) -> PathBuf {
+        self.work.join("cache")
+    }
+
+    /// Options for the thaw commands of a start: the bench's cache, the added store latency,
+    /// and the peer when `with_peer`.
+    fn child_options(&self, with_peer: bool) -> GlobalOptions {
+        let mut options = self.global.clone();
+        options.cache_dir = Some(self.cache_dir());
+        options.no_disk_cache = false;
+        options.store_read_latency_ms = self
+            .args
+            .store_latency_ms
+            .or(self.global.store_read_latency_ms);
+        options.peers = match (with_peer, &self.peer) {
+            (true, Some(peer)) => Some(peer.url.clone()),
+            _ => None,
+        };
+        options.peer_token_file = None;
+        options
+    }
+
+    /// A fresh container id.
+    fn container_id(&mut self) -> String {
+        self.containers += 1;
+        format!("thaw-bench-{}-{}", std::process::id(), self.containers)
+    }
+
+    /// The runtime spec of the measured process over `rootfs`.
+    fn spec(&self, rootfs: &Path) -> anyhow::Result<serde_json::Value> {
+        let user = resolve_user(
+            self.args.user.as_deref().unwrap_or(&self.image.user),
+            rootfs,
+        )?;
+        Ok(runtime_spec(
+            &self.process_args,
+            &self.environment,
+            &self.image.working_dir,
+            user,
+            rootfs,
+            "thaw-bench",
+        ))
+    }
+
+    /// Writes the bundle over `rootfs` and runs the process in it until ready.
+    async fn start_container(
+        &mut self,
+        dir: &Path,
+        rootfs: &Path,
+    ) -> anyhow::Result<(launch::StartTimes, String)> {
+        let bundle = write_bundle(&dir.join("bundle"), &self.spec(rootfs)?)?;
+        let logs = RunLogs::in_dir(dir);
+        let id = self.container_id();
+        let times = run_container(
+            &self.runtime_bin,
+            &bundle,
+            rootfs,
+            &id,
+            &logs,
+            &self.readiness,
+            Duration::from_secs(self.args.timeout),
+            &self.http,
+        )
+        .await?;
+        Ok((times, logs.output()))
+    }
+
+    /// Path 1: pull the whole image (skopeo), unpack it (umoci), run.
+    async fn naive(&mut self, dir: &Path) -> anyhow::Result<Run> {
+        let skopeo = thaw_snapshot::criu::find_on_path("skopeo").context("skopeo")?;
+        let umoci = thaw_snapshot::criu::find_on_path("umoci").context("umoci")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let layout = dir.join("layout");
+        let destination = format!("oci:{}:bench", layout.display());
+        let fetched = Instant::now();
+        let mut copy: Vec<String> = vec!["copy".into(), "--quiet".into()];
+        if self.args.insecure {
+            copy.push("--src-tls-verify=false".into());
+        }
+        if let Some(platform) = &self.args.platform {
+            let parts: Vec<&str> = platform.split('/').collect();
+            for (flag, value) in ["--override-os", "--override-arch", "--override-variant"]
+                .iter()
+                .zip(parts)
+            {
+                copy.push(format!("{flag}={value}"));
+            }
+        }
+        copy.push(self.args.image.clone());
+        copy.push(destination);
+        let copy: Vec<&std::ffi::OsStr> = copy.iter().map(|a| a.as_ref()).collect();
+        run_tool(&skopeo, &copy, "pulling the image").await?;
+        let fetch = fetched.elapsed().as_secs_f64();
+        let pulled = tree_bytes(&layout.join("blobs"));
+        let unpacked = Instant::now();
+        let bundle = dir.join("bundle");
+        let image = format!("{}:bench", layout.display());
+        run_tool(
+            &umoci,
+            &[
+                "unpack".as_ref(),
+                "--image".as_ref(),
+                image.as_ref(),
+                bundle.as_os_str(),
+            ],
+            "unpacking the image",
+        )
+        .await?;
+        let mount = unpacked.elapsed().as_secs_f64();
+        let (times, output) = self.start_container(dir, &bundle.join("rootfs")).await?;
+        Ok(Run {
+            stages: Stages {
+                fetch,
+                mount,
+                start: times.start,
+                ready: times.ready,
+            },
+            sources: Sources {
+                registry: pulled,
+                ..Sources::default()
+            },
+            output,
+        })
+    }
+
+    /// Paths 2-4: a lazy mount of the indexed image (no prefetch for `lazy`; the recorded trace
+    /// for `trace`; that and the warm peer for `peer`) with a writable overlay, then run.
+    async fn thaw(&mut self, kind: PathKind, dir: &Path) -> anyhow::Result<Run> {
+        let options = self.child_options(kind == PathKind::Peer);
+        let mount_options: &[&str] = match kind {
+            PathKind::Lazy => &["--no-prefetch"],
+            _ => &[],
+        };
+        let mounted = Instant::now();
+        let image =
+            DaemonMount::start_with(&options, &self.args.tag, &dir.join("image"), mount_options)?;
+        let overlay = Overlay::mount(
+            image.dir(),
+            &dir.join("upper"),
+            &dir.join("work"),
+            &dir.join("rootfs"),
+        )?;
+        let mount = mounted.elapsed().as_secs_f64();
+        let rootfs = overlay.dir().to_path_buf();
+        let started = self.start_container(dir, &rootfs).await;
+        let status = image.status().await;
+        drop(overlay);
+        image.stop().await?;
+        let (times, output) = started?;
+        let status = status?;
+        Ok(Run {
+            stages: Stages {
+                fetch: 0.0,
+                mount,
+                start: times.start,
+                ready: times.ready,
+            },
+            sources: Sources {
+                registry: 0,
+                store: status.store_bytes,
+                peers: status.peer_bytes,
+            },
+            output,
+        })
+    }
+
+    /// Starts the peer and warms it with one (unmeasured) start through it.
+    async fn warm_peer(&mut self) -> anyhow::Result<()> {
+        if self.peer.is_some() {
+            return Ok(());
+        }
+        let mut options = self.global.clone();
+        options.store_read_latency_ms = self
+            .args
+            .store_latency_ms
+            .or(self.global.store_read_latency_ms);
+        self.peer = Some(PeerServer::start(&options, &self.work.join("peer-cache")).await?);
+        eprintln!("thaw: warming the peer cache with one start through it");
+        self.reset_node();
+        let dir = self.work.join("peer-warm-up");
+        self.thaw(PathKind::Peer, &dir)
+            .await
+            .context("warming the peer cache")?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}

@@ -1,0 +1,393 @@
+//! Path 5: restore a CRIU snapshot of the ready process instead of starting it.
+//!
+//! CRIU dumps a process tree of the host's namespaces (a container's private namespaces need the
+//! runtime's own checkpoint support), so this path runs the command chrooted into the same lazily
+//! mounted image and overlay, with /proc and /dev mounted inside, in the host's namespaces. Once
+//! it is ready, `thaw snapshot create` dumps it into the store. A measured run then mounts the
+//! image again at the same path (cold cache, no prefetch), puts back the overlay's upper layer and the log
+//! files as they were at the dump (on another node they would travel with the snapshot), runs
+//! `thaw snapshot restore` (the images come from the store) and waits for readiness.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use thaw_indexer::image::bundle::resolve_user;
+
+use super::launch::{Readiness, RunLogs, POLL};
+use super::report::{Run, Sources, Stages};
+use super::{current_exe, Bench};
+use crate::cli::container::Overlay;
+use crate::cli::daemon_mount::DaemonMount;
+
+/// Why the snapshot path cannot run here, if it cannot.
+pub fn unavailable(bench: &Bench) -> Option<String> {
+    if matches!(bench.readiness, Readiness::Exit) {
+        return Some(
+            "readiness is the command's exit, and an exited process cannot be snapshotted \
+             (use --ready-file or --ready-url)"
+                .into(),
+        );
+    }
+    thaw_snapshot::Criu::locate().err().map(|e| e.to_string())
+}
+
+/// The image mounted lazily with an overlay and /proc and /dev inside: the root the snapshotted
+/// process runs in, always at the same paths.
+struct Root {
+    image: DaemonMount,
+    overlay: Overlay,
+    inner: Vec<PathBuf>,
+}
+
+impl Root {
+    async fn mount(bench: &Bench<'_>, dir: &Path) -> anyhow::Result<Root> {
+        let options = bench.child_options(false);
+        // A restored process maps what it had mapped; the start-up trace would only fetch more.
+        // Nor is what it reads recorded: the other paths' trace stays theirs.
+        let image = DaemonMount::start_with(
+            &options,
+            &bench.args.tag,
+            &dir.join("image"),
+            &["--no-prefetch", "--no-trace"],
+        )?;
+        let overlay = Overlay::mount(
+            image.dir(),
+            &dir.join("upper"),
+            &dir.join("work"),
+            &dir.join("rootfs"),
+        )?;
+        let mut root = Root {
+            image,
+            overlay,
+            inner: Vec::new(),
+        };
+        let rootfs = root.overlay.dir().to_path_buf();
+        root.mount_inside(&rootfs.join("proc"), Some("proc"), c"proc", 0)?;
+        root.mount_inside(&rootfs.join("dev"), None, c"", libc::MS_BIND | libc::MS_REC)?;
+        Ok(root)
+    }
+
+    /// Mounts a proc file system (`fstype` given) or binds the host's /dev at `target`.
+    fn mount_inside(
+        &mut self,
+        target: &Path,
+        fstype: Option<&str>,
+        source: &std::ffi::CStr,
+        flags: libc::c_ulong,
+    ) -> anyhow::Result<()> {
+        std::fs::create_dir_all(target)
+            .with_context(|| format!("creating {}", target.display()))?;
+        let target_c = CString::new(target.as_os_str().as_bytes())?;
+        let fstype_c = fstype.map(CString::new).transpose()?;
+        let source = if fstype.is_some() { source } else { c"/dev" };
+        // SAFETY: NUL-terminated strings that outlive the call; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target_c.as_ptr(),
+                fstype_c
+                    .as_ref()
+                    .map(|f| f.as_ptr())
+                    .unwrap_or(std::ptr::null()),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            bail!(
+                "mounting {} at {}: {}",
+                source.to_string_lossy(),
+                target.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        self.inner.push(target.to_path_buf());
+        Ok(())
+    }
+
+    fn rootfs(&self) -> &Path {
+        self.overlay.dir()
+    }
+
+    /// Unmounts everything; returns the image mount's counters taken first.
+    async fn unmount(self) -> anyhow::Result<thaw_fs::control::MountStatus> {
+        let status = self.image.status().await;
+        for target in self.inner.iter().rev() {
+            let _ = thaw_fs::session::unmount(target, true);
+        }
+        drop(self.overlay);
+        self.image.stop().await?;
+        status
+    }
+}
+
+/// A snapshot of the ready process, stored as `snapshot/NAME`.
+pub struct Snapshot {
+    name: String,
+    dir: PathBuf,
+}
+
+/// Copies a directory tree with its metadata (`cp -a`).
+async fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(to);
+    let out = tokio::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .await
+        .context("running cp")?;
+    if !out.status.success() {
+        bail!(
+            "copying {} to {}: {}",
+            from.display(),
+            to.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Runs the thaw binary with `options`' store settings; returns its standard output.
+async fn thaw_command(
+    options: &crate::cli::GlobalOptions,
+    args: &[&str],
+    what: &str,
+) -> anyhow::Result<String> {
+    let mut command = std::process::Command::new(current_exe()?);
+    options.pass_store_options(&mut command);
+    let out = tokio::process::Command::from(command)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running thaw {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits until `pid` no longer exists.
+async fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+impl Snapshot {
+    /// Starts the command chrooted into the mounted image, waits until it is ready and stores a
+    /// snapshot of it (CRIU stops it).
+    pub async fn take(bench: &mut Bench<'_>) -> anyhow::Result<Snapshot> {
+        let dir = bench.work.join("snapshot");
+        let _ = std::fs::remove_dir_all(&dir);
+        let logs_dir = dir.join("logs");
+        std::fs::create_dir_all(&logs_dir)
+            .with_context(|| format!("creating {}", logs_dir.display()))?;
+        let name = format!("bench-coldstart-{}", std::process::id());
+        eprintln!("thaw: starting the command chrooted into the image to snapshot it when ready");
+        let root = Root::mount(bench, &dir).await?;
+        let dumped = Self::run_and_dump(bench, &root, &logs_dir, &name).await;
+        root.unmount().await?;
+        dumped?;
+        // What the restored process expects to find: the upper layer and logs of the dump.
+        copy_tree(&dir.join("upper"), &dir.join("upper.dumped")).await?;
+        copy_tree(&logs_dir, &dir.join("logs.dumped")).await?;
+        Ok(Snapshot { name, dir })
+    }
+
+    async fn run_and_dump(
+        bench: &Bench<'_>,
+        root: &Root,
+        logs_dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let rootfs = root.rootfs();
+        let logs = RunLogs::in_dir(logs_dir);
+        let (uid, gid) = resolve_user(
+            bench.args.user.as_deref().unwrap_or(&bench.image.user),
+            rootfs,
+        )?;
+        let root_c = CString::new(rootfs.as_os_str().as_bytes())?;
+        let cwd = match bench.image.working_dir.as_str() {
+            "" => "/",
+            dir => dir,
+        };
+        let cwd_c = CString::new(cwd)?;
+        let mut command = std::process::Command::new(&bench.process_args[0]);
+        command
+            .args(&bench.process_args[1..])
+            .env_clear()
+            .envs(bench.environment.iter().filter_map(|kv| kv.split_once('=')))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&logs.stdout)?)
+            .stderr(std::fs::File::create(&logs.stderr)?);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let check = |rc: libc::c_int| match rc {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                };
+                check(if libc::setsid() < 0 { -1 } else { 0 })?;
+                check(libc::chroot(root_c.as_ptr()))?;
+                check(libc::chdir(cwd_c.as_ptr()))?;
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
+                Ok(())
+            });
+        }
+        let mut child = tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!("starting {} in {}", bench.process_args[0], rootfs.display())
+            })?;
+        let pid = child.id().context("the started process's pid")?;
+        let deadline = Instant::now() + Duration::from_secs(bench.args.timeout);
+        while !bench.readiness.holds(rootfs, &bench.http).await {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "the command exited ({status}) before it was ready: {}",
+                    logs.error_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("the command was not ready in {} s", bench.args.timeout);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let options = bench.child_options(false);
+        let created = thaw_command(
+            &options,
+            &[
+                "snapshot",
+                "create",
+                "--pid",
+                &pid.to_string(),
+                "--tag",
+                name,
+                "-q",
+            ],
+            "snapshotting the ready process",
+        )
+        .await;
+        if created.is_err() {
+            let _ = child.start_kill();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        created.map(|_| ())
+    }
+
+    /// One measured restore on a cold node.
+    pub async fn restore(&self, bench: &Bench<'_>, run_dir: &Path) -> anyhow::Result<Run> {
+        copy_tree(&self.dir.join("upper.dumped"), &self.dir.join("upper")).await?;
+        copy_tree(&self.dir.join("logs.dumped"), &self.dir.join("logs")).await?;
+        let _ = std::fs::remove_dir_all(self.dir.join("work"));
+        std::fs::create_dir_all(run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        let mounted = Instant::now();
+        let root = Root::mount(bench, &self.dir).await?;
+        let mount = mounted.elapsed().as_secs_f64();
+        let restored = self.restore_in(bench, &root, run_dir, mount).await;
+        let status = root.unmount().await;
+        let mut run = restored?;
+        let status = status?;
+        run.sources.store += status.store_bytes;
+        run.sources.peers += status.peer_bytes;
+        Ok(run)
+    }
+
+    async fn restore_in(
+        &self,
+        bench: &Bench<'_>,
+        root: &Root,
+        run_dir: &Path,
+        mount: f64,
+    ) -> anyhow::Result<Run> {
+        let options = bench.child_options(false);
+        let started = Instant::now();
+        let work_dir = run_dir.display().to_string();
+        let answer = thaw_command(
+            &options,
+            &[
+                "snapshot",
+                "restore",
+                &self.name,
+                "--json",
+                "--work-dir",
+                &work_dir,
+            ],
+            "restoring the snapshot",
+        )
+        .await?;
+        let restore_seconds = started.elapsed().as_secs_f64();
+        let answer: serde_json::Value = serde_json::from_str(answer.trim())
+            .with_context(|| format!("reading thaw snapshot restore's answer {answer:?}"))?;
+        let pid = answer["pid"]
+            .as_u64()
+            .context("no pid in the restore's answer")? as u32;
+        let fetch = answer["fetch_seconds"].as_f64().unwrap_or(0.0);
+        let restored = Instant::now();
+        let deadline = restored + Duration::from_secs(bench.args.timeout);
+        let mut ready = Ok(());
+        while !bench.readiness.holds(root.rootfs(), &bench.http).await {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                ready = Err(anyhow::anyhow!(
+                    "the restored process {pid} exited before it was ready"
+                ));
+                break;
+            }
+            if Instant::now() > deadline {
+                ready = Err(anyhow::anyhow!(
+                    "the restored process was not ready in {} s",
+                    bench.args.timeout
+                ));
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let ready_seconds = restored.elapsed().as_secs_f64();
+        // SAFETY: signalling the process the restore just created and its process group (it
+        // leads its own session, children included).
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        wait_gone(pid).await;
+        ready?;
+        Ok(Run {
+            stages: Stages {
+                fetch,
+                mount,
+                start: (restore_seconds - fetch).max(0.0),
+                ready: ready_seconds,
+            },
+            sources: Sources {
+                registry: 0,
+                store: answer["store_bytes"].as_u64().unwrap_or(0),
+                peers: answer["peer_bytes"].as_u64().unwrap_or(0),
+            },
+            output: RunLogs::in_dir(&self.dir.join("logs")).output(),
+        })
+    }
+
+    /// Deletes the snapshot's tag and scratch files.
+    pub async fn remove(self, bench: &Bench<'_>) {
+        let options = bench.child_options(false);
+        let _ = thaw_command(
+            &options,
+            &["snapshot", "rm", &self.name],
+            "removing the snapshot",
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
