@@ -20,7 +20,7 @@ pub enum BenchCommand {
     /// Time one start of an image's command from a cold node, every way: pull + unpack + run,
     /// thaw lazy mount, with trace prefetch, with a warm peer, from a snapshot; stage by stage,
     /// with the bytes each source delivered.
-    Coldstart(coldstart::ColdstartArgs),
+    Coldstart(Box<coldstart::ColdstartArgs>),
     /// GPU allocation utilisation (GPU-seconds running application code / GPU-seconds paid) and
     /// p99 queueing delay of a request trace under a simple autoscaler, for each cold-start path.
     Utilisation(UtilisationArgs),
@@ -56,7 +56,7 @@ pub fn run(
     cmd: BenchCommand,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        BenchCommand::Coldstart(args) => runtime.block_on(coldstart::run(global, args)),
+        BenchCommand::Coldstart(args) => runtime.block_on(coldstart::run(global, *args)),
         BenchCommand::Utilisation(args) => utilisation(args),
     }
 }

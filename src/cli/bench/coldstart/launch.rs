@@ -58,7 +58,7 @@ pub fn probe_client() -> anyhow::Result<reqwest::Client> {
         .context("building the HTTP client for readiness probes")
 }
 
-/// Where a run's output goes and how long it may take.
+/// The files a run's output goes to.
 pub struct RunLogs {
     /// The command's standard output.
     pub stdout: PathBuf,

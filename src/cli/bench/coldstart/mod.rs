@@ -82,6 +82,9 @@ pub struct ColdstartArgs {
     /// Print the result as JSON (the input of `thaw bench utilisation --coldstart-json`).
     #[arg(long)]
     json: bool,
+    /// Also write the JSON result to this file (whichever of table or JSON is printed).
+    #[arg(long)]
+    save_json: Option<PathBuf>,
     /// Also draw the stage breakdown per path into this SVG file.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -113,17 +116,23 @@ pub async fn run(global: &GlobalOptions, args: ColdstartArgs) -> anyhow::Result<
         plot::draw(&report, file)?;
         eprintln!("thaw: plot written to {}", file.display());
     }
+    let json = serde_json::to_string_pretty(&report.to_json())?;
+    if let Some(file) = &args.save_json {
+        std::fs::write(file, format!("{json}\n"))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        println!("{json}");
     } else {
         print!("{}", report.table());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A `thaw cache-server` on loopback standing in for a warm peer on another node.
+/// A `thaw cache-server` on loopback standing in for a warm peer on another node (killed with
+/// its handle).
 struct PeerServer {
-    child: tokio::process::Child,
+    _child: tokio::process::Child,
     url: String,
 }
 
@@ -155,16 +164,7 @@ impl PeerServer {
             .strip_prefix("thaw cache-server listening on ")
             .with_context(|| format!("unexpected first line from the cache server: {line:?}"))?
             .to_string();
-        Ok(PeerServer { child, url })
-    }
-}
-
-impl Drop for PeerServer {
-    fn drop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        }
+        Ok(PeerServer { _child: child, url })
     }
 }
 
@@ -362,18 +362,34 @@ impl<'a> Bench<'a> {
             PathKind::Snapshot => match snapshot::Snapshot::take(self).await {
                 Ok(taken) => snapshot = Some(taken),
                 Err(e) => {
-                    let reason = format!("the snapshot could not be taken: {e:#}");
+                    // One line for the table: CRIU's log excerpt stays in the log it names.
+                    let error = format!("{e:#}");
+                    let first_line = error.lines().next().unwrap_or_default();
+                    let reason = format!("the snapshot could not be taken: {first_line}");
                     eprintln!("thaw: {}: skipped: {reason}", kind.label());
                     return Ok(Outcome::Skipped(reason));
                 }
             },
             _ => {}
         }
+        let runs = self.runs(kind, snapshot.as_ref()).await;
+        if let Some(snapshot) = snapshot {
+            snapshot.remove(self).await;
+        }
+        Ok(Outcome::Measured(runs?))
+    }
+
+    /// The measured runs of `kind`, each from a cold node.
+    async fn runs(
+        &mut self,
+        kind: PathKind,
+        snapshot: Option<&snapshot::Snapshot>,
+    ) -> anyhow::Result<Vec<Run>> {
         let mut runs = Vec::new();
         for n in 0..self.args.runs {
             self.reset_node();
             let dir = self.work.join(format!("{}-{n}", kind.name()));
-            let run = match (&snapshot, kind) {
+            let run = match (snapshot, kind) {
                 (Some(snapshot), _) => snapshot.restore(self, &dir).await,
                 (None, PathKind::Naive) => self.naive(&dir).await,
                 (None, _) => self.thaw(kind, &dir).await,
@@ -388,10 +404,7 @@ impl<'a> Bench<'a> {
             );
             runs.push(run);
         }
-        if let Some(snapshot) = snapshot {
-            snapshot.remove(self).await;
-        }
-        Ok(Outcome::Measured(runs))
+        Ok(runs)
     }
 
     /// Fails when the command's output lacks the expected text.

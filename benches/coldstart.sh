@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Cold-start receipts (issue: cold-start receipts): `thaw bench coldstart` on a reference
+# inference server, every path against the naive pull + unpack + run, plus the utilisation model.
+#
+# The image is built from registry packages only (PyPI) and pushed to a local registry:
+#   layer 1  the host's CPython (its prefix without site-packages) and the shared libraries it
+#            and the wheels load
+#   layer 2  numpy, onnxruntime, tokenizers, safetensors (pip install --target /opt/site)
+#   layer 3  the model: a BPE tokenizer trained here, an embedding table (safetensors) and a
+#            two-layer MLP (ONNX), random weights, about 330 MiB
+#   layer 4  server.py: loads the tokenizer, the embeddings and the ONNX session, runs one
+#            inference, then answers HTTP; ready when GET / answers (one more inference).
+# The torch CPU wheel lives on download.pytorch.org, outside PyPI (PyPI's Linux torch needs the
+# CUDA wheels); onnxruntime is the CPU inference runtime here. PACKAGES adds more wheels.
+#
+#   benches/coldstart.sh     needs root, docker-registry, umoci, skopeo, runc, criu (scripts/setup)
+# Env: RUNS (default 3), BENCH_DIR, STORE_LATENCY_MS (e.g. 20: a remote object store),
+#      PACKAGES (extra pip packages for layer 2), PYTHON_PREFIX (default: python3's).
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+[ "$can_drop" = yes ] || { echo "benches/coldstart.sh needs root" >&2; exit 1; }
+for tool in docker-registry umoci skopeo runc; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/setup" >&2; exit 1; }
+done
+PYTHON_PREFIX=${PYTHON_PREFIX:-$(python3 -c 'import sys; print(sys.base_prefix)')}
+PYVER=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+PORT=${PORT:-18731}
+
+work="$BENCH_DIR/coldstart"
+layout="$work/layout"
+mkdir -p "$work"
+if [ ! -e "$layout/.complete" ]; then
+  rm -rf "$layout" "$work/bundle" "$work/build"
+  echo "building the reference image from $PYTHON_PREFIX and PyPI (once)"
+  umoci init --layout "$layout" && umoci new --image "$layout:server"
+  add_layer() {  # add_layer FUNCTION: unpack, let FUNCTION change the rootfs, repack
+    umoci unpack --image "$layout:server" "$work/bundle" > /dev/null
+    "$1" "$work/bundle/rootfs"
+    umoci repack --image "$layout:server" "$work/bundle"
+    rm -rf "$work/bundle"
+  }
+  python_layer() {
+    local root=$1
+    mkdir -p "$root$PYTHON_PREFIX"
+    tar -C "$PYTHON_PREFIX" --exclude="./lib/python$PYVER/site-packages" --exclude='./lib/python*/test' -cf - . |
+      tar -C "$root$PYTHON_PREFIX" -xf -
+    mkdir -p "$root$PYTHON_PREFIX/lib/python$PYVER/site-packages" "$root/usr/bin" "$root/tmp" "$root/etc"
+    ln -sf "$PYTHON_PREFIX/bin/python3" "$root/usr/bin/python3"
+    echo 'root:x:0:0::/root:/bin/sh' > "$root/etc/passwd"
+  }
+  packages_layer() {
+    local root=$1
+    python3 -m pip install --quiet --no-warn-script-location --target "$root/opt/site" \
+      numpy onnxruntime tokenizers safetensors ${PACKAGES:-}
+    # The shared libraries the interpreter and every extension module load, from the host.
+    local libs
+    libs=$( { find "$root$PYTHON_PREFIX" "$root/opt/site" -name '*.so*' -type f -print0
+              printf '%s\0' "$PYTHON_PREFIX/bin/python$PYVER"; } |
+      xargs -0 ldd 2>/dev/null | awk '/=> \// {print $3}' | sort -u |
+      { grep -v -e "^$PYTHON_PREFIX" -e "^$root" || true; })
+    for lib in $libs; do
+      mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"
+    done
+    mkdir -p "$root/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+  }
+  model_layer() {
+    local root=$1
+    mkdir -p "$root/models" "$work/build"
+    python3 -m pip install --quiet --no-warn-script-location --target "$work/build/site" \
+      numpy onnx tokenizers safetensors
+    PYTHONPATH="$work/build/site" python3 - "$root/models" "$PYTHON_PREFIX/lib/python$PYVER" <<'PY'
+import glob, sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.numpy import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+out, stdlib = sys.argv[1], sys.argv[2]
+# A byte-level BPE tokenizer trained on the standard library's sources.
+corpus = sorted(glob.glob(f"{stdlib}/*.py"))[:200]
+tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel()
+tokenizer.train(corpus, trainers.BpeTrainer(vocab_size=8192, special_tokens=["[UNK]"]))
+tokenizer.save(f"{out}/tokenizer.json")
+rng = np.random.default_rng(7)
+hidden, ffn = 2048, 16384
+save_file({"embed": rng.standard_normal((8192, hidden), dtype=np.float32)},
+          f"{out}/embeddings.safetensors")
+w1 = numpy_helper.from_array(rng.standard_normal((hidden, ffn), dtype=np.float32) * 0.01, "w1")
+w2 = numpy_helper.from_array(rng.standard_normal((ffn, hidden), dtype=np.float32) * 0.01, "w2")
+graph = helper.make_graph(
+    [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+     helper.make_node("MatMul", ["r", "w2"], ["y"])],
+    "mlp",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, hidden])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, hidden])],
+    initializer=[w1, w2])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.save(model, f"{out}/mlp.onnx")
+PY
+  }
+  server_layer() {
+    local root=$1
+    mkdir -p "$root/app"
+    cat > "$root/app/server.py" <<'PY'
+"""A small inference server: tokenizer + embeddings + an ONNX MLP, one answer per GET."""
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import onnxruntime as ort
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
+
+tokenizer = Tokenizer.from_file("/models/tokenizer.json")
+embed = load_file("/models/embeddings.safetensors")["embed"]
+session = ort.InferenceSession("/models/mlp.onnx", providers=["CPUExecutionProvider"])
+
+
+def infer(text):
+    ids = tokenizer.encode(text).ids
+    x = embed[ids].mean(axis=0, keepdims=True)
+    y = session.run(None, {"x": x})[0]
+    return {"tokens": len(ids), "norm": float(np.linalg.norm(y))}
+
+
+infer("warm up")
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(infer(self.path)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+port = int(os.environ.get("PORT", "8080"))
+print(f"ready on {port}: numpy {np.__version__}, onnxruntime {ort.__version__}", flush=True)
+HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+PY
+  }
+  add_layer python_layer
+  add_layer packages_layer
+  add_layer model_layer
+  add_layer server_layer
+  umoci config --image "$layout:server" --config.cmd=python3 --config.cmd=/app/server.py \
+    --config.env=PYTHONPATH=/opt/site --config.env=PATH=/usr/bin:/bin \
+    --config.env=PORT=$PORT --config.workingdir=/app > /dev/null
+  touch "$layout/.complete"
+fi
+
+registry_dir="$work/registry"; rm -rf "$registry_dir"; mkdir -p "$registry_dir"
+rport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+  "$registry_dir/data" "$rport" > "$registry_dir/config.yml"
+docker-registry serve "$registry_dir/config.yml" > "$registry_dir/log" 2>&1 &
+registry_pid=$!
+trap 'kill $registry_pid 2>/dev/null || true' EXIT
+until curl -fs "http://127.0.0.1:$rport/v2/" > /dev/null; do sleep 0.1; done
+skopeo copy --dest-tls-verify=false "oci:$layout:server" "docker://127.0.0.1:$rport/bench/server:latest" > /dev/null
+echo "image: $(mib "$(du -sb "$layout/blobs" | cut -f1)") MiB compressed in 4 layers"
+
+export THAW_STORE="$work/store"
+rm -rf "$THAW_STORE"
+latency=()
+[ -n "${STORE_LATENCY_MS:-}" ] && latency=(--store-latency-ms "$STORE_LATENCY_MS")
+result="$work/coldstart${STORE_LATENCY_MS:+-${STORE_LATENCY_MS}ms}.json"
+"$THAW" bench coldstart "docker://127.0.0.1:$rport/bench/server:latest" --insecure \
+  --ready-url "http://127.0.0.1:$PORT/ready" --expect-output "ready on $PORT" \
+  --runs "$RUNS" "${latency[@]}" --work-dir "$work/bench" \
+  --save-json "$result" --plot "${result%.json}.svg"
+echo
+echo "utilisation of benches/traces/bursty.csv under each path (keep-warm 10 s):"
+"$THAW" bench utilisation --coldstart-json "$result" --trace benches/traces/bursty.csv --idle-timeout 10
+echo "results: $result, plot: ${result%.json}.svg"
