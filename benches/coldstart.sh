@@ -179,6 +179,22 @@ result="$work/coldstart${STORE_LATENCY_MS:+-${STORE_LATENCY_MS}ms}.json"
   --ready-url "http://127.0.0.1:$PORT/ready" --expect-output "ready on $PORT" \
   --runs "$RUNS" "${latency[@]}" --work-dir "$work/bench" \
   --save-json "$result" --plot "${result%.json}.svg"
+# How much of the naive unpack is umoci's own cost: a plain `tar -xzf` of every layer (no whiteout
+# handling, no mtree) is the least any runtime's unpack can take.
+layers=$(python3 - "$layout" <<'PY'
+import json, sys
+layout = sys.argv[1]
+blob = lambda d: f"{layout}/blobs/sha256/{d.split(':')[1]}"
+index = json.load(open(f"{layout}/index.json"))
+manifest = json.load(open(blob(index["manifests"][0]["digest"])))
+print(" ".join(blob(layer["digest"]) for layer in manifest["layers"]))
+PY
+)
+rm -rf "$work/untar"; mkdir -p "$work/untar"; drop_page_cache
+t0=$(now)
+for layer in $layers; do tar -xzf "$layer" -C "$work/untar"; done
+echo "plain tar -xzf of the layers (the least an unpack takes): $(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}')s"
+rm -rf "$work/untar"
 echo
 echo "utilisation of benches/traces/bursty.csv under each path (keep-warm 10 s):"
 "$THAW" bench utilisation --coldstart-json "$result" --trace benches/traces/bursty.csv --idle-timeout 10

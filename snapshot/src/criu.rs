@@ -67,6 +67,8 @@ pub struct DumpRequest {
     pub tcp_established: bool,
     /// The process has a controlling terminal (a shell job).
     pub shell_job: bool,
+    /// Dump the file locks the tree holds (only safe when no process outside it shares them).
+    pub file_locks: bool,
 }
 
 /// What to restore and how.
@@ -80,6 +82,8 @@ pub struct RestoreRequest {
     pub tcp_established: bool,
     /// The snapshot is of a shell job.
     pub shell_job: bool,
+    /// The snapshot holds file locks to take again.
+    pub file_locks: bool,
 }
 
 /// A located, version-checked criu binary.
@@ -162,6 +166,7 @@ impl Criu {
         flag(&mut command, request.leave_running, "--leave-running");
         flag(&mut command, request.tcp_established, "--tcp-established");
         flag(&mut command, request.shell_job, "--shell-job");
+        flag(&mut command, request.file_locks, "--file-locks");
         self.run("dump", command, &request.work_dir)
     }
 
@@ -178,6 +183,7 @@ impl Criu {
             .arg(&pid_file);
         flag(&mut command, request.tcp_established, "--tcp-established");
         flag(&mut command, request.shell_job, "--shell-job");
+        flag(&mut command, request.file_locks, "--file-locks");
         self.run("restore", command, &request.work_dir)?;
         let text =
             std::fs::read_to_string(&pid_file).map_err(|e| SnapshotError::io(&pid_file, e))?;
@@ -278,6 +284,7 @@ mod tests {
             leave_running: true,
             tcp_established: false,
             shell_job: false,
+            file_locks: false,
         })
         .unwrap_err()
         .to_string();

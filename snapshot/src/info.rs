@@ -41,6 +41,9 @@ pub struct SnapshotInfo {
     pub tcp_established: bool,
     /// Whether it was a shell job (had a controlling terminal).
     pub shell_job: bool,
+    /// Whether the file locks the tree held were dumped (a restore then takes them again).
+    #[serde(default)]
+    pub file_locks: bool,
     /// The thaw mount the executable ran from (a lazily mounted image), when it did.
     #[serde(default)]
     pub rootfs: Option<RootfsMount>,
@@ -88,6 +91,7 @@ impl SnapshotInfo {
         criu: &Criu,
         leave_running: bool,
         tcp_established: bool,
+        file_locks: bool,
         cuda_pids: Vec<u32>,
     ) -> Result<Self> {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
@@ -128,6 +132,7 @@ impl SnapshotInfo {
             leave_running,
             tcp_established,
             shell_job: has_controlling_terminal(&stat),
+            file_locks,
             rootfs,
             cuda_pids,
         })
@@ -232,6 +237,7 @@ mod tests {
             leave_running: false,
             tcp_established: false,
             shell_job: false,
+            file_locks: false,
             rootfs: None,
             cuda_pids: Vec::new(),
         }

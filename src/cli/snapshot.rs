@@ -50,6 +50,10 @@ pub struct CreateArgs {
     /// Dump established TCP connections too (a restore then needs the same addresses).
     #[arg(long)]
     tcp_established: bool,
+    /// Dump the file locks (flock, POSIX) the tree holds; a restore takes them again. Only safe
+    /// when no process outside the tree uses the locked files.
+    #[arg(long)]
+    file_locks: bool,
     /// Where the images are written before they are stored [default: the system temp dir].
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -158,6 +162,7 @@ fn create(
         &criu,
         args.leave_running,
         args.tcp_established,
+        args.file_locks,
         cuda_pids.clone(),
     )?;
     let scratch = Scratch::new(args.work_dir.as_deref(), "snapshot")?;
@@ -175,6 +180,7 @@ fn create(
             leave_running: args.leave_running,
             tcp_established: args.tcp_established,
             shell_job: info.shell_job,
+            file_locks: args.file_locks,
         })
         .with_context(|| format!("dumping process {}", args.pid));
     // A process left running (or not dumped at all) gets its GPU back.
@@ -295,6 +301,7 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
             work_dir: scratch.0.join("criu"),
             tcp_established: info.tcp_established,
             shell_job: info.shell_job,
+            file_locks: info.file_locks,
         })
         .with_context(|| format!("restoring snapshot {}", args.name));
     if let Some(status) = match &lazy_mount {

@@ -366,7 +366,7 @@ impl<'a> Bench<'a> {
                     let error = format!("{e:#}");
                     let first_line = error.lines().next().unwrap_or_default();
                     let reason = format!("the snapshot could not be taken: {first_line}");
-                    eprintln!("thaw: {}: skipped: {reason}", kind.label());
+                    eprintln!("thaw: {}: skipped: the snapshot could not be taken: {error}", kind.label());
                     return Ok(Outcome::Skipped(reason));
                 }
             },

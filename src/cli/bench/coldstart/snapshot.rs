@@ -274,6 +274,8 @@ impl Snapshot {
                 &pid.to_string(),
                 "--tag",
                 name,
+                // The command's whole tree is dumped; no process outside it shares its files.
+                "--file-locks",
                 "-q",
             ],
             "snapshotting the ready process",
