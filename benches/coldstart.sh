@@ -159,15 +159,8 @@ PY
   touch "$layout/.complete"
 fi
 
-registry_dir="$work/registry"; rm -rf "$registry_dir"; mkdir -p "$registry_dir"
-rport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
-  "$registry_dir/data" "$rport" > "$registry_dir/config.yml"
-docker-registry serve "$registry_dir/config.yml" > "$registry_dir/log" 2>&1 &
-registry_pid=$!
-trap 'kill $registry_pid 2>/dev/null || true' EXIT
-until curl -fs "http://127.0.0.1:$rport/v2/" > /dev/null; do sleep 0.1; done
-skopeo copy --dest-tls-verify=false "oci:$layout:server" "docker://127.0.0.1:$rport/bench/server:latest" > /dev/null
+start_registry "$work/registry"
+skopeo copy --dest-tls-verify=false "oci:$layout:server" "docker://$registry_addr/bench/server:latest" > /dev/null
 echo "image: $(mib "$(du -sb "$layout/blobs" | cut -f1)") MiB compressed in 4 layers"
 
 export THAW_STORE="$work/store"
@@ -175,7 +168,7 @@ rm -rf "$THAW_STORE"
 latency=()
 [ -n "${STORE_LATENCY_MS:-}" ] && latency=(--store-latency-ms "$STORE_LATENCY_MS")
 result="$work/coldstart${STORE_LATENCY_MS:+-${STORE_LATENCY_MS}ms}.json"
-"$THAW" bench coldstart "docker://127.0.0.1:$rport/bench/server:latest" --insecure \
+"$THAW" bench coldstart "docker://$registry_addr/bench/server:latest" --insecure \
   --ready-url "http://127.0.0.1:$PORT/ready" --expect-output "ready on $PORT" \
   --runs "$RUNS" "${latency[@]}" --work-dir "$work/bench" \
   --save-json "$result" --plot "${result%.json}.svg"

@@ -14,3 +14,18 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 drop_page_cache() { sync; { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null || true; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 can_drop=no; { echo 1 > /proc/sys/vm/drop_caches; } 2>/dev/null && can_drop=yes
+
+# start_registry DIR: a docker-registry on a free loopback port storing under DIR (emptied),
+# stopped when the script exits; sets registry_addr (127.0.0.1:PORT).
+start_registry() {
+  local dir=$1 port
+  rm -rf "$dir"; mkdir -p "$dir"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$dir/data" "$port" > "$dir/config.yml"
+  docker-registry serve "$dir/config.yml" > "$dir/log" 2>&1 &
+  registry_pid=$!
+  trap 'kill $registry_pid 2>/dev/null || true' EXIT
+  registry_addr="127.0.0.1:$port"
+  until curl -fs "http://$registry_addr/v2/" > /dev/null; do sleep 0.1; done
+}

@@ -64,16 +64,9 @@ if [ ! -e "$layout/.complete" ]; then
 fi
 image_bytes=$(du -sb "$layout/blobs" | cut -f1)
 
-registry_dir="$work/registry"; rm -rf "$registry_dir"; mkdir -p "$registry_dir"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
-  "$registry_dir/data" "$port" > "$registry_dir/config.yml"
-docker-registry serve "$registry_dir/config.yml" > "$registry_dir/log" 2>&1 &
-registry_pid=$!
-trap 'kill $registry_pid 2>/dev/null || true' EXIT
-until curl -fs "http://127.0.0.1:$port/v2/" > /dev/null; do sleep 0.1; done
-skopeo copy --dest-tls-verify=false "oci:$layout:py" "docker://127.0.0.1:$port/bench/py:latest" > /dev/null
-ref="docker://127.0.0.1:$port/bench/py:latest"
+start_registry "$work/registry"
+skopeo copy --dest-tls-verify=false "oci:$layout:py" "docker://$registry_addr/bench/py:latest" > /dev/null
+ref="docker://$registry_addr/bench/py:latest"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); image $(mib "$image_bytes") MiB compressed in 3 layers"
 
 export THAW_STORE="$work/store" THAW_CACHE_DIR="$work/cache"

@@ -207,6 +207,24 @@ async fn run_tool(program: &Path, args: &[&std::ffi::OsStr], what: &str) -> anyh
     Ok(())
 }
 
+/// Mounts `tag` lazily at `dir/image` (with more `thaw mount` options) under a writable overlay
+/// at `dir/rootfs` (upper layer `dir/upper`).
+fn mount_image(
+    options: &GlobalOptions,
+    tag: &str,
+    dir: &Path,
+    mount_options: &[&str],
+) -> anyhow::Result<(DaemonMount, Overlay)> {
+    let image = DaemonMount::start_with(options, tag, &dir.join("image"), mount_options)?;
+    let overlay = Overlay::mount(
+        image.dir(),
+        &dir.join("upper"),
+        &dir.join("work"),
+        &dir.join("rootfs"),
+    )?;
+    Ok((image, overlay))
+}
+
 /// Drops the kernel page cache; false where not permitted.
 fn drop_page_cache() -> bool {
     // SAFETY: sync has no preconditions.
@@ -366,7 +384,10 @@ impl<'a> Bench<'a> {
                     let error = format!("{e:#}");
                     let first_line = error.lines().next().unwrap_or_default();
                     let reason = format!("the snapshot could not be taken: {first_line}");
-                    eprintln!("thaw: {}: skipped: the snapshot could not be taken: {error}", kind.label());
+                    eprintln!(
+                        "thaw: {}: skipped: the snapshot could not be taken: {error}",
+                        kind.label()
+                    );
                     return Ok(Outcome::Skipped(reason));
                 }
             },
@@ -560,14 +581,7 @@ impl<'a> Bench<'a> {
             _ => &[],
         };
         let mounted = Instant::now();
-        let image =
-            DaemonMount::start_with(&options, &self.args.tag, &dir.join("image"), mount_options)?;
-        let overlay = Overlay::mount(
-            image.dir(),
-            &dir.join("upper"),
-            &dir.join("work"),
-            &dir.join("rootfs"),
-        )?;
+        let (image, overlay) = mount_image(&options, &self.args.tag, dir, mount_options)?;
         let mount = mounted.elapsed().as_secs_f64();
         let rootfs = overlay.dir().to_path_buf();
         let started = self.start_container(dir, &rootfs).await;

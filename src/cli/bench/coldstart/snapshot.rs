@@ -20,7 +20,7 @@ use thaw_indexer::image::bundle::resolve_user;
 
 use super::launch::{Readiness, RunLogs, POLL};
 use super::report::{Run, Sources, Stages};
-use super::{current_exe, Bench};
+use super::{current_exe, mount_image, Bench};
 use crate::cli::container::Overlay;
 use crate::cli::daemon_mount::DaemonMount;
 
@@ -49,17 +49,11 @@ impl Root {
         let options = bench.child_options(false);
         // A restored process maps what it had mapped; the start-up trace would only fetch more.
         // Nor is what it reads recorded: the other paths' trace stays theirs.
-        let image = DaemonMount::start_with(
+        let (image, overlay) = mount_image(
             &options,
             &bench.args.tag,
-            &dir.join("image"),
+            dir,
             &["--no-prefetch", "--no-trace"],
-        )?;
-        let overlay = Overlay::mount(
-            image.dir(),
-            &dir.join("upper"),
-            &dir.join("work"),
-            &dir.join("rootfs"),
         )?;
         let mut root = Root {
             image,
