@@ -76,7 +76,8 @@ pub struct ColdstartArgs {
     /// Tag the image is indexed under.
     #[arg(long, default_value = "bench/coldstart")]
     tag: String,
-    /// Scratch directory (caches, unpacked images, logs) [default: the runtime dir].
+    /// Scratch directory (caches, unpacked images, logs), removed afterwards unless given
+    /// [default: bench-coldstart-PID next to thaw's cache directory].
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// Print the result as JSON (the input of `thaw bench utilisation --coldstart-json`).
@@ -99,8 +100,17 @@ pub async fn run(global: &GlobalOptions, args: ColdstartArgs) -> anyhow::Result<
     if unsafe { libc::geteuid() } != 0 {
         bail!("thaw bench coldstart needs root: it mounts overlays and runs containers");
     }
+    // On disk next to thaw's cache (the naive path unpacks the whole image there), not in the
+    // runtime dir, which is often a small tmpfs.
     let work = args.work_dir.clone().unwrap_or_else(|| {
-        thaw_fs::control::runtime_dir().join(format!("bench-coldstart-{}", std::process::id()))
+        let cache = global
+            .cache_dir
+            .clone()
+            .unwrap_or_else(thaw_core::tier::default_cache_dir);
+        cache
+            .parent()
+            .unwrap_or(&cache)
+            .join(format!("bench-coldstart-{}", std::process::id()))
     });
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let result = Bench::prepare(global, &args, &work).await;
