@@ -104,18 +104,32 @@ pub struct StartTimes {
     pub ready: f64,
 }
 
-/// Runs the bundle with `runtime` as container `id` until `readiness` holds, then kills it.
-#[allow(clippy::too_many_arguments)]
+/// One container to run: the runtime binary, the bundle, its root filesystem and its id.
+pub struct Container<'a> {
+    /// crun or runc.
+    pub runtime: &'a Path,
+    /// The directory holding config.json.
+    pub bundle: &'a Path,
+    /// The root filesystem the spec names (readiness files are looked up there).
+    pub rootfs: &'a Path,
+    /// The container id.
+    pub id: &'a str,
+}
+
+/// Runs `container` until `readiness` holds (at most `timeout`), then kills it.
 pub async fn run_container(
-    runtime: &Path,
-    bundle: &Path,
-    rootfs: &Path,
-    id: &str,
+    container: &Container<'_>,
     logs: &RunLogs,
     readiness: &Readiness,
     timeout: Duration,
     http: &reqwest::Client,
 ) -> anyhow::Result<StartTimes> {
+    let Container {
+        runtime,
+        bundle,
+        rootfs,
+        id,
+    } = *container;
     let pid_file = bundle.join("container.pid");
     let _ = std::fs::remove_file(&pid_file);
     let stdout = std::fs::File::create(&logs.stdout)

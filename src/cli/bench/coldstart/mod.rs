@@ -25,7 +25,7 @@ use tokio::io::AsyncBufReadExt;
 use super::super::container::{find_runtime, write_bundle, Overlay};
 use super::super::daemon_mount::DaemonMount;
 use super::super::GlobalOptions;
-use launch::{probe_client, run_container, Readiness, RunLogs};
+use launch::{probe_client, run_container, Container, Readiness, RunLogs};
 use report::{Outcome, PathKind, Report, Run, Sources, Stages};
 
 /// `thaw bench coldstart`.
@@ -510,11 +510,14 @@ impl<'a> Bench<'a> {
         let bundle = write_bundle(&dir.join("bundle"), &self.spec(rootfs)?)?;
         let logs = RunLogs::in_dir(dir);
         let id = self.container_id();
-        let times = run_container(
-            &self.runtime_bin,
-            &bundle,
+        let container = Container {
+            runtime: &self.runtime_bin,
+            bundle: &bundle,
             rootfs,
-            &id,
+            id: &id,
+        };
+        let times = run_container(
+            &container,
             &logs,
             &self.readiness,
             Duration::from_secs(self.args.timeout),
