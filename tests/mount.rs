@@ -339,6 +339,52 @@ fn sigterm_unmounts_cleanly_and_saves_the_trace() {
 }
 
 #[test]
+fn a_trace_profile_keeps_its_own_trace_beside_the_default_one() {
+    if !fuse_available("a_trace_profile_keeps_its_own_trace_beside_the_default_one") {
+        return;
+    }
+    let w = World::local();
+    let mnt = rich_tag(&w);
+    let restore = ["--trace-profile", "restore"];
+    let m = w.mount("rich", &mnt, &restore);
+    fs::read(mnt.join("secret")).unwrap();
+    m.unmount();
+    let err = w.fails(&["trace", "show", "rich"]);
+    assert!(err.contains("no access trace"), "{err}");
+    let m = w.mount("rich", &mnt, &[]);
+    fs::read(mnt.join("lib/python/text.py")).unwrap();
+    m.unmount();
+    // Each mount recorded into its own trace, and each trace names only what its mount read.
+    let profiled = w.ok(&["trace", "show", "rich", "--profile", "restore"]);
+    let default = w.ok(&["trace", "show", "rich"]);
+    assert!(
+        profiled.contains("/secret") && !profiled.contains("text.py"),
+        "{profiled}"
+    );
+    assert!(
+        default.contains("text.py") && !default.contains("/secret"),
+        "{default}"
+    );
+    // A profile mount replays its own trace: it prefetches the one chunk of /secret.
+    let m = w.mount(
+        "rich",
+        &mnt,
+        &["--trace-profile", "restore", "--metrics", "127.0.0.1:0"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while m.metric("thaw_prefetch_chunks_total") < 1.0 {
+        assert!(Instant::now() < deadline, "no prefetch: {:?}", m.metrics());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(m.metric("thaw_prefetch_chunks_total"), 1.0);
+    m.unmount();
+    for bad in ["Restore", "-x", "a/b", ""] {
+        let err = w.fails(&["trace", "show", "rich", &format!("--profile={bad}")]);
+        assert!(err.contains("trace profile"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn a_second_mount_prefetches_what_the_first_one_read_before_the_program_asks() {
     if !fuse_available("a_second_mount_prefetches_what_the_first_one_read_before_the_program_asks")
     {

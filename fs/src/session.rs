@@ -208,7 +208,7 @@ async fn bind_control(mountpoint: &Path) -> Result<(UnixListener, PathBuf), FsEr
 
 /// Loads the stored trace of the volume's manifest as chunk indexes to prefetch.
 async fn trace_to_replay(volume: &Volume, store: &Store) -> Vec<u32> {
-    match Trace::load(store, &volume.manifest().id()).await {
+    match Trace::load(store, &volume.manifest().id(), volume.trace_profile()).await {
         Ok(Some(trace)) => trace.chunks_for(volume.manifest()),
         Ok(None) => Vec::new(),
         Err(e) => {

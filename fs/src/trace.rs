@@ -2,7 +2,9 @@
 //!
 //! A [`TraceRecorder`] notes the first application read of every chunk after mount (for a
 //! window of time); [`Trace`] is what gets stored, as JSON under `traces/<manifest id>` beside
-//! the manifest, merged with earlier runs. The next mount replays it as prefetch.
+//! the manifest, merged with earlier runs. The next mount replays it as prefetch. A mount whose
+//! reads differ from a fresh start (the image under a restored snapshot maps only what the
+//! process had mapped) keeps its own trace under a profile: `traces/<manifest id>.<profile>`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -22,9 +24,21 @@ pub const TRACE_FORMAT: &str = "thaw-trace/1";
 /// How long after mount first reads are recorded when not told otherwise.
 pub const DEFAULT_TRACE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Store key of the trace of `manifest`.
-pub fn trace_key(manifest: &ChunkId) -> String {
-    format!("traces/{}", manifest.to_hex())
+/// Store key of the trace of `manifest`, or of its `profile` (a [`valid_profile`] name).
+pub fn trace_key(manifest: &ChunkId, profile: Option<&str>) -> String {
+    match profile {
+        Some(profile) => format!("traces/{}.{profile}", manifest.to_hex()),
+        None => format!("traces/{}", manifest.to_hex()),
+    }
+}
+
+/// Whether `name` can name a trace profile: 1-32 of `a-z`, `0-9` and `-`, not starting with `-`.
+pub fn valid_profile(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// One chunk a start-up read.
@@ -54,9 +68,13 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// Reads the trace of `manifest`; `Ok(None)` when there is none.
-    pub async fn load(store: &Store, manifest: &ChunkId) -> Result<Option<Trace>, FsError> {
-        let key = trace_key(manifest);
+    /// Reads the trace of `manifest` (of its `profile`, if given); `Ok(None)` when there is none.
+    pub async fn load(
+        store: &Store,
+        manifest: &ChunkId,
+        profile: Option<&str>,
+    ) -> Result<Option<Trace>, FsError> {
+        let key = trace_key(manifest, profile);
         let bytes = match store.get(&key).await {
             Ok(bytes) => bytes,
             Err(e) if e.is_not_found() => return Ok(None),
@@ -78,10 +96,10 @@ impl Trace {
         Ok(Some(trace))
     }
 
-    /// Writes this trace under its manifest's key.
-    pub async fn save(&self, store: &Store) -> Result<String, FsError> {
+    /// Writes this trace under its manifest's key (for `profile`, if given).
+    pub async fn save(&self, store: &Store, profile: Option<&str>) -> Result<String, FsError> {
         let id: ChunkId = self.manifest.parse().map_err(FsError::Store)?;
-        let key = trace_key(&id);
+        let key = trace_key(&id, profile);
         let json = serde_json::to_vec_pretty(self).expect("a trace always serializes");
         store.put(&key, json.into()).await.map_err(FsError::Store)?;
         Ok(key)
@@ -211,7 +229,8 @@ impl Volume {
             return Ok(None);
         }
         let recorded = self.recorded_trace();
-        let merged = match Trace::load(store, &self.manifest.id()).await {
+        let profile = self.trace_profile();
+        let merged = match Trace::load(store, &self.manifest.id(), profile).await {
             Ok(Some(stored)) => stored.merge(recorded),
             Ok(None) => recorded,
             Err(e) => {
@@ -219,7 +238,7 @@ impl Volume {
                 recorded
             }
         };
-        let key = merged.save(store).await?;
+        let key = merged.save(store, profile).await?;
         Ok(Some((key, merged.entries.len())))
     }
 }
@@ -227,6 +246,22 @@ impl Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_get_their_own_key_and_names_are_checked() {
+        let id = ChunkId::of(b"manifest");
+        assert_eq!(trace_key(&id, None), format!("traces/{}", id.to_hex()));
+        assert_eq!(
+            trace_key(&id, Some("restore")),
+            format!("traces/{}.restore", id.to_hex())
+        );
+        for good in ["restore", "gpu-2", "a"] {
+            assert!(valid_profile(good), "{good}");
+        }
+        for bad in ["", "-x", "Restore", "a/b", "a.b", &"x".repeat(33)] {
+            assert!(!valid_profile(bad), "{bad}");
+        }
+    }
 
     fn entry(chunk: u32, at_ms: u64) -> TraceEntry {
         TraceEntry {

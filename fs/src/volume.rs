@@ -30,6 +30,7 @@ pub struct Volume {
     logical_bytes: OnceLock<u64>,
     readers: Mutex<lru::LruCache<InodeNo, Arc<FileReader>>>,
     lookahead: Lookahead,
+    trace_profile: Option<String>,
 }
 
 /// Files whose parsed extents and readahead state are kept.
@@ -57,7 +58,20 @@ impl Volume {
             logical_bytes: OnceLock::new(),
             readers: Mutex::new(lru::LruCache::new(READERS_KEPT)),
             lookahead: Lookahead::default(),
+            trace_profile: None,
         }
+    }
+
+    /// This volume recording and replaying the trace of `profile` instead of the default one
+    /// (see [`crate::trace`]).
+    pub fn with_trace_profile(mut self, profile: Option<String>) -> Self {
+        self.trace_profile = profile;
+        self
+    }
+
+    /// The trace profile, if not the default trace.
+    pub fn trace_profile(&self) -> Option<&str> {
+        self.trace_profile.as_deref()
     }
 
     /// The mounted manifest.

@@ -51,6 +51,10 @@ pub struct MountArgs {
     /// Do not save the recorded access trace when the mount ends.
     #[arg(long)]
     no_trace: bool,
+    /// Record and replay the trace of this profile instead of the default one: for mounts whose
+    /// reads differ from a fresh start (e.g. `restore`: the image under a restored snapshot).
+    #[arg(long, value_parser = parse_profile)]
+    trace_profile: Option<String>,
     /// Threads reading FUSE requests.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -76,10 +80,23 @@ pub enum TraceCommand {
     Show {
         /// Tag or manifest id.
         name: String,
+        /// The trace of this profile (`thaw mount --trace-profile`) instead of the default one.
+        #[arg(long, value_parser = parse_profile)]
+        profile: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A trace profile name, checked (`a-z`, `0-9`, `-`; at most 32).
+fn parse_profile(name: &str) -> Result<String, String> {
+    match thaw_fs::trace::valid_profile(name) {
+        true => Ok(name.to_string()),
+        false => Err(format!(
+            "{name:?}: a trace profile is 1-32 of a-z, 0-9 and '-', not starting with '-'"
+        )),
+    }
 }
 
 /// `thaw mount`: in the foreground, or through a background child when `--daemon`.
@@ -104,13 +121,16 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
         extra_metrics.add(move |registry| client_metrics.register(registry));
     }
     let tiers = global.tiers_with(&store, true, peers);
-    let volume = Arc::new(Volume::new(
-        manifest,
-        map,
-        tiers,
-        Duration::from_secs(args.trace_window),
-        Arc::new(FsMetrics::default()),
-    ));
+    let volume = Arc::new(
+        Volume::new(
+            manifest,
+            map,
+            tiers,
+            Duration::from_secs(args.trace_window),
+            Arc::new(FsMetrics::default()),
+        )
+        .with_trace_profile(args.trace_profile.clone()),
+    );
     let options = SessionOptions {
         fs_name: format!("thaw:{}", args.name),
         prefetch: !args.no_prefetch,
@@ -253,10 +273,14 @@ pub async fn trace(global: &GlobalOptions, command: TraceCommand) -> anyhow::Res
             }
             eprintln!("thaw: {}", answer.message);
         }
-        TraceCommand::Show { name, json } => {
+        TraceCommand::Show {
+            name,
+            profile,
+            json,
+        } => {
             let store = global.open_store()?;
             let id = store.resolve(&name).await?;
-            let Some(trace) = Trace::load(&store, &id).await? else {
+            let Some(trace) = Trace::load(&store, &id, profile.as_deref()).await? else {
                 bail!("{name}: no access trace stored yet (mount it and run the program once)");
             };
             if json {

@@ -4,9 +4,14 @@
 //! runtime's own checkpoint support), so this path runs the command chrooted into the same lazily
 //! mounted image and overlay, with /proc and /dev mounted inside, in the host's namespaces. Once
 //! it is ready, `thaw snapshot create` dumps it into the store. A measured run then mounts the
-//! image again at the same path (cold cache, no prefetch), puts back the overlay's upper layer and the log
+//! image again at the same path (cold cache), puts back the overlay's upper layer and the log
 //! files as they were at the dump (on another node they would travel with the snapshot), runs
 //! `thaw snapshot restore` (the images come from the store) and waits for readiness.
+//!
+//! What a restored process reads from its image (the pages of the libraries it had mapped) is not
+//! what a fresh start reads, so restores mount the image with their own trace profile
+//! ([`RESTORE_TRACE_PROFILE`]); one unmeasured restore right after the dump records it, as the
+//! lazy path's previous mount records the start-up trace.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -36,6 +41,9 @@ pub fn unavailable(bench: &Bench) -> Option<String> {
     thaw_snapshot::Criu::locate().err().map(|e| e.to_string())
 }
 
+/// The trace profile of the image mounts under restored processes.
+pub const RESTORE_TRACE_PROFILE: &str = "restore";
+
 /// The image mounted lazily with an overlay and /proc and /dev inside: the root the snapshotted
 /// process runs in, always at the same paths.
 struct Root {
@@ -45,16 +53,16 @@ struct Root {
 }
 
 impl Root {
-    async fn mount(bench: &Bench<'_>, dir: &Path) -> anyhow::Result<Root> {
+    /// Mounts the root at `dir`: for the run that is dumped (neither replaying nor recording a
+    /// trace: the start-up trace is the other paths') or, with `for_restore`, under a restored
+    /// process (the restore profile's trace replayed and recorded).
+    async fn mount(bench: &Bench<'_>, dir: &Path, for_restore: bool) -> anyhow::Result<Root> {
         let options = bench.child_options(false);
-        // A restored process maps what it had mapped; the start-up trace would only fetch more.
-        // Nor is what it reads recorded: the other paths' trace stays theirs.
-        let (image, overlay) = mount_image(
-            &options,
-            &bench.args.tag,
-            dir,
-            &["--no-prefetch", "--no-trace"],
-        )?;
+        let mount_options: &[&str] = match for_restore {
+            true => &["--trace-profile", RESTORE_TRACE_PROFILE],
+            false => &["--no-prefetch", "--no-trace"],
+        };
+        let (image, overlay) = mount_image(&options, &bench.args.tag, dir, mount_options)?;
         let mut root = Root {
             image,
             overlay,
@@ -177,7 +185,8 @@ async fn wait_gone(pid: u32) {
 
 impl Snapshot {
     /// Starts the command chrooted into the mounted image, waits until it is ready and stores a
-    /// snapshot of it (CRIU stops it).
+    /// snapshot of it (CRIU stops it); then restores it once, unmeasured, to record the restore
+    /// trace.
     pub async fn take(bench: &mut Bench<'_>) -> anyhow::Result<Snapshot> {
         let dir = bench.work.join("snapshot");
         let _ = std::fs::remove_dir_all(&dir);
@@ -186,14 +195,32 @@ impl Snapshot {
             .with_context(|| format!("creating {}", logs_dir.display()))?;
         let name = format!("bench-coldstart-{}", std::process::id());
         eprintln!("thaw: starting the command chrooted into the image to snapshot it when ready");
-        let root = Root::mount(bench, &dir).await?;
+        let root = Root::mount(bench, &dir, false).await?;
         let dumped = Self::run_and_dump(bench, &root, &logs_dir, &name).await;
         root.unmount().await?;
         dumped?;
-        // What the restored process expects to find: the upper layer and logs of the dump.
-        copy_tree(&dir.join("upper"), &dir.join("upper.dumped")).await?;
-        copy_tree(&logs_dir, &dir.join("logs.dumped")).await?;
-        Ok(Snapshot { name, dir })
+        let snapshot = Snapshot { name, dir };
+        let recorded = snapshot.record_restore_trace(bench).await;
+        if let Err(e) = recorded {
+            snapshot.remove(bench).await;
+            return Err(e);
+        }
+        Ok(snapshot)
+    }
+
+    /// Keeps the overlay's upper layer and the logs as the dump left them (what a restored
+    /// process expects to find), and restores once to record what a restore reads.
+    async fn record_restore_trace(&self, bench: &mut Bench<'_>) -> anyhow::Result<()> {
+        copy_tree(&self.dir.join("upper"), &self.dir.join("upper.dumped")).await?;
+        copy_tree(&self.dir.join("logs"), &self.dir.join("logs.dumped")).await?;
+        eprintln!("thaw: restoring once to record what a restore reads");
+        bench.reset_node();
+        let warm_up = self.dir.join("restore-warm-up");
+        self.restore(bench, &warm_up)
+            .await
+            .context("the first, unmeasured restore")?;
+        let _ = std::fs::remove_dir_all(&warm_up);
+        Ok(())
     }
 
     async fn run_and_dump(
@@ -290,7 +317,7 @@ impl Snapshot {
         std::fs::create_dir_all(run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let mounted = Instant::now();
-        let root = Root::mount(bench, &self.dir).await?;
+        let root = Root::mount(bench, &self.dir, true).await?;
         let mount = mounted.elapsed().as_secs_f64();
         let restored = self.restore_in(bench, &root, run_dir, mount).await;
         let status = root.unmount().await;
