@@ -217,6 +217,26 @@ async fn run_tool(program: &Path, args: &[&std::ffi::OsStr], what: &str) -> anyh
     Ok(())
 }
 
+/// Runs the thaw binary with `options`' store settings; returns its standard output.
+async fn thaw_command(
+    options: &GlobalOptions,
+    args: &[&str],
+    what: &str,
+) -> anyhow::Result<String> {
+    let mut command = std::process::Command::new(current_exe()?);
+    options.pass_store_options(&mut command);
+    let out = tokio::process::Command::from(command)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running thaw {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Mounts `tag` lazily at `dir/image` (with more `thaw mount` options) under a writable overlay
 /// at `dir/rootfs` (upper layer `dir/upper`).
 fn mount_image(
@@ -291,24 +311,14 @@ impl<'a> Bench<'a> {
         let runtime_bin = find_runtime(args.runtime.as_deref())?;
         eprintln!("thaw: indexing {} as {}", args.image, args.tag);
         let indexed = Instant::now();
-        let mut command = std::process::Command::new(current_exe()?);
-        global.pass_store_options(&mut command);
-        let mut command = tokio::process::Command::from(command);
-        command.args(["index", "image", &args.image, "--tag", &args.tag, "-q"]);
+        let mut index = vec!["index", "image", &args.image, "--tag", &args.tag, "-q"];
         if args.insecure {
-            command.arg("--insecure");
+            index.push("--insecure");
         }
         if let Some(platform) = &args.platform {
-            command.args(["--platform", platform]);
+            index.extend(["--platform", platform]);
         }
-        let out = command.output().await.context("running thaw index image")?;
-        if !out.status.success() {
-            bail!(
-                "indexing {}: {}",
-                args.image,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        thaw_command(global, &index, &format!("indexing {}", args.image)).await?;
         let index_seconds = indexed.elapsed().as_secs_f64();
         let store = global.open_store()?;
         let (manifest, _) = store.open_manifest(&args.tag).await?;

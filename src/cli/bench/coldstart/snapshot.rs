@@ -25,7 +25,7 @@ use thaw_indexer::image::bundle::resolve_user;
 
 use super::launch::{Readiness, RunLogs, POLL};
 use super::report::{Run, Sources, Stages};
-use super::{current_exe, mount_image, Bench};
+use super::{mount_image, thaw_command, Bench};
 use crate::cli::container::Overlay;
 use crate::cli::daemon_mount::DaemonMount;
 
@@ -153,26 +153,6 @@ async fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Runs the thaw binary with `options`' store settings; returns its standard output.
-async fn thaw_command(
-    options: &crate::cli::GlobalOptions,
-    args: &[&str],
-    what: &str,
-) -> anyhow::Result<String> {
-    let mut command = std::process::Command::new(current_exe()?);
-    options.pass_store_options(&mut command);
-    let out = tokio::process::Command::from(command)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .with_context(|| format!("running thaw {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Waits until `pid` no longer exists.
