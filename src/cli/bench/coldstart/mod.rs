@@ -147,17 +147,22 @@ struct PeerServer {
 }
 
 impl PeerServer {
-    /// Starts one over `global`'s store with its own cache in `cache_dir`.
-    async fn start(global: &GlobalOptions, cache_dir: &Path) -> anyhow::Result<Self> {
+    /// Starts one over `global`'s store with its own cache in `dir/cache` (its log in
+    /// `dir/log`).
+    async fn start(global: &GlobalOptions, dir: &Path) -> anyhow::Result<Self> {
         let mut options = global.clone();
-        options.cache_dir = Some(cache_dir.to_path_buf());
+        options.cache_dir = Some(dir.join("cache"));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log_path = dir.join("log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let mut command = std::process::Command::new(current_exe()?);
         options.pass_store_options(&mut command);
         let mut child = tokio::process::Command::from(command)
             .args(["cache-server", "--listen", "127.0.0.1:0", "--no-auth"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .context("starting thaw cache-server")?;
@@ -168,11 +173,23 @@ impl PeerServer {
             tokio::io::BufReader::new(stdout).read_line(&mut line),
         )
         .await
-        .context("the cache server did not start in 30 s")??;
+        .with_context(|| {
+            format!(
+                "the cache server did not start in 30 s (log: {})",
+                log_path.display()
+            )
+        })??;
         let url = line
             .trim()
             .strip_prefix("thaw cache-server listening on ")
-            .with_context(|| format!("unexpected first line from the cache server: {line:?}"))?
+            .with_context(|| {
+                format!(
+                    "the cache server did not start: {}",
+                    std::fs::read_to_string(&log_path)
+                        .unwrap_or_default()
+                        .trim()
+                )
+            })?
             .to_string();
         Ok(PeerServer { _child: child, url })
     }
@@ -639,7 +656,7 @@ impl<'a> Bench<'a> {
             .args
             .store_latency_ms
             .or(self.global.store_read_latency_ms);
-        self.peer = Some(PeerServer::start(&options, &self.work.join("peer-cache")).await?);
+        self.peer = Some(PeerServer::start(&options, &self.work.join("peer")).await?);
         eprintln!("thaw: warming the peer cache with one start through it");
         self.reset_node();
         let dir = self.work.join("peer-warm-up");
