@@ -19,9 +19,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 [ "$can_drop" = yes ] || { echo "benches/coldstart.sh needs root" >&2; exit 1; }
-for tool in docker-registry umoci skopeo runc; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/setup" >&2; exit 1; }
-done
+require_tools scripts/setup docker-registry umoci skopeo runc
 PYTHON_PREFIX=${PYTHON_PREFIX:-$(python3 -c 'import sys; print(sys.base_prefix)')}
 PYVER=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 PORT=${PORT:-18731}

@@ -29,3 +29,13 @@ start_registry() {
   registry_addr="127.0.0.1:$port"
   until curl -fs "http://$registry_addr/v2/" > /dev/null; do sleep 0.1; done
 }
+
+# require_tools SETUP TOOL...: exits naming the first TOOL missing and the SETUP script that
+# installs it.
+require_tools() {
+  local setup=$1 tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: run $setup" >&2; exit 1; }
+  done
+}

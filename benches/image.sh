@@ -19,9 +19,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 [ "$can_drop" = yes ] || { echo "benches/image.sh needs root" >&2; exit 1; }
-for tool in docker-registry umoci skopeo runc; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/setup" >&2; exit 1; }
-done
+require_tools scripts/setup docker-registry umoci skopeo runc
 PYTHON_PREFIX=${PYTHON_PREFIX:-$(python3 -c 'import sys; print(sys.base_prefix)')}
 python3 -c 'import numpy' 2>/dev/null || { echo "python3 needs numpy" >&2; exit 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }

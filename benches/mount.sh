@@ -14,9 +14,7 @@ set -euo pipefail
 LATENCY_MS=${LATENCY_MS:-20}
 source "$(dirname "$0")/common.sh"
 [ "$can_drop" = yes ] || { echo "benches/mount.sh needs root (mounts, page-cache drops)" >&2; exit 1; }
-for tool in squashfuse mksquashfs erofsfuse mkfs.erofs bc; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run benches/setup-baselines.sh" >&2; exit 1; }
-done
+require_tools benches/setup-baselines.sh squashfuse mksquashfs erofsfuse mkfs.erofs bc
 
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 
