@@ -150,6 +150,8 @@ pub async fn run_container(
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", runtime.display()))?;
+    // Dropped before the end (an interrupted benchmark), the guard deletes the container.
+    let guard = DeleteOnDrop { runtime, id };
     let outcome = wait_ready(
         &mut child, &pid_file, rootfs, logs, readiness, timeout, http,
     )
@@ -162,15 +164,29 @@ pub async fn run_container(
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     }
-    let _ = tokio::process::Command::new(runtime)
-        .args(["delete", "--force", id])
-        .output()
-        .await;
+    drop(guard);
     let started_at = outcome?;
     Ok(StartTimes {
         start: (started_at - launched).as_secs_f64(),
         ready: (ready_at - started_at).as_secs_f64(),
     })
+}
+
+/// Deletes (killing) a container when dropped.
+struct DeleteOnDrop<'a> {
+    runtime: &'a Path,
+    id: &'a str,
+}
+
+impl Drop for DeleteOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(self.runtime)
+            .args(["delete", "--force", self.id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// Polls until ready; returns when the container's process came to exist.

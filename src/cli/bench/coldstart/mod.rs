@@ -113,10 +113,15 @@ pub async fn run(global: &GlobalOptions, args: ColdstartArgs) -> anyhow::Result<
             .join(format!("bench-coldstart-{}", std::process::id()))
     });
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let result = Bench::prepare(global, &args, &work).await;
-    let result = match result {
-        Ok(mut bench) => bench.measure_all().await,
-        Err(e) => Err(e),
+    let measured = async {
+        let mut bench = Bench::prepare(global, &args, &work).await?;
+        bench.measure_all().await
+    };
+    // On Ctrl-C the measurement is dropped: its guards unmount, delete the container and stop
+    // the peer before the scratch directory goes.
+    let result = tokio::select! {
+        result = measured => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     if args.work_dir.is_none() {
         let _ = std::fs::remove_dir_all(&work);

@@ -46,10 +46,22 @@ pub const RESTORE_TRACE_PROFILE: &str = "restore";
 
 /// The image mounted lazily with an overlay and /proc and /dev inside: the root the snapshotted
 /// process runs in, always at the same paths.
+/// Fields drop in order, innermost mount first (an interrupted benchmark leaves nothing mounted).
 struct Root {
-    image: DaemonMount,
+    inner: InnerMounts,
     overlay: Overlay,
-    inner: Vec<PathBuf>,
+    image: DaemonMount,
+}
+
+/// Mounts inside the overlay (/proc, /dev), detached on drop, last first.
+struct InnerMounts(Vec<PathBuf>);
+
+impl Drop for InnerMounts {
+    fn drop(&mut self) {
+        for target in self.0.iter().rev() {
+            let _ = thaw_fs::session::unmount(target, true);
+        }
+    }
 }
 
 impl Root {
@@ -64,9 +76,9 @@ impl Root {
         };
         let (image, overlay) = mount_image(&options, &bench.args.tag, dir, mount_options)?;
         let mut root = Root {
-            image,
+            inner: InnerMounts(Vec::new()),
             overlay,
-            inner: Vec::new(),
+            image,
         };
         let rootfs = root.overlay.dir().to_path_buf();
         root.mount_inside(&rootfs.join("proc"), Some("proc"), c"proc", 0)?;
@@ -108,7 +120,7 @@ impl Root {
                 std::io::Error::last_os_error()
             );
         }
-        self.inner.push(target.to_path_buf());
+        self.inner.0.push(target.to_path_buf());
         Ok(())
     }
 
@@ -118,12 +130,15 @@ impl Root {
 
     /// Unmounts everything; returns the image mount's counters taken first.
     async fn unmount(self) -> anyhow::Result<thaw_fs::control::MountStatus> {
-        let status = self.image.status().await;
-        for target in self.inner.iter().rev() {
-            let _ = thaw_fs::session::unmount(target, true);
-        }
-        drop(self.overlay);
-        self.image.stop().await?;
+        let Root {
+            inner,
+            overlay,
+            image,
+        } = self;
+        let status = image.status().await;
+        drop(inner);
+        drop(overlay);
+        image.stop().await?;
         status
     }
 }
@@ -153,6 +168,20 @@ async fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A restored process tree (it leads its own session and process group), killed on drop.
+struct RestoredTree(u32);
+
+impl Drop for RestoredTree {
+    fn drop(&mut self) {
+        let pid = self.0 as i32;
+        // SAFETY: signalling the process a restore created and its process group.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Waits until `pid` no longer exists.
@@ -337,6 +366,7 @@ impl Snapshot {
         let pid = answer["pid"]
             .as_u64()
             .context("no pid in the restore's answer")? as u32;
+        let restored_tree = RestoredTree(pid);
         let fetch = answer["fetch_seconds"].as_f64().unwrap_or(0.0);
         let restored = Instant::now();
         let deadline = restored + Duration::from_secs(bench.args.timeout);
@@ -358,12 +388,7 @@ impl Snapshot {
             tokio::time::sleep(POLL).await;
         }
         let ready_seconds = restored.elapsed().as_secs_f64();
-        // SAFETY: signalling the process the restore just created and its process group (it
-        // leads its own session, children included).
-        unsafe {
-            libc::kill(-(pid as i32), libc::SIGKILL);
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
+        drop(restored_tree);
         wait_gone(pid).await;
         ready?;
         Ok(Run {
