@@ -239,7 +239,8 @@ async fn run_tool(program: &Path, args: &[&std::ffi::OsStr], what: &str) -> anyh
     Ok(())
 }
 
-/// Runs the thaw binary with `options`' store settings; returns its standard output.
+/// Runs the thaw binary with `options`' store settings; returns its standard output. Dropped
+/// before it ends (an interrupted benchmark), the command is killed.
 async fn thaw_command(
     options: &GlobalOptions,
     args: &[&str],
@@ -250,6 +251,7 @@ async fn thaw_command(
     let out = tokio::process::Command::from(command)
         .args(args)
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
         .await
         .with_context(|| format!("running thaw {}", args.join(" ")))?;
@@ -436,9 +438,7 @@ impl<'a> Bench<'a> {
             _ => {}
         }
         let runs = self.runs(kind, snapshot.as_ref()).await;
-        if let Some(snapshot) = snapshot {
-            snapshot.remove(self).await;
-        }
+        drop(snapshot);
         Ok(Outcome::Measured(runs?))
     }
 

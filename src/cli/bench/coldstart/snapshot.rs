@@ -28,6 +28,7 @@ use super::report::{Run, Sources, Stages};
 use super::{mount_image, thaw_command, Bench};
 use crate::cli::container::Overlay;
 use crate::cli::daemon_mount::DaemonMount;
+use crate::cli::GlobalOptions;
 
 /// Why the snapshot path cannot run here, if it cannot.
 pub fn unavailable(bench: &Bench) -> Option<String> {
@@ -144,9 +145,11 @@ impl Root {
 }
 
 /// A snapshot of the ready process, stored as `snapshot/NAME`.
+/// Dropped (at the end, or when the benchmark is interrupted), its tag and scratch files go.
 pub struct Snapshot {
     name: String,
     dir: PathBuf,
+    options: GlobalOptions,
 }
 
 /// Copies a directory tree with its metadata (`cp -a`).
@@ -202,18 +205,18 @@ impl Snapshot {
         let logs_dir = dir.join("logs");
         std::fs::create_dir_all(&logs_dir)
             .with_context(|| format!("creating {}", logs_dir.display()))?;
-        let name = format!("bench-coldstart-{}", std::process::id());
+        // The guard comes first: whatever stops the rest, the tag and files go with it.
+        let snapshot = Snapshot {
+            name: format!("bench-coldstart-{}", std::process::id()),
+            dir,
+            options: bench.child_options(false),
+        };
         eprintln!("thaw: starting the command chrooted into the image to snapshot it when ready");
-        let root = Root::mount(bench, &dir, false).await?;
-        let dumped = Self::run_and_dump(bench, &root, &logs_dir, &name).await;
+        let root = Root::mount(bench, &snapshot.dir, false).await?;
+        let dumped = Self::run_and_dump(bench, &root, &logs_dir, &snapshot.name).await;
         root.unmount().await?;
         dumped?;
-        let snapshot = Snapshot { name, dir };
-        let recorded = snapshot.record_restore_trace(bench).await;
-        if let Err(e) = recorded {
-            snapshot.remove(bench).await;
-            return Err(e);
-        }
+        snapshot.record_restore_trace(bench).await?;
         Ok(snapshot)
     }
 
@@ -406,16 +409,18 @@ impl Snapshot {
             output: RunLogs::in_dir(&self.dir.join("logs")).output(),
         })
     }
+}
 
-    /// Deletes the snapshot's tag and scratch files.
-    pub async fn remove(self, bench: &Bench<'_>) {
-        let options = bench.child_options(false);
-        let _ = thaw_command(
-            &options,
-            &["snapshot", "rm", &self.name],
-            "removing the snapshot",
-        )
-        .await;
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if let Ok(exe) = std::env::current_exe() {
+            let mut command = std::process::Command::new(exe);
+            self.options.pass_store_options(&mut command);
+            let _ = command
+                .args(["snapshot", "rm", &self.name])
+                .stdin(Stdio::null())
+                .output();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
