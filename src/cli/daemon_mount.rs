@@ -3,7 +3,7 @@
 //! peer options.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use thaw_fs::control::{self, ControlRequest, MountStatus};
@@ -76,15 +76,11 @@ impl DaemonMount {
             bail!("unmounting {}: {}", self.dir.display(), answer.message);
         }
         self.mounted = false;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{pid}")).exists() {
-            if Instant::now() > deadline {
-                bail!(
-                    "the mount daemon {pid} of {} did not exit",
-                    self.dir.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if !super::process::wait_gone(pid, Duration::from_secs(30)).await {
+            bail!(
+                "the mount daemon {pid} of {} did not exit",
+                self.dir.display()
+            );
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ mod container;
 mod daemon_mount;
 mod index;
 mod mount;
+mod process;
 mod progress;
 mod restore;
 mod run;

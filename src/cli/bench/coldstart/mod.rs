@@ -221,26 +221,37 @@ fn current_exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("locating the thaw binary")
 }
 
-/// Runs a helper program to completion; its error output names the failure.
-async fn run_tool(program: &Path, args: &[&std::ffi::OsStr], what: &str) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new(program)
-        .args(args)
+/// Runs `command` to completion (killed if dropped before, as when the benchmark is
+/// interrupted) and returns its standard output; a failure names `what` and its error output.
+async fn stdout_of(mut command: tokio::process::Command, what: &str) -> anyhow::Result<String> {
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let out = command
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
         .await
-        .with_context(|| format!("running {}", program.display()))?;
+        .with_context(|| format!("{what}: running {program}"))?;
     if !out.status.success() {
         bail!(
-            "{what} failed ({}): {}",
-            program.display(),
+            "{what} failed ({program}): {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Runs the thaw binary with `options`' store settings; returns its standard output. Dropped
-/// before it ends (an interrupted benchmark), the command is killed.
+/// Runs a helper program (skopeo, umoci) to completion.
+async fn run_tool(program: &Path, args: &[&std::ffi::OsStr], what: &str) -> anyhow::Result<()> {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args);
+    stdout_of(command, what).await.map(drop)
+}
+
+/// Runs the thaw binary with `options`' store settings; returns its standard output.
 async fn thaw_command(
     options: &GlobalOptions,
     args: &[&str],
@@ -248,17 +259,8 @@ async fn thaw_command(
 ) -> anyhow::Result<String> {
     let mut command = std::process::Command::new(current_exe()?);
     options.pass_store_options(&mut command);
-    let out = tokio::process::Command::from(command)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running thaw {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    command.args(args);
+    stdout_of(command.into(), what).await
 }
 
 /// Mounts `tag` lazily at `dir/image` (with more `thaw mount` options) under a writable overlay

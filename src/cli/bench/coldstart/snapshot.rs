@@ -28,7 +28,7 @@ use super::report::{Run, Sources, Stages};
 use super::{mount_image, thaw_command, Bench};
 use crate::cli::container::Overlay;
 use crate::cli::daemon_mount::DaemonMount;
-use crate::cli::GlobalOptions;
+use crate::cli::{process, GlobalOptions};
 
 /// Why the snapshot path cannot run here, if it cannot.
 pub fn unavailable(bench: &Bench) -> Option<String> {
@@ -184,14 +184,6 @@ impl Drop for RestoredTree {
             libc::kill(-pid, libc::SIGKILL);
             libc::kill(pid, libc::SIGKILL);
         }
-    }
-}
-
-/// Waits until `pid` no longer exists.
-async fn wait_gone(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -375,7 +367,7 @@ impl Snapshot {
         let deadline = restored + Duration::from_secs(bench.args.timeout);
         let mut ready = Ok(());
         while !bench.readiness.holds(root.rootfs(), &bench.http).await {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if !process::exists(pid) {
                 ready = Err(anyhow::anyhow!(
                     "the restored process {pid} exited before it was ready"
                 ));
@@ -392,7 +384,7 @@ impl Snapshot {
         }
         let ready_seconds = restored.elapsed().as_secs_f64();
         drop(restored_tree);
-        wait_gone(pid).await;
+        process::wait_gone(pid, Duration::from_secs(30)).await;
         ready?;
         Ok(Run {
             stages: Stages {
