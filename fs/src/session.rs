@@ -95,41 +95,8 @@ pub struct Summary {
 /// Unmounts `mountpoint`: `lazy` detaches it even while files are open. Works on a mount whose
 /// daemon died (the recovery for "Transport endpoint is not connected").
 pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), FsError> {
-    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
-        .map_err(|_| FsError::mount(mountpoint, "path holds a NUL byte"))?;
-    let flags = if lazy { libc::MNT_DETACH } else { 0 };
-    // SAFETY: `path` is a valid NUL-terminated string.
-    if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
-        return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EPERM) {
-        // Not root: the setuid helper may unmount what this user mounted.
-        let mut args = vec!["-u"];
-        if lazy {
-            args.push("-z");
-        }
-        for helper in ["fusermount3", "fusermount"] {
-            if let Ok(status) = std::process::Command::new(helper)
-                .args(&args)
-                .arg(mountpoint)
-                .status()
-            {
-                if status.success() {
-                    return Ok(());
-                }
-            }
-        }
-    }
-    let hint = if error.raw_os_error() == Some(libc::EBUSY) {
-        " (files are open there; close them or unmount lazily)"
-    } else {
-        ""
-    };
-    Err(FsError::mount(
-        mountpoint,
-        format!("unmount failed: {error}{hint}"),
-    ))
+    thaw_sys::mount::unmount(mountpoint, lazy)
+        .map_err(|e| FsError::mount(mountpoint, format!("unmount failed: {e}")))
 }
 
 /// The device of `path`, or `None` if it cannot be stat'ed.

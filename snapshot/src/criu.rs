@@ -102,7 +102,7 @@ impl Criu {
     pub fn locate() -> Result<Self> {
         let path = match std::env::var_os(CRIU_ENV) {
             Some(path) => PathBuf::from(path),
-            None => find_on_path("criu").ok_or_else(|| {
+            None => thaw_sys::which("criu").ok_or_else(|| {
                 SnapshotError::CriuMissing(
                     "no criu on PATH or in /usr/local/sbin, /usr/sbin".into(),
                 )
@@ -245,15 +245,6 @@ fn flag(command: &mut Command, on: bool, name: &str) {
     if on {
         command.arg(name);
     }
-}
-
-/// `name` in $PATH, /usr/local/sbin or /usr/sbin (sbin is often off a user's PATH).
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/local/sbin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]

@@ -6,10 +6,7 @@ use crate::{Result, SnapshotError};
 
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> Result<String> {
-    let path = "/proc/sys/kernel/osrelease";
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| SnapshotError::io(path, e))
+    thaw_sys::host::kernel_release().map_err(|e| SnapshotError::io("/proc/sys/kernel/osrelease", e))
 }
 
 /// The CPU feature flags of the first processor in /proc/cpuinfo.

@@ -76,7 +76,7 @@ impl DaemonMount {
             bail!("unmounting {}: {}", self.dir.display(), answer.message);
         }
         self.mounted = false;
-        if !super::process::wait_gone(pid, Duration::from_secs(30)).await {
+        if !thaw_sys::process::wait_gone(pid, Duration::from_secs(30)).await {
             bail!(
                 "the mount daemon {pid} of {} did not exit",
                 self.dir.display()

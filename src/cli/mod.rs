@@ -4,11 +4,9 @@ mod bench;
 mod browse;
 mod cache_server;
 pub mod config;
-mod container;
 mod daemon_mount;
 mod index;
 mod mount;
-mod process;
 mod progress;
 mod restore;
 mod run;
@@ -305,6 +303,11 @@ impl GlobalOptions {
             "THAW_STORE_READ_LATENCY_MS",
             self.store_read_latency_ms.map(|ms| ms.to_string()),
         );
+    }
+
+    /// Where control sockets, daemon logs and container directories go.
+    fn runtime_dir(&self) -> PathBuf {
+        thaw_fs::control::runtime_dir()
     }
 
     /// Where and how big the local caches are.

@@ -2,16 +2,16 @@
 //! image is mounted lazily, a writable overlay goes on top, and crun (or runc) runs the image's
 //! command in it; the mount's access trace makes the next start prefetch what this one read.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
-use thaw_indexer::image::bundle::{resolve_user, runtime_spec, ImageRuntime};
-use thaw_indexer::image::CONFIG_ANNOTATION;
+use thaw_container::image::{resolve_user, ImageRuntime};
+use thaw_container::rootfs::Overlay;
+use thaw_container::runtime::{ContainerDir, Runtime};
+use thaw_container::{exit_code, spec};
 
-use super::container::{exit_code, find_runtime, write_bundle, Overlay};
 use super::daemon_mount::DaemonMount;
 use super::GlobalOptions;
 
@@ -49,47 +49,16 @@ pub struct RunArgs {
 /// Runs `thaw run`: returns the container's exit status.
 pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let runtime_bin = find_runtime(args.runtime.as_deref())?;
-    let store = global.open_store()?;
-    let (manifest, _) = store.open_manifest(&args.name).await?;
-    let image =
-        ImageRuntime::from_annotation(&args.name, manifest.annotations().get(CONFIG_ANNOTATION))?;
-    let id = format!(
-        "thaw-{}-{}",
-        std::process::id(),
-        &manifest.id().to_hex()[..12]
-    );
-    let dir = thaw_fs::control::runtime_dir().join("containers").join(&id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = run_in(global, &args, &image, &runtime_bin, &id, &dir, started).await;
-    if !args.keep {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    result
-}
-
-async fn run_in(
-    global: &GlobalOptions,
-    args: &RunArgs,
-    image: &ImageRuntime,
-    runtime_bin: &Path,
-    id: &str,
-    dir: &Path,
-    started: Instant,
-) -> anyhow::Result<ExitCode> {
     let stage = |what: &str| {
         if args.timing {
-            eprintln!(
-                "thaw run: {what} at {:.3}s",
-                started.elapsed().as_secs_f64()
-            );
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!("thaw run: {what} at {seconds:.3}s");
         }
     };
-    let mount = DaemonMount::start(global, &args.name, &dir.join("image"))?;
-    stage("image mounted");
-    let rootfs = dir.join("rootfs");
-    let overlay = Overlay::mount(mount.dir(), &dir.join("upper"), &dir.join("work"), &rootfs)?;
-    let user = resolve_user(args.user.as_deref().unwrap_or(&image.user), &rootfs)?;
+    let runtime = Runtime::find(args.runtime.as_deref())?;
+    let store = global.open_store()?;
+    let (manifest, _) = store.open_manifest(&args.name).await?;
+    let image = ImageRuntime::of_manifest(&args.name, &manifest)?;
     let entrypoint = args.entrypoint.as_ref().map(|e| vec![e.clone()]);
     let process_args = image.args(&args.command, entrypoint.as_deref());
     if process_args.is_empty() {
@@ -98,28 +67,30 @@ async fn run_in(
             args.name
         );
     }
-    let cwd = args
-        .workdir
-        .clone()
-        .unwrap_or_else(|| image.working_dir.clone());
-    let spec = runtime_spec(
+    let id = format!(
+        "thaw-{}-{}",
+        std::process::id(),
+        &manifest.id().to_hex()[..12]
+    );
+    let dir = ContainerDir::create(global.runtime_dir().join("containers").join(&id), args.keep)?;
+    let dir = dir.path();
+    let mount = DaemonMount::start(global, &args.name, &dir.join("image"))?;
+    stage("image mounted");
+    let overlay = Overlay::in_dir(mount.dir(), dir)?;
+    let user = resolve_user(args.user.as_deref().unwrap_or(&image.user), overlay.dir())?;
+    let cwd = args.workdir.as_deref().unwrap_or(&image.working_dir);
+    let environment = image.environment(&args.env);
+    let spec = spec::runtime_spec(
         &process_args,
-        &image.environment(&args.env),
-        &cwd,
+        &environment,
+        cwd,
         user,
-        &rootfs,
+        overlay.dir(),
         "thaw",
     );
-    let bundle = write_bundle(&dir.join("bundle"), &spec)?;
+    let bundle = spec::write_bundle(&dir.join("bundle"), &spec)?;
     stage("bundle written, starting the container");
-    let status = tokio::process::Command::new(runtime_bin)
-        .arg("run")
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg(id)
-        .status()
-        .await
-        .with_context(|| format!("running {}", runtime_bin.display()))?;
+    let status = runtime.run(&bundle, &id).await?;
     stage("container exited");
     drop(overlay);
     drop(mount);

@@ -27,6 +27,11 @@ pub type InodeNo = u32;
 /// The root directory's inode number.
 pub const ROOT_INODE: InodeNo = 0;
 
+/// Annotation of a container image's manifest holding the image config's runtime fields (JSON:
+/// `entrypoint`, `cmd`, `env`, `working_dir`, `user`, ...). The indexer writes it; whoever runs
+/// the image reads it.
+pub const IMAGE_CONFIG_ANNOTATION: &str = "org.thaw.image.config";
+
 /// What kind of file an inode is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {

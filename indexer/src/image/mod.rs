@@ -8,7 +8,6 @@
 //! own layers. The manifest id depends only on the flattened tree and the config's runtime
 //! fields, so the same image gives the same id from all three sources.
 
-pub mod bundle;
 mod digest;
 pub mod flatten;
 pub mod layer;
@@ -30,7 +29,7 @@ pub use reference::{ImageRef, PlatformSpec};
 pub use source::RegistryOptions;
 
 /// Annotation holding the image config's runtime fields (JSON).
-pub const CONFIG_ANNOTATION: &str = "org.thaw.image.config";
+pub use thaw_core::manifest::IMAGE_CONFIG_ANNOTATION as CONFIG_ANNOTATION;
 /// Annotation of a layer tree: its hard links into lower layers (JSON `[[path_hex, target_hex]]`).
 const LINKS_ANNOTATION: &str = "org.thaw.layer.links";
 

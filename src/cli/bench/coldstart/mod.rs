@@ -7,7 +7,6 @@
 //! is emptied and the kernel page cache dropped (where permitted); the peer's cache stays warm,
 //! as on another node of a cluster.
 
-mod launch;
 mod plot;
 mod report;
 mod snapshot;
@@ -18,14 +17,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use thaw_indexer::image::bundle::{resolve_user, runtime_spec, ImageRuntime};
-use thaw_indexer::image::CONFIG_ANNOTATION;
+use thaw_container::image::{resolve_user, ImageRuntime};
+use thaw_container::logs::RunLogs;
+use thaw_container::readiness::{Probe, Readiness};
+use thaw_container::rootfs::Overlay;
+use thaw_container::runtime::{Runtime, StartTimes};
+use thaw_container::spec::{runtime_spec, write_bundle};
 use tokio::io::AsyncBufReadExt;
 
-use super::super::container::{find_runtime, write_bundle, Overlay};
 use super::super::daemon_mount::DaemonMount;
 use super::super::GlobalOptions;
-use launch::{probe_client, run_container, Container, Readiness, RunLogs};
 use report::{Outcome, PathKind, Report, Run, Sources, Stages};
 
 /// `thaw bench coldstart`.
@@ -206,9 +207,8 @@ struct Bench<'a> {
     args: &'a ColdstartArgs,
     work: PathBuf,
     image: ImageRuntime,
-    runtime_bin: PathBuf,
-    readiness: Readiness,
-    http: reqwest::Client,
+    runtime: Runtime,
+    probe: Probe,
     process_args: Vec<String>,
     environment: Vec<String>,
     page_cache_dropped: bool,
@@ -272,20 +272,8 @@ fn mount_image(
     mount_options: &[&str],
 ) -> anyhow::Result<(DaemonMount, Overlay)> {
     let image = DaemonMount::start_with(options, tag, &dir.join("image"), mount_options)?;
-    let overlay = Overlay::mount(
-        image.dir(),
-        &dir.join("upper"),
-        &dir.join("work"),
-        &dir.join("rootfs"),
-    )?;
+    let overlay = Overlay::in_dir(image.dir(), dir)?;
     Ok((image, overlay))
-}
-
-/// Drops the kernel page cache; false where not permitted.
-fn drop_page_cache() -> bool {
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
 /// Total size of the files under `dir`.
@@ -309,16 +297,10 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kib| bytesize::ByteSize(kib * 1024).to_string())
+    let memory = thaw_sys::host::memory_bytes()
+        .map(|bytes| bytesize::ByteSize(bytes).to_string())
         .unwrap_or_else(|| "? memory".into());
-    let kernel = thaw_snapshot::host::kernel_release().unwrap_or_else(|_| "?".into());
+    let kernel = thaw_sys::host::kernel_release().unwrap_or_else(|_| "?".into());
     format!("{cores} cores, {memory}, Linux {kernel}")
 }
 
@@ -329,12 +311,9 @@ impl<'a> Bench<'a> {
         args: &'a ColdstartArgs,
         work: &Path,
     ) -> anyhow::Result<Bench<'a>> {
-        let readiness = match (&args.ready_file, &args.ready_url) {
-            (Some(path), _) => Readiness::File(path.clone()),
-            (None, Some(url)) => Readiness::Url(url.clone()),
-            (None, None) => Readiness::Exit,
-        };
-        let runtime_bin = find_runtime(args.runtime.as_deref())?;
+        let readiness =
+            Readiness::from_options(args.ready_file.as_deref(), args.ready_url.as_deref());
+        let runtime = Runtime::find(args.runtime.as_deref())?;
         eprintln!("thaw: indexing {} as {}", args.image, args.tag);
         let indexed = Instant::now();
         let mut index = vec!["index", "image", &args.image, "--tag", &args.tag, "-q"];
@@ -348,10 +327,7 @@ impl<'a> Bench<'a> {
         let index_seconds = indexed.elapsed().as_secs_f64();
         let store = global.open_store()?;
         let (manifest, _) = store.open_manifest(&args.tag).await?;
-        let image = ImageRuntime::from_annotation(
-            &args.tag,
-            manifest.annotations().get(CONFIG_ANNOTATION),
-        )?;
+        let image = ImageRuntime::of_manifest(&args.tag, &manifest)?;
         let process_args = image.args(&args.command, None);
         if process_args.is_empty() {
             bail!(
@@ -365,9 +341,8 @@ impl<'a> Bench<'a> {
             args,
             work: work.to_path_buf(),
             image,
-            runtime_bin,
-            readiness,
-            http: probe_client()?,
+            runtime,
+            probe: Probe::new(readiness)?,
             process_args,
             environment,
             page_cache_dropped: true,
@@ -397,7 +372,7 @@ impl<'a> Bench<'a> {
         Ok(Report {
             image: self.args.image.clone(),
             command: self.process_args.clone(),
-            readiness: self.readiness.describe(),
+            readiness: self.probe.readiness().describe(),
             machine: machine(),
             page_cache_dropped: self.page_cache_dropped,
             store_latency_ms: self.args.store_latency_ms,
@@ -411,7 +386,7 @@ impl<'a> Bench<'a> {
         match kind {
             PathKind::Naive => ["skopeo", "umoci"]
                 .into_iter()
-                .find(|tool| thaw_snapshot::criu::find_on_path(tool).is_none())
+                .find(|tool| thaw_sys::which(tool).is_none())
                 .map(|tool| format!("{tool} is not installed (the naive path pulls with skopeo and unpacks with umoci)")),
             PathKind::Snapshot => snapshot::unavailable(self),
             PathKind::Lazy | PathKind::Trace | PathKind::Peer => None,
@@ -487,7 +462,7 @@ impl<'a> Bench<'a> {
     /// A cold node: thaw's local cache emptied, the page cache dropped.
     fn reset_node(&mut self) {
         let _ = std::fs::remove_dir_all(self.cache_dir());
-        self.page_cache_dropped &= drop_page_cache();
+        self.page_cache_dropped &= thaw_sys::host::drop_page_cache();
     }
 
     /// thaw's local disk cache for every measured start.
@@ -540,31 +515,22 @@ impl<'a> Bench<'a> {
         &mut self,
         dir: &Path,
         rootfs: &Path,
-    ) -> anyhow::Result<(launch::StartTimes, String)> {
+    ) -> anyhow::Result<(StartTimes, String)> {
         let bundle = write_bundle(&dir.join("bundle"), &self.spec(rootfs)?)?;
         let logs = RunLogs::in_dir(dir);
         let id = self.container_id();
-        let container = Container {
-            runtime: &self.runtime_bin,
-            bundle: &bundle,
-            rootfs,
-            id: &id,
-        };
-        let times = run_container(
-            &container,
-            &logs,
-            &self.readiness,
-            Duration::from_secs(self.args.timeout),
-            &self.http,
-        )
-        .await?;
+        let timeout = Duration::from_secs(self.args.timeout);
+        let times = self
+            .runtime
+            .run_until_ready(&bundle, rootfs, &id, &logs, &self.probe, timeout)
+            .await?;
         Ok((times, logs.output()))
     }
 
     /// Path 1: pull the whole image (skopeo), unpack it (umoci), run.
     async fn naive(&mut self, dir: &Path) -> anyhow::Result<Run> {
-        let skopeo = thaw_snapshot::criu::find_on_path("skopeo").context("skopeo")?;
-        let umoci = thaw_snapshot::criu::find_on_path("umoci").context("umoci")?;
+        let skopeo = thaw_sys::which("skopeo").context("skopeo")?;
+        let umoci = thaw_sys::which("umoci").context("umoci")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let layout = dir.join("layout");
         let destination = format!("oci:{}:bench", layout.display());

@@ -21,18 +21,20 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use thaw_indexer::image::bundle::resolve_user;
+use thaw_container::image::resolve_user;
+use thaw_container::logs::RunLogs;
+use thaw_container::readiness::{Liveness, Readiness};
+use thaw_container::rootfs::ChrootRoot;
+use thaw_sys::process;
 
-use super::launch::{Readiness, RunLogs, POLL};
 use super::report::{Run, Sources, Stages};
 use super::{mount_image, thaw_command, Bench};
-use crate::cli::container::Overlay;
 use crate::cli::daemon_mount::DaemonMount;
-use crate::cli::{process, GlobalOptions};
+use crate::cli::GlobalOptions;
 
 /// Why the snapshot path cannot run here, if it cannot.
 pub fn unavailable(bench: &Bench) -> Option<String> {
-    if matches!(bench.readiness, Readiness::Exit) {
+    if bench.probe.readiness() == &Readiness::Exit {
         return Some(
             "readiness is the command's exit, and an exited process cannot be snapshotted \
              (use --ready-file or --ready-url)"
@@ -49,20 +51,8 @@ pub const RESTORE_TRACE_PROFILE: &str = "restore";
 /// process runs in, always at the same paths.
 /// Fields drop in order, innermost mount first (an interrupted benchmark leaves nothing mounted).
 struct Root {
-    inner: InnerMounts,
-    overlay: Overlay,
+    root: ChrootRoot,
     image: DaemonMount,
-}
-
-/// Mounts inside the overlay (/proc, /dev), detached on drop, last first.
-struct InnerMounts(Vec<PathBuf>);
-
-impl Drop for InnerMounts {
-    fn drop(&mut self) {
-        for target in self.0.iter().rev() {
-            let _ = thaw_fs::session::unmount(target, true);
-        }
-    }
 }
 
 impl Root {
@@ -76,69 +66,19 @@ impl Root {
             false => &["--no-prefetch", "--no-trace"],
         };
         let (image, overlay) = mount_image(&options, &bench.args.tag, dir, mount_options)?;
-        let mut root = Root {
-            inner: InnerMounts(Vec::new()),
-            overlay,
-            image,
-        };
-        let rootfs = root.overlay.dir().to_path_buf();
-        root.mount_inside(&rootfs.join("proc"), Some("proc"), c"proc", 0)?;
-        root.mount_inside(&rootfs.join("dev"), None, c"", libc::MS_BIND | libc::MS_REC)?;
-        Ok(root)
-    }
-
-    /// Mounts a proc file system (`fstype` given) or binds the host's /dev at `target`.
-    fn mount_inside(
-        &mut self,
-        target: &Path,
-        fstype: Option<&str>,
-        source: &std::ffi::CStr,
-        flags: libc::c_ulong,
-    ) -> anyhow::Result<()> {
-        std::fs::create_dir_all(target)
-            .with_context(|| format!("creating {}", target.display()))?;
-        let target_c = CString::new(target.as_os_str().as_bytes())?;
-        let fstype_c = fstype.map(CString::new).transpose()?;
-        let source = if fstype.is_some() { source } else { c"/dev" };
-        // SAFETY: NUL-terminated strings that outlive the call; no data argument.
-        let rc = unsafe {
-            libc::mount(
-                source.as_ptr(),
-                target_c.as_ptr(),
-                fstype_c
-                    .as_ref()
-                    .map(|f| f.as_ptr())
-                    .unwrap_or(std::ptr::null()),
-                flags,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            bail!(
-                "mounting {} at {}: {}",
-                source.to_string_lossy(),
-                target.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-        self.inner.0.push(target.to_path_buf());
-        Ok(())
+        let root = ChrootRoot::over(overlay)?;
+        Ok(Root { root, image })
     }
 
     fn rootfs(&self) -> &Path {
-        self.overlay.dir()
+        self.root.dir()
     }
 
     /// Unmounts everything; returns the image mount's counters taken first.
     async fn unmount(self) -> anyhow::Result<thaw_fs::control::MountStatus> {
-        let Root {
-            inner,
-            overlay,
-            image,
-        } = self;
+        let Root { root, image } = self;
         let status = image.status().await;
-        drop(inner);
-        drop(overlay);
+        root.unmount();
         image.stop().await?;
         status
     }
@@ -178,12 +118,7 @@ struct RestoredTree(u32);
 
 impl Drop for RestoredTree {
     fn drop(&mut self) {
-        let pid = self.0 as i32;
-        // SAFETY: signalling the process a restore created and its process group.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-            libc::kill(pid, libc::SIGKILL);
-        }
+        process::kill_tree(self.0);
     }
 }
 
@@ -276,19 +211,17 @@ impl Snapshot {
                 format!("starting {} in {}", bench.process_args[0], rootfs.display())
             })?;
         let pid = child.id().context("the started process's pid")?;
-        let deadline = Instant::now() + Duration::from_secs(bench.args.timeout);
-        while !bench.readiness.holds(rootfs, &bench.http).await {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "the command exited ({status}) before it was ready: {}",
-                    logs.error_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("the command was not ready in {} s", bench.args.timeout);
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let timeout = Duration::from_secs(bench.args.timeout);
+        let watch = || {
+            Ok(match child.try_wait()? {
+                Some(status) => Liveness::Exited(status),
+                None => Liveness::Running,
+            })
+        };
+        bench
+            .probe
+            .wait("the command", rootfs, timeout, watch, || logs.error_tail())
+            .await?;
         let options = bench.child_options(false);
         let created = thaw_command(
             &options,
@@ -364,24 +297,22 @@ impl Snapshot {
         let restored_tree = RestoredTree(pid);
         let fetch = answer["fetch_seconds"].as_f64().unwrap_or(0.0);
         let restored = Instant::now();
-        let deadline = restored + Duration::from_secs(bench.args.timeout);
-        let mut ready = Ok(());
-        while !bench.readiness.holds(root.rootfs(), &bench.http).await {
-            if !process::exists(pid) {
-                ready = Err(anyhow::anyhow!(
-                    "the restored process {pid} exited before it was ready"
-                ));
-                break;
-            }
-            if Instant::now() > deadline {
-                ready = Err(anyhow::anyhow!(
-                    "the restored process was not ready in {} s",
-                    bench.args.timeout
-                ));
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let watch = || {
+            Ok(match process::exists(pid) {
+                true => Liveness::Running,
+                false => Liveness::Gone,
+            })
+        };
+        let ready = bench
+            .probe
+            .wait(
+                &format!("the restored process {pid}"),
+                root.rootfs(),
+                Duration::from_secs(bench.args.timeout),
+                watch,
+                String::new,
+            )
+            .await;
         let ready_seconds = restored.elapsed().as_secs_f64();
         drop(restored_tree);
         process::wait_gone(pid, Duration::from_secs(30)).await;

@@ -1,11 +1,12 @@
-//! OCI runtime bundles for `thaw run`: the image config's runtime fields (from the manifest's
-//! annotation) become a runtime spec (`config.json`) that crun or runc starts over a rootfs.
+//! What an indexed image says about running it: the image config's runtime fields, read from
+//! the manifest's [`IMAGE_CONFIG_ANNOTATION`], with docker's rules for arguments, environment and
+//! users.
 
 use std::path::Path;
 
-use serde_json::json;
+use thaw_core::manifest::{Manifest, IMAGE_CONFIG_ANNOTATION};
 
-use crate::IndexError;
+use crate::ContainerError;
 
 /// What the image config says about running it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,17 +34,26 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 }
 
 impl ImageRuntime {
-    /// Reads the manifest annotation [`super::CONFIG_ANNOTATION`]; `name` names the image in
+    /// Reads the image config of `manifest`; `name` names the image in errors.
+    pub fn of_manifest(name: &str, manifest: &Manifest) -> Result<Self, ContainerError> {
+        Self::from_annotation(name, manifest.annotations().get(IMAGE_CONFIG_ANNOTATION))
+    }
+
+    /// Reads the manifest annotation [`IMAGE_CONFIG_ANNOTATION`]; `name` names the image in
     /// errors.
-    pub fn from_annotation(name: &str, annotation: Option<&String>) -> Result<Self, IndexError> {
-        let text = annotation.ok_or_else(|| IndexError::Image {
+    pub fn from_annotation(
+        name: &str,
+        annotation: Option<&String>,
+    ) -> Result<Self, ContainerError> {
+        let text = annotation.ok_or_else(|| ContainerError::Image {
             image: name.to_string(),
             reason: "not a container image (index it with `thaw index image`)".into(),
         })?;
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| IndexError::Image {
-            image: name.to_string(),
-            reason: format!("image config annotation: {e}"),
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ContainerError::Image {
+                image: name.to_string(),
+                reason: format!("image config annotation: {e}"),
+            })?;
         Ok(ImageRuntime {
             entrypoint: strings(&v["entrypoint"]),
             cmd: strings(&v["cmd"]),
@@ -100,11 +110,11 @@ fn lookup(file: &Path, name: &str) -> Option<(u32, Option<u32>)> {
 
 /// Resolves a config `User` (`uid`, `uid:gid`, `name`, `name:group`) against the image's
 /// `/etc/passwd` and `/etc/group` under `rootfs`.
-pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), IndexError> {
+pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), ContainerError> {
     if user.is_empty() {
         return Ok((0, 0));
     }
-    let unknown = |what: &str| IndexError::Image {
+    let unknown = |what: &str| ContainerError::Image {
         image: rootfs.display().to_string(),
         reason: format!("user {user:?}: no {what} of that name in the image"),
     };
@@ -128,73 +138,6 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), IndexError>
         None => primary.unwrap_or(0),
     };
     Ok((uid, gid))
-}
-
-/// The runtime spec (`config.json`) for a process with `args`, `env`, `cwd`, `uid`/`gid` in
-/// the rootfs at `rootfs` (relative to the bundle or absolute). The container gets its own pid,
-/// ipc, uts and mount namespaces and shares the host's network (an inference server's port is
-/// the host's); resource limits are inherited (raising them needs CAP_SYS_RESOURCE).
-pub fn runtime_spec(
-    args: &[String],
-    env: &[String],
-    cwd: &str,
-    (uid, gid): (u32, u32),
-    rootfs: &Path,
-    hostname: &str,
-) -> serde_json::Value {
-    let caps = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
-    json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": uid, "gid": gid},
-            "args": args,
-            "env": env,
-            "cwd": if cwd.is_empty() { "/" } else { cwd },
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "noNewPrivileges": true
-        },
-        "root": {"path": rootfs, "readonly": false},
-        "hostname": hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "nodev", "mode=1777"]}
-        ],
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi"],
-            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
-                "/proc/sys", "/proc/sysrq-trigger"]
-        }
-    })
 }
 
 #[cfg(test)]

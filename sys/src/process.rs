@@ -1,0 +1,55 @@
+//! Watching processes that are not our children (a mount daemon, a restored snapshot): they
+//! cannot be waited for, only seen to be gone from /proc.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How often [`wait_gone`] looks.
+const POLL: Duration = Duration::from_millis(2);
+
+/// Whether process `pid` exists (a zombie still does until its parent reaps it).
+pub fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits until process `pid` is gone; false if it is still there after `limit`.
+pub async fn wait_gone(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while exists(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    true
+}
+
+/// Sends SIGKILL to process `pid` and to the process group it leads (a restored tree leads its
+/// own session and group).
+pub fn kill_tree(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // SAFETY: signalling a process and its group has no memory-safety preconditions.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_killed_child_is_seen_gone_once_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(exists(pid));
+        assert!(!wait_gone(pid, Duration::from_millis(20)).await);
+        kill_tree(pid);
+        child.wait().unwrap();
+        assert!(wait_gone(pid, Duration::from_secs(5)).await);
+    }
+}
