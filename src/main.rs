@@ -27,10 +27,6 @@ fn tune_allocator() {}
 
 fn main() -> ExitCode {
     tune_allocator();
-    if let Err(error) = cli::config::apply_defaults() {
-        eprintln!("thaw: error: {error:#}");
-        return ExitCode::from(2);
-    }
     let args = cli::Cli::parse();
     if !args.serves_connections() {
         // Die quietly on a closed pipe (`thaw ls TAG | head`), as command-line tools do.

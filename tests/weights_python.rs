@@ -93,3 +93,93 @@ fn python_receives_every_tensor_through_dlpack() {
         eprintln!("SKIPPED: torch with CUDA is not available; the cuda:0 DLPack check was not run");
     }
 }
+
+#[test]
+fn the_module_reads_the_configuration_thaw_reads() {
+    let w = World::local();
+    let module_dir = w.path("python");
+    build_module(&module_dir);
+    let home = w.path("home");
+    fs::create_dir_all(home.join(".config/thaw")).unwrap();
+    fs::write(
+        home.join(".config/thaw/config.toml"),
+        "[store]\nurl = \"/from/the/file\"\ns3_allow_http = true\n[cache]\nmemory_bytes = \"1MiB\"\n\
+         [runtime]\ndir = \"/run/from-file\"\n[peers]\nlist = \"http://file-peer:7070\"\n",
+    )
+    .unwrap();
+    let show = |env: &[(&str, &str)]| -> serde_json::Value {
+        let mut command = Command::new("python3");
+        command
+            .args([
+                "-c",
+                "import json, thaw_weights; print(json.dumps(thaw_weights.config()))",
+            ])
+            .env("PYTHONPATH", &module_dir)
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME");
+        for name in thaw_client::variable_names() {
+            command.env_remove(name);
+        }
+        command.env_remove("THAW_CONFIG");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // The config file alone.
+    let config = show(&[]);
+    assert_eq!(config["store"]["url"], "/from/the/file");
+    assert_eq!(config["store"]["s3_allow_http"], true);
+    assert_eq!(config["cache"]["memory_bytes"], 1 << 20);
+    assert_eq!(config["runtime"]["dir"], "/run/from-file");
+    assert_eq!(config["peers"]["list"], "http://file-peer:7070");
+    // The environment beats the file; "false" is false.
+    let config = show(&[
+        ("THAW_S3_ALLOW_HTTP", "false"),
+        ("THAW_NO_DISK_CACHE", "1"),
+        ("THAW_CACHE_BYTES", "1GiB"),
+        ("THAW_PEERS", "http://env-peer:7070"),
+        ("THAW_PEER_REFRESH_SECS", "3"),
+    ]);
+    assert_eq!(config["store"]["s3_allow_http"], false);
+    assert_eq!(config["cache"]["disk"], false);
+    assert_eq!(config["cache"]["bytes"], 1u64 << 30);
+    assert_eq!(config["peers"]["list"], "http://env-peer:7070");
+    assert_eq!(config["peers"]["refresh_secs"], 3);
+    assert_eq!(config["store"]["url"], "/from/the/file");
+    // An empty THAW_CONFIG reads no file.
+    let config = show(&[("THAW_CONFIG", "")]);
+    assert_eq!(config["store"]["url"], serde_json::Value::Null);
+
+    // A load with THAW_NO_DISK_CACHE leaves the disk cache alone.
+    let model = w.path("model");
+    fs::create_dir_all(&model).unwrap();
+    write_safetensors(
+        &model.join("model.safetensors"),
+        &[("w", "F32", vec![256], random_bytes(1024, 9))],
+    );
+    w.index("model", &model, "m", &[]);
+    let cache = w.path("python-cache");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import thaw_weights; m = thaw_weights.load('m', device='cpu'); print(len(m))",
+        ])
+        .env("PYTHONPATH", &module_dir)
+        .env("HOME", &home)
+        .env("THAW_CONFIG", "")
+        .env("THAW_STORE", &w.store)
+        .env("THAW_CACHE_DIR", &cache)
+        .env("THAW_NO_DISK_CACHE", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    assert!(
+        !cache.exists(),
+        "THAW_NO_DISK_CACHE still opened {}",
+        cache.display()
+    );
+}

@@ -24,6 +24,7 @@ pub mod binary;
 pub mod chunk;
 pub mod chunk_map;
 pub mod chunker;
+pub mod dirs;
 pub mod error;
 pub mod manifest;
 pub mod metrics;

@@ -41,7 +41,7 @@ pub struct S3Options {
 #[derive(Clone, Debug, Default)]
 pub struct StoreConfig {
     /// `s3://bucket[/prefix]`, `gs://...`, `az://...`, `file:///dir` or a plain directory path.
-    /// `None` means the embedded default, a local folder ([`default_local_store`]).
+    /// `None` means the embedded default, a local folder ([`crate::dirs::default_store`]).
     pub url: Option<String>,
     /// S3 settings.
     pub s3: S3Options,
@@ -58,15 +58,6 @@ impl StoreConfig {
             ..StoreConfig::default()
         }
     }
-}
-
-/// The embedded default store: `$XDG_DATA_HOME/thaw/store` or `~/.local/share/thaw/store`.
-pub fn default_local_store() -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("thaw/store")
 }
 
 /// Requests this process made to the object store, by kind (for metrics and for tests that
@@ -114,7 +105,7 @@ impl Store {
         let url = config
             .url
             .clone()
-            .unwrap_or_else(|| default_local_store().display().to_string());
+            .unwrap_or_else(|| crate::dirs::default_store().display().to_string());
         let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
         let (objects, prefix): (Arc<dyn ObjectStore>, String) = match scheme.as_deref() {
             None | Some("file") => {

@@ -61,23 +61,6 @@ pub struct MountStatus {
     pub prefetch_hits: u64,
 }
 
-/// Directory of control sockets and daemon logs: `$THAW_RUNTIME_DIR`, else `/run/thaw` for
-/// root, else `$XDG_RUNTIME_DIR/thaw`, else `/tmp/thaw-<uid>`.
-pub fn runtime_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("THAW_RUNTIME_DIR") {
-        return PathBuf::from(dir);
-    }
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    if uid == 0 {
-        return PathBuf::from("/run/thaw");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("thaw"),
-        None => PathBuf::from(format!("/tmp/thaw-{uid}")),
-    }
-}
-
 /// The absolute, symlink-free form of a mount point (as the kernel and the socket name see it).
 pub fn canonical_mountpoint(mountpoint: &Path) -> PathBuf {
     std::fs::canonicalize(mountpoint).unwrap_or_else(|_| {
@@ -91,25 +74,27 @@ pub fn canonical_mountpoint(mountpoint: &Path) -> PathBuf {
     })
 }
 
-/// Files of the mount at `mountpoint` in the runtime dir, with `extension`: named by a hash of
-/// the canonical mount point, so any process can find them from the path alone.
-pub fn runtime_file(mountpoint: &Path, extension: &str) -> PathBuf {
+/// Files of the mount at `mountpoint` in `runtime_dir` (sockets and daemon logs, the
+/// configuration's runtime dir), with `extension`: named by a hash of the canonical mount point,
+/// so any process can find them from the path alone.
+pub fn runtime_file(runtime_dir: &Path, mountpoint: &Path, extension: &str) -> PathBuf {
     let canonical = canonical_mountpoint(mountpoint);
     let hash = thaw_core::ChunkId::of(canonical.as_os_str().as_encoded_bytes());
-    runtime_dir().join(format!("mount-{}.{extension}", &hash.to_hex()[..16]))
+    runtime_dir.join(format!("mount-{}.{extension}", &hash.to_hex()[..16]))
 }
 
 /// The control socket of the mount at `mountpoint`.
-pub fn socket_path(mountpoint: &Path) -> PathBuf {
-    runtime_file(mountpoint, "sock")
+pub fn socket_path(runtime_dir: &Path, mountpoint: &Path) -> PathBuf {
+    runtime_file(runtime_dir, mountpoint, "sock")
 }
 
 /// Sends one request to the daemon of the mount at `mountpoint`.
 pub async fn request(
+    runtime_dir: &Path,
     mountpoint: &Path,
     request: &ControlRequest,
 ) -> Result<ControlResponse, FsError> {
-    let socket = socket_path(mountpoint);
+    let socket = socket_path(runtime_dir, mountpoint);
     let fail = |reason: String| FsError::Control {
         socket: socket.display().to_string(),
         reason,

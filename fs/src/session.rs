@@ -49,6 +49,8 @@ pub struct SessionOptions {
     pub extra_metrics: crate::metrics::ExtraMetrics,
     /// How long to wait for the mount to answer.
     pub ready_timeout: Duration,
+    /// Where the control socket goes (the configuration's runtime dir).
+    pub runtime_dir: PathBuf,
 }
 
 impl SessionOptions {
@@ -66,6 +68,7 @@ impl SessionOptions {
             metrics_addr: None,
             extra_metrics: Default::default(),
             ready_timeout: Duration::from_secs(10),
+            runtime_dir: thaw_core::dirs::default_runtime_dir(),
         }
     }
 }
@@ -146,8 +149,11 @@ fn widen_kernel_readahead(mountpoint: &Path) {
 }
 
 /// Binds the control socket, replacing a stale one left by a daemon that died.
-async fn bind_control(mountpoint: &Path) -> Result<(UnixListener, PathBuf), FsError> {
-    let socket = control::socket_path(mountpoint);
+async fn bind_control(
+    runtime_dir: &Path,
+    mountpoint: &Path,
+) -> Result<(UnixListener, PathBuf), FsError> {
+    let socket = control::socket_path(runtime_dir, mountpoint);
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| FsError::Control {
             socket: socket.display().to_string(),
@@ -155,7 +161,7 @@ async fn bind_control(mountpoint: &Path) -> Result<(UnixListener, PathBuf), FsEr
         })?;
     }
     if socket.exists() {
-        if control::request(mountpoint, &ControlRequest::Status)
+        if control::request(runtime_dir, mountpoint, &ControlRequest::Status)
             .await
             .is_ok()
         {
@@ -293,7 +299,7 @@ pub async fn run(
         signal(SignalKind::terminate()).map_err(|e| FsError::mount(&mountpoint, e))?;
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| FsError::mount(&mountpoint, e))?;
-    let (listener, socket) = bind_control(&mountpoint).await?;
+    let (listener, socket) = bind_control(&options.runtime_dir, &mountpoint).await?;
     let _remove_socket = RemoveOnDrop(socket.clone());
 
     let replay = if options.prefetch {

@@ -13,6 +13,7 @@ use super::GlobalOptions;
 /// A mounted tag, unmounted (its trace saved) on drop.
 pub struct DaemonMount {
     dir: PathBuf,
+    runtime_dir: PathBuf,
     mounted: bool,
 }
 
@@ -49,6 +50,7 @@ impl DaemonMount {
         }
         Ok(DaemonMount {
             dir: dir.to_path_buf(),
+            runtime_dir: global.runtime_dir(),
             mounted: true,
         })
     }
@@ -60,7 +62,8 @@ impl DaemonMount {
 
     /// The daemon's counters (chunks and bytes from the store and from peers so far).
     pub async fn status(&self) -> anyhow::Result<MountStatus> {
-        let answer = control::request(&self.dir, &ControlRequest::Status).await?;
+        let answer =
+            control::request(&self.runtime_dir, &self.dir, &ControlRequest::Status).await?;
         match answer.status {
             Some(status) if answer.ok => Ok(status),
             _ => bail!("{}: no status: {}", self.dir.display(), answer.message),
@@ -71,7 +74,12 @@ impl DaemonMount {
     /// the next mount of the same cache starts from a settled state.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let pid = self.status().await?.pid;
-        let answer = control::request(&self.dir, &ControlRequest::Unmount { lazy: false }).await?;
+        let answer = control::request(
+            &self.runtime_dir,
+            &self.dir,
+            &ControlRequest::Unmount { lazy: false },
+        )
+        .await?;
         if !answer.ok {
             bail!("unmounting {}: {}", self.dir.display(), answer.message);
         }
@@ -93,6 +101,7 @@ impl Drop for DaemonMount {
         }
         if let Ok(exe) = std::env::current_exe() {
             let _ = std::process::Command::new(exe)
+                .env("THAW_RUNTIME_DIR", &self.runtime_dir)
                 .arg("umount")
                 .arg(&self.dir)
                 .output();

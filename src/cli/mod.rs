@@ -3,7 +3,6 @@
 mod bench;
 mod browse;
 mod cache_server;
-pub mod config;
 mod daemon_mount;
 mod index;
 mod mount;
@@ -17,102 +16,85 @@ mod weights;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use std::sync::Arc;
-use std::time::Duration;
-use thaw_core::store::{S3Options, Store, StoreConfig};
-
-use thaw_cache_server::{PeerClientConfig, PeerSpec, PeerTier, Token};
-use thaw_core::tier::{self, CacheConfig, ChunkSource, TieredStore};
-
-/// Environment variable holding the peer token itself (when no token file is given).
-const PEER_TOKEN_ENV: &str = "THAW_PEER_TOKEN";
+use thaw_cache_server::{PeerTier, Token};
+use thaw_client::{connect, Config};
+use thaw_core::store::Store;
+use thaw_core::tier::{CacheConfig, TieredStore};
 
 /// thaw: start inference replicas in seconds from content-addressed, lazily fetched images.
 #[derive(Parser, Debug)]
 #[command(name = "thaw", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
-    pub global: GlobalOptions,
+    pub global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Options every command takes.
+/// The options every command takes. Each also comes from a `THAW_*` environment variable and
+/// the config file (thaw-client reads both); a flag given here wins.
 #[derive(Args, Debug, Clone)]
-pub struct GlobalOptions {
-    /// TOML file of defaults for these options (flags and environment win)
+#[command(next_help_heading = "Store, cache and peer options (every command)")]
+pub struct GlobalArgs {
+    /// TOML file of defaults for these options [env: THAW_CONFIG]
     /// [default: ~/.config/thaw/config.toml when present].
-    #[arg(long, env = "THAW_CONFIG", global = true)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Store URL: a directory, file://DIR, s3://BUCKET[/PREFIX], gs://..., az://...
-    /// [default: ~/.local/share/thaw/store]
-    #[arg(long, env = "THAW_STORE", global = true)]
+    /// [env: THAW_STORE] [default: ~/.local/share/thaw/store]
+    #[arg(long, global = true)]
     store: Option<String>,
-    /// Endpoint of an S3-compatible server (http://host:port).
-    #[arg(long, env = "THAW_S3_ENDPOINT", global = true)]
+    /// Endpoint of an S3-compatible server (http://host:port) [env: THAW_S3_ENDPOINT].
+    #[arg(long, global = true)]
     s3_endpoint: Option<String>,
-    /// S3 region (else AWS_REGION / AWS_DEFAULT_REGION).
-    #[arg(long, env = "THAW_S3_REGION", global = true)]
+    /// S3 region [env: THAW_S3_REGION, else AWS_REGION].
+    #[arg(long, global = true)]
     s3_region: Option<String>,
-    /// S3 access key id (else AWS_ACCESS_KEY_ID).
-    #[arg(long, env = "THAW_S3_ACCESS_KEY_ID", global = true)]
+    /// S3 access key id [env: THAW_S3_ACCESS_KEY_ID, else AWS_ACCESS_KEY_ID].
+    #[arg(long, global = true)]
     s3_access_key_id: Option<String>,
-    /// S3 secret access key (else AWS_SECRET_ACCESS_KEY).
-    #[arg(
-        long,
-        env = "THAW_S3_SECRET_ACCESS_KEY",
-        global = true,
-        hide_env_values = true
-    )]
+    /// S3 secret access key [env: THAW_S3_SECRET_ACCESS_KEY, else AWS_SECRET_ACCESS_KEY].
+    #[arg(long, global = true)]
     s3_secret_access_key: Option<String>,
-    /// Allow plain HTTP to the S3 endpoint.
-    #[arg(long, env = "THAW_S3_ALLOW_HTTP", global = true)]
+    /// Allow plain HTTP to the S3 endpoint [env: THAW_S3_ALLOW_HTTP].
+    #[arg(long, global = true)]
     s3_allow_http: bool,
-    /// Local disk cache directory [default: ~/.cache/thaw/chunks].
-    #[arg(long, env = "THAW_CACHE_DIR", global = true)]
+    /// Local disk cache directory [env: THAW_CACHE_DIR] [default: ~/.cache/thaw/chunks].
+    #[arg(long, global = true)]
     cache_dir: Option<PathBuf>,
-    /// Disk cache budget (e.g. 20GiB).
-    #[arg(long, env = "THAW_CACHE_BYTES", global = true, default_value = "20GiB")]
-    cache_bytes: bytesize::ByteSize,
-    /// Memory cache budget (e.g. 512MiB).
-    #[arg(
-        long,
-        env = "THAW_MEMORY_CACHE_BYTES",
-        global = true,
-        default_value = "512MiB"
-    )]
-    memory_cache_bytes: bytesize::ByteSize,
-    /// Do not use the local disk cache.
-    #[arg(long, env = "THAW_NO_DISK_CACHE", global = true)]
+    /// Disk cache budget, e.g. 20GiB [env: THAW_CACHE_BYTES] [default: 20GiB].
+    #[arg(long, global = true)]
+    cache_bytes: Option<bytesize::ByteSize>,
+    /// Memory cache budget, e.g. 512MiB [env: THAW_MEMORY_CACHE_BYTES] [default: 512MiB].
+    #[arg(long, global = true)]
+    memory_cache_bytes: Option<bytesize::ByteSize>,
+    /// Do not use the local disk cache [env: THAW_NO_DISK_CACHE].
+    #[arg(long, global = true)]
     no_disk_cache: bool,
     /// Peer caches to read through before the object store: `http://a:7070,b:7070`, `@FILE`
-    /// (one per line, re-read while running) or `dns://NAME:PORT` (every address is a peer).
-    #[arg(long, env = "THAW_PEERS", global = true)]
+    /// (one per line, re-read while running) or `dns://NAME:PORT` (every address is a peer)
+    /// [env: THAW_PEERS].
+    #[arg(long, global = true)]
     peers: Option<String>,
-    /// File holding the bearer token shared by peers and clients (else $THAW_PEER_TOKEN).
-    #[arg(long, env = "THAW_PEER_TOKEN_FILE", global = true)]
+    /// File holding the bearer token shared by peers and clients [env: THAW_PEER_TOKEN_FILE,
+    /// else the token itself in THAW_PEER_TOKEN].
+    #[arg(long, global = true)]
     peer_token_file: Option<PathBuf>,
-    /// Milliseconds a peer has to deliver a chunk before it is skipped.
-    #[arg(
-        long,
-        env = "THAW_PEER_TIMEOUT_MS",
-        global = true,
-        default_value_t = 5000
-    )]
-    peer_timeout_ms: u64,
-    /// Seconds between re-reads of a peer file or DNS name.
-    #[arg(
-        long,
-        env = "THAW_PEER_REFRESH_SECS",
-        global = true,
-        default_value_t = 10
-    )]
-    peer_refresh_secs: u64,
+    /// Milliseconds a peer has to deliver a chunk before it is skipped [env:
+    /// THAW_PEER_TIMEOUT_MS] [default: 5000].
+    #[arg(long, global = true)]
+    peer_timeout_ms: Option<u64>,
+    /// Seconds between re-reads of a peer file or DNS name [env: THAW_PEER_REFRESH_SECS]
+    /// [default: 10].
+    #[arg(long, global = true)]
+    peer_refresh_secs: Option<u64>,
     /// Wait this many milliseconds before every store read (to measure against a distant
-    /// object store; benchmarks use 20).
-    #[arg(long, env = "THAW_STORE_READ_LATENCY_MS", global = true, hide = true)]
+    /// object store; benchmarks use 20) [env: THAW_STORE_READ_LATENCY_MS].
+    #[arg(long, global = true, hide = true)]
     store_read_latency_ms: Option<u64>,
     /// Hide progress bars.
     #[arg(long, short, global = true)]
@@ -120,6 +102,61 @@ pub struct GlobalOptions {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+impl GlobalArgs {
+    /// The configuration: defaults, the config file, the environment, then these flags.
+    fn resolve(&self) -> anyhow::Result<GlobalOptions> {
+        let mut config = Config::load(self.config.as_deref())?;
+        let store = &mut config.store;
+        let set = |field: &mut Option<String>, flag: &Option<String>| {
+            if flag.is_some() {
+                field.clone_from(flag);
+            }
+        };
+        set(&mut store.url, &self.store);
+        set(&mut store.s3_endpoint, &self.s3_endpoint);
+        set(&mut store.s3_region, &self.s3_region);
+        set(&mut store.s3_access_key_id, &self.s3_access_key_id);
+        set(&mut store.s3_secret_access_key, &self.s3_secret_access_key);
+        store.s3_allow_http |= self.s3_allow_http;
+        if let Some(ms) = self.store_read_latency_ms {
+            store.read_latency_ms = Some(ms);
+        }
+        set(&mut config.peers.list, &self.peers);
+        if let Some(dir) = &self.cache_dir {
+            config.cache.dir = Some(dir.clone());
+        }
+        if let Some(bytes) = self.cache_bytes {
+            config.cache.bytes = bytes.as_u64();
+        }
+        if let Some(bytes) = self.memory_cache_bytes {
+            config.cache.memory_bytes = bytes.as_u64();
+        }
+        config.cache.disk &= !self.no_disk_cache;
+        if let Some(file) = &self.peer_token_file {
+            config.peers.token_file = Some(file.clone());
+        }
+        if let Some(ms) = self.peer_timeout_ms {
+            config.peers.timeout_ms = ms;
+        }
+        if let Some(secs) = self.peer_refresh_secs {
+            config.peers.refresh_secs = secs;
+        }
+        Ok(GlobalOptions {
+            config,
+            quiet: self.quiet,
+        })
+    }
+}
+
+/// What every command gets: the resolved configuration and how to show progress.
+#[derive(Debug, Clone)]
+pub struct GlobalOptions {
+    /// Store, caches, peers and runtime dir.
+    pub config: Config,
+    /// Hide progress bars.
+    pub quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,165 +204,40 @@ enum Command {
 }
 
 impl GlobalOptions {
-    fn store_config(&self) -> StoreConfig {
-        StoreConfig {
-            url: self.store.clone(),
-            s3: S3Options {
-                endpoint: self.s3_endpoint.clone(),
-                region: self.s3_region.clone(),
-                access_key_id: self.s3_access_key_id.clone(),
-                secret_access_key: self.s3_secret_access_key.clone(),
-                allow_http: self.s3_allow_http,
-            },
-            read_latency: self
-                .store_read_latency_ms
-                .map(std::time::Duration::from_millis),
-        }
-    }
-
     /// Opens the store these options name.
     fn open_store(&self) -> anyhow::Result<Store> {
-        let config = self.store_config();
-        Store::open(&config).context("opening the store")
+        Ok(connect::open_store(&self.config)?)
     }
 
-    /// The peer token: `--peer-token-file`, else `$THAW_PEER_TOKEN`, else none.
+    /// The peer token: the token file, else `$THAW_PEER_TOKEN`, else none.
     fn peer_token(&self) -> anyhow::Result<Option<Token>> {
-        if let Some(path) = &self.peer_token_file {
-            return Ok(Some(Token::from_file(path)?));
-        }
-        match std::env::var(PEER_TOKEN_ENV) {
-            Ok(value) => Ok(Some(Token::new(&value, PEER_TOKEN_ENV)?)),
-            Err(_) => Ok(None),
-        }
+        Ok(connect::peer_token(&self.config)?)
     }
 
-    /// The peer tier, when `--peers` is given.
+    /// The peer tier, when peers are configured.
     async fn peer_tier(&self) -> anyhow::Result<Option<Arc<PeerTier>>> {
-        let Some(spec) = &self.peers else {
-            return Ok(None);
-        };
-        let spec: PeerSpec = spec.parse()?;
-        let config = PeerClientConfig {
-            token: self.peer_token()?,
-            timeout: Duration::from_millis(self.peer_timeout_ms.max(1)),
-            refresh: Duration::from_secs(self.peer_refresh_secs.max(1)),
-            ..PeerClientConfig::new(spec)
-        };
-        let tier = PeerTier::connect(config).await?;
-        tracing::info!(
-            peers = tier.membership().current().len(),
-            "reading through peers"
-        );
-        Ok(Some(Arc::new(tier)))
+        Ok(connect::peer_tier(&self.config).await?)
     }
 
     /// Builds the read tiers (memory, disk cache, peers when configured, store); `fill_disk`
     /// keeps fetched chunks in the disk cache.
     async fn tiers(&self, store: &Store, fill_disk: bool) -> anyhow::Result<TieredStore> {
-        let peers = self.peer_tier().await?;
-        Ok(self.tiers_with(store, fill_disk, peers))
-    }
-
-    /// [`GlobalOptions::tiers`] with a peer tier made already.
-    fn tiers_with(
-        &self,
-        store: &Store,
-        fill_disk: bool,
-        peers: Option<Arc<PeerTier>>,
-    ) -> TieredStore {
-        let config = self.cache_config(fill_disk);
-        tier::tiers_for(store, &config, peers.map(|p| p as Arc<dyn ChunkSource>))
-    }
-
-    /// Tiers for a read whose destination is itself the copy in memory (weights streamed into
-    /// an allocation): no memory tier, which would only hold (and churn) a second copy.
-    async fn streaming_tiers(&self, store: &Store) -> anyhow::Result<TieredStore> {
-        let peers = self.peer_tier().await?;
-        let config = CacheConfig {
-            memory_bytes: 0,
-            ..self.cache_config(true)
-        };
-        Ok(tier::tiers_for(
-            store,
-            &config,
-            peers.map(|p| p as Arc<dyn ChunkSource>),
-        ))
+        Ok(connect::tiers(&self.config, store, fill_disk).await?)
     }
 
     /// Sets the environment of a child `thaw` so it uses the same store, caches and peers.
     fn pass_store_options(&self, command: &mut std::process::Command) {
-        let mut set = |name: &str, value: Option<String>| {
-            if let Some(value) = value {
-                command.env(name, value);
-            }
-        };
-        set("THAW_STORE", self.store.clone());
-        set("THAW_S3_ENDPOINT", self.s3_endpoint.clone());
-        set("THAW_S3_REGION", self.s3_region.clone());
-        set("THAW_S3_ACCESS_KEY_ID", self.s3_access_key_id.clone());
-        set(
-            "THAW_S3_SECRET_ACCESS_KEY",
-            self.s3_secret_access_key.clone(),
-        );
-        set(
-            "THAW_S3_ALLOW_HTTP",
-            self.s3_allow_http.then(|| "true".into()),
-        );
-        set(
-            "THAW_CACHE_DIR",
-            self.cache_dir.as_ref().map(|d| d.display().to_string()),
-        );
-        set(
-            "THAW_CACHE_BYTES",
-            Some(self.cache_bytes.as_u64().to_string()),
-        );
-        set(
-            "THAW_MEMORY_CACHE_BYTES",
-            Some(self.memory_cache_bytes.as_u64().to_string()),
-        );
-        set(
-            "THAW_NO_DISK_CACHE",
-            self.no_disk_cache.then(|| "true".into()),
-        );
-        set("THAW_PEERS", self.peers.clone());
-        set(
-            "THAW_PEER_TOKEN_FILE",
-            self.peer_token_file
-                .as_ref()
-                .map(|d| d.display().to_string()),
-        );
-        set(
-            "THAW_PEER_TIMEOUT_MS",
-            Some(self.peer_timeout_ms.to_string()),
-        );
-        set(
-            "THAW_STORE_READ_LATENCY_MS",
-            self.store_read_latency_ms.map(|ms| ms.to_string()),
-        );
+        self.config.pass_to(command);
     }
 
     /// Where control sockets, daemon logs and container directories go.
     fn runtime_dir(&self) -> PathBuf {
-        thaw_fs::control::runtime_dir()
+        self.config.runtime_dir()
     }
 
     /// Where and how big the local caches are.
     fn cache_config(&self, fill_disk: bool) -> CacheConfig {
-        CacheConfig {
-            disk_dir: if self.no_disk_cache {
-                None
-            } else {
-                Some(
-                    self.cache_dir
-                        .clone()
-                        .unwrap_or_else(tier::default_cache_dir),
-                )
-            },
-            disk_bytes: self.cache_bytes.as_u64(),
-            memory_bytes: self.memory_cache_bytes.as_u64(),
-            fill_disk,
-        }
+        connect::cache_config(&self.config, fill_disk)
     }
 }
 
@@ -359,10 +271,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let global = &cli.global;
-    if let Some(config) = &global.config {
-        tracing::debug!(config = %config.display(), "config file applied");
-    }
+    let global = &cli.global.resolve()?;
     match cli.command {
         Command::Index(cmd) => index::run(global, &runtime, cmd),
         Command::Tags(args) => runtime.block_on(browse::tags(global, args)),
@@ -372,7 +281,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Extract(args) => runtime.block_on(restore::extract(global, args)),
         Command::Verify(args) => runtime.block_on(verify::verify(global, args)),
         Command::Mount(args) => mount::mount(global, &runtime, args),
-        Command::Umount(args) => runtime.block_on(mount::umount(args)),
+        Command::Umount(args) => runtime.block_on(mount::umount(global, args)),
         Command::Trace(cmd) => runtime.block_on(mount::trace(global, cmd)),
         Command::CacheServer(args) => runtime.block_on(cache_server::serve(global, args)),
         Command::Peers(cmd) => runtime.block_on(cache_server::peers(global, cmd)),

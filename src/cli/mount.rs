@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +106,7 @@ pub fn mount(
     args: MountArgs,
 ) -> anyhow::Result<ExitCode> {
     if args.daemon && std::env::var_os(DAEMON_CHILD_ENV).is_none() {
-        return start_daemon(&args);
+        return start_daemon(&global.runtime_dir(), &args);
     }
     runtime.block_on(mount_here(global, args))
 }
@@ -120,7 +120,7 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
         let client_metrics = peers.metrics().clone();
         extra_metrics.add(move |registry| client_metrics.register(registry));
     }
-    let tiers = global.tiers_with(&store, true, peers);
+    let tiers = thaw_client::connect::tiers_with(&global.config, &store, true, peers);
     let volume = Arc::new(
         Volume::new(
             manifest,
@@ -139,6 +139,7 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
         metrics_addr: args.metrics,
         extra_metrics,
         dispatch_threads: args.threads,
+        runtime_dir: global.runtime_dir(),
         ..SessionOptions::new(&args.mountpoint)
     };
     let name = args.name.clone();
@@ -175,11 +176,11 @@ fn report_ready(line: &str) {
 }
 
 /// Starts this command again as a detached child, waits for it to report readiness, exits.
-fn start_daemon(args: &MountArgs) -> anyhow::Result<ExitCode> {
+fn start_daemon(runtime_dir: &Path, args: &MountArgs) -> anyhow::Result<ExitCode> {
     let log_path = args
         .log_file
         .clone()
-        .unwrap_or_else(|| control::runtime_file(&args.mountpoint, "log"));
+        .unwrap_or_else(|| control::runtime_file(runtime_dir, &args.mountpoint, "log"));
     if let Some(dir) = log_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -242,9 +243,10 @@ fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
 
 /// `thaw umount`: asks the daemon (which saves its trace), else unmounts directly (a daemon
 /// that died leaves a mount answering "Transport endpoint is not connected").
-pub async fn umount(args: UmountArgs) -> anyhow::Result<ExitCode> {
+pub async fn umount(global: &GlobalOptions, args: UmountArgs) -> anyhow::Result<ExitCode> {
+    let runtime_dir = global.runtime_dir();
     let request = ControlRequest::Unmount { lazy: args.lazy };
-    match control::request(&args.mountpoint, &request).await {
+    match control::request(&runtime_dir, &args.mountpoint, &request).await {
         Ok(answer) if answer.ok => {
             eprintln!("thaw: {}", answer.message);
             Ok(ExitCode::SUCCESS)
@@ -253,7 +255,7 @@ pub async fn umount(args: UmountArgs) -> anyhow::Result<ExitCode> {
         Err(e) => {
             tracing::info!(error = %e, "no daemon answered; unmounting directly");
             session::unmount(&control::canonical_mountpoint(&args.mountpoint), args.lazy)?;
-            let _ = std::fs::remove_file(control::socket_path(&args.mountpoint));
+            let _ = std::fs::remove_file(control::socket_path(&runtime_dir, &args.mountpoint));
             eprintln!(
                 "thaw: no daemon answered; unmounted {}",
                 args.mountpoint.display()
@@ -267,7 +269,12 @@ pub async fn umount(args: UmountArgs) -> anyhow::Result<ExitCode> {
 pub async fn trace(global: &GlobalOptions, command: TraceCommand) -> anyhow::Result<ExitCode> {
     match command {
         TraceCommand::Save { mountpoint } => {
-            let answer = control::request(&mountpoint, &ControlRequest::SaveTrace).await?;
+            let answer = control::request(
+                &global.runtime_dir(),
+                &mountpoint,
+                &ControlRequest::SaveTrace,
+            )
+            .await?;
             if !answer.ok {
                 bail!("{}: {}", mountpoint.display(), answer.message);
             }

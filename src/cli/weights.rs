@@ -67,7 +67,7 @@ async fn load(global: &GlobalOptions, args: LoadArgs) -> anyhow::Result<ExitCode
     let backend = open_backend(args.device)?;
     let store = global.open_store()?;
     let (manifest, map) = store.open_manifest(&args.name).await?;
-    let tiers = global.streaming_tiers(&store).await?;
+    let tiers = thaw_client::connect::streaming_tiers(&global.config, &store).await?;
     let defaults = LoadOptions::default();
     let options = LoadOptions {
         fetch_concurrency: args.concurrency.unwrap_or(defaults.fetch_concurrency),

@@ -118,21 +118,12 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            disk_dir: Some(default_cache_dir()),
+            disk_dir: Some(crate::dirs::default_cache()),
             disk_bytes: DEFAULT_DISK_CACHE_BYTES,
             memory_bytes: DEFAULT_MEMORY_CACHE_BYTES,
             fill_disk: true,
         }
     }
-}
-
-/// `$XDG_CACHE_HOME/thaw/chunks` or `~/.cache/thaw/chunks`.
-pub fn default_cache_dir() -> std::path::PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| std::path::PathBuf::from("."));
-    base.join("thaw/chunks")
 }
 
 /// Builds memory -> disk -> `peers` (when given) -> `store` tiers. A disk cache that cannot be

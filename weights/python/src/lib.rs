@@ -9,8 +9,10 @@
 //! print(model.report["tensor_bytes"], model.report["seconds"])
 //! ```
 //!
-//! The store and caches come from the same environment variables as the `thaw` command
-//! (`THAW_STORE`, `THAW_CACHE_DIR`, `THAW_S3_*`, `AWS_*`) unless given as arguments.
+//! The store, caches and peers come from the same configuration as the `thaw` command
+//! (thaw-client: the config file, then the `THAW_*` variables such as `THAW_STORE`,
+//! `THAW_CACHE_DIR`, `THAW_PEERS`, `THAW_NO_DISK_CACHE`), unless given as arguments;
+//! `thaw_weights.config()` shows what is in effect.
 
 mod dlpack;
 
@@ -19,12 +21,19 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use thaw_core::store::{S3Options, Store, StoreConfig};
-use thaw_core::tier::{self, CacheConfig};
+use thaw_client::{connect, Config};
 use weights::{Allocation, DeviceKind, LoadOptions, LoadedModel, PlacedTensor};
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+/// The configuration `thaw` would use here, with the `store` and `cache_dir` arguments applied.
+fn resolve_config(store: Option<String>, cache_dir: Option<PathBuf>) -> Result<Config, String> {
+    let mut config = Config::load(None).map_err(|e| e.to_string())?;
+    if store.is_some() {
+        config.store.url = store;
+    }
+    if cache_dir.is_some() {
+        config.cache.dir = cache_dir;
+    }
+    Ok(config)
 }
 
 fn runtime_error(e: impl std::fmt::Display) -> PyErr {
@@ -228,34 +237,17 @@ fn load(
     };
     let loaded = py.detach(move || -> Result<LoadedModel, String> {
         let backend = weights::open_backend(device).map_err(|e| e.to_string())?;
-        let config = StoreConfig {
-            url: store.or_else(|| env("THAW_STORE")),
-            s3: S3Options {
-                endpoint: env("THAW_S3_ENDPOINT"),
-                region: env("THAW_S3_REGION"),
-                access_key_id: env("THAW_S3_ACCESS_KEY_ID"),
-                secret_access_key: env("THAW_S3_SECRET_ACCESS_KEY"),
-                allow_http: env("THAW_S3_ALLOW_HTTP").is_some(),
-            },
-            read_latency: None,
-        };
-        let cache = CacheConfig {
-            disk_dir: Some(
-                cache_dir
-                    .or_else(|| env("THAW_CACHE_DIR").map(PathBuf::from))
-                    .unwrap_or_else(tier::default_cache_dir),
-            ),
-            // The allocation is the in-memory copy; a memory tier would hold a second one.
-            memory_bytes: 0,
-            ..CacheConfig::default()
-        };
+        let config = resolve_config(store, cache_dir)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("starting the async runtime: {e}"))?;
         runtime.block_on(async {
-            let store = Store::open(&config).map_err(|e| e.to_string())?;
-            let tiers = tier::tiers_for(&store, &cache, None);
+            let store = connect::open_store(&config).map_err(|e| e.to_string())?;
+            // The allocation is the in-memory copy; a memory tier would hold a second one.
+            let tiers = connect::streaming_tiers(&config, &store)
+                .await
+                .map_err(|e| e.to_string())?;
             let (manifest, map) = store
                 .open_manifest(&name)
                 .await
@@ -274,11 +266,26 @@ fn load(
     })
 }
 
+/// The configuration in effect (config file, then `THAW_*` variables, then the arguments), as
+/// a dict: `store`, `cache`, `runtime`, `peers` (the S3 secret is never shown).
+#[pyfunction]
+#[pyo3(signature = (store = None, cache_dir = None))]
+fn config(
+    py: Python<'_>,
+    store: Option<String>,
+    cache_dir: Option<PathBuf>,
+) -> PyResult<Bound<'_, PyAny>> {
+    let config = resolve_config(store, cache_dir).map_err(PyValueError::new_err)?;
+    let json = serde_json::to_string(&config).map_err(runtime_error)?;
+    py.import("json")?.call_method1("loads", (json,))
+}
+
 /// The Python module.
 #[pymodule]
 #[pyo3(name = "thaw_weights")]
 fn python_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(config, m)?)?;
     m.add_class::<Model>()?;
     m.add_class::<Tensor>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -105,9 +105,11 @@ pub async fn run(global: &GlobalOptions, args: ColdstartArgs) -> anyhow::Result<
     // runtime dir, which is often a small tmpfs.
     let work = args.work_dir.clone().unwrap_or_else(|| {
         let cache = global
-            .cache_dir
+            .config
+            .cache
+            .dir
             .clone()
-            .unwrap_or_else(thaw_core::tier::default_cache_dir);
+            .unwrap_or_else(thaw_core::dirs::default_cache);
         cache
             .parent()
             .unwrap_or(&cache)
@@ -157,7 +159,7 @@ impl PeerServer {
     /// `dir/log`).
     async fn start(global: &GlobalOptions, dir: &Path) -> anyhow::Result<Self> {
         let mut options = global.clone();
-        options.cache_dir = Some(dir.join("cache"));
+        options.config.cache.dir = Some(dir.join("cache"));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let log_path = dir.join("log");
         let log = std::fs::File::create(&log_path)
@@ -474,17 +476,17 @@ impl<'a> Bench<'a> {
     /// and the peer when `with_peer`.
     fn child_options(&self, with_peer: bool) -> GlobalOptions {
         let mut options = self.global.clone();
-        options.cache_dir = Some(self.cache_dir());
-        options.no_disk_cache = false;
-        options.store_read_latency_ms = self
-            .args
-            .store_latency_ms
-            .or(self.global.store_read_latency_ms);
-        options.peers = match (with_peer, &self.peer) {
+        options.config.cache.dir = Some(self.cache_dir());
+        options.config.cache.disk = true;
+        options.config.store.read_latency_ms =
+            self.args
+                .store_latency_ms
+                .or(self.global.config.store.read_latency_ms);
+        options.config.peers.list = match (with_peer, &self.peer) {
             (true, Some(peer)) => Some(peer.url.clone()),
             _ => None,
         };
-        options.peer_token_file = None;
+        options.config.peers.token_file = None;
         options
     }
 
@@ -625,10 +627,10 @@ impl<'a> Bench<'a> {
             return Ok(());
         }
         let mut options = self.global.clone();
-        options.store_read_latency_ms = self
-            .args
-            .store_latency_ms
-            .or(self.global.store_read_latency_ms);
+        options.config.store.read_latency_ms =
+            self.args
+                .store_latency_ms
+                .or(self.global.config.store.read_latency_ms);
         self.peer = Some(PeerServer::start(&options, &self.work.join("peer")).await?);
         eprintln!("thaw: warming the peer cache with one start through it");
         self.reset_node();
