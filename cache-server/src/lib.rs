@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod rendezvous;
 pub mod server;
+pub mod status;
 
 pub use auth::Token;
 pub use client::{PeerClientConfig, PeerTier};

@@ -181,3 +181,57 @@ pub async fn get(
         .await
         .map_err(|e| format!("{}: {e}", target.url))
 }
+/// Each chunk at its owner among `peers` (rendezvous hashing), as clients would ask.
+pub fn targets_at_owners(
+    peers: &[crate::rendezvous::Peer],
+    chunks: &[thaw_core::tier::ChunkRef],
+) -> Result<Vec<LoadTarget>, String> {
+    chunks
+        .iter()
+        .map(|chunk| {
+            let owner = crate::rendezvous::owner(peers, &chunk.id).ok_or("no peers to load")?;
+            Ok(LoadTarget {
+                url: crate::client::chunk_url(owner, chunk),
+                id: chunk.id,
+            })
+        })
+        .collect()
+}
+
+/// Each chunk at `template` with `{id}` replaced by its id (any server, e.g. nginx serving
+/// chunk files).
+pub fn targets_from_template(
+    template: &str,
+    chunks: &[thaw_core::tier::ChunkRef],
+) -> Result<Vec<LoadTarget>, String> {
+    chunks
+        .iter()
+        .map(|chunk| {
+            let url = template.replace("{id}", &chunk.id.to_hex());
+            url.parse()
+                .map_err(|e| format!("the URL template gives a bad URL {url}: {e}"))
+                .map(|url| LoadTarget { url, id: chunk.id })
+        })
+        .collect()
+}
+
+/// Fetches every target once, checks it against its id and writes it to `dir/<id>` (the files
+/// a baseline server then serves).
+pub async fn save_chunks(
+    http: &reqwest::Client,
+    targets: &[LoadTarget],
+    options: &LoadOptions,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for target in targets {
+        let body = get(http, target, options).await?;
+        target
+            .id
+            .verify(&body, target.url.as_str())
+            .map_err(|e| format!("checking {}: {e}", target.url))?;
+        let path = dir.join(target.id.to_hex());
+        std::fs::write(&path, &body).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@
 //! - `HEAD /v1/chunks/{id}`: 200 with the length when the server holds a good copy, else 404;
 //!   never fetches.
 //! - `GET /v1/inventory[?tag=NAME]`: what the server holds, per tag (JSON).
-//! - `GET /healthz`, `GET /metrics`: open, everything else needs the bearer token.
+//! - `GET /healthz` ([`Health`]), `GET /metrics`: open, everything else needs the bearer token.
 
 use serde::{Deserialize, Serialize};
 use thaw_core::chunker::MAX_CHUNK_BYTES;
@@ -107,6 +107,17 @@ pub struct TagInventory {
     pub bytes: u64,
     /// Raw bytes of the held ones.
     pub held_bytes: u64,
+}
+
+/// The answer of `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` while the server serves.
+    pub status: String,
+    /// Chunks in the server's disk cache.
+    pub chunks_held: u64,
+    /// Their bytes.
+    pub bytes_held: u64,
 }
 
 /// The answer of `GET /v1/inventory`.

@@ -573,11 +573,11 @@ async fn get_inventory(
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "chunks_held": shared.disk.len(),
-        "bytes_held": shared.disk.used_bytes(),
-    }))
+    axum::Json(crate::protocol::Health {
+        status: "ok".into(),
+        chunks_held: shared.disk.len() as u64,
+        bytes_held: shared.disk.used_bytes(),
+    })
     .into_response()
 }
 

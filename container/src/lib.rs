@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chroot;
 pub mod image;
 pub mod logs;
 pub mod readiness;

@@ -12,6 +12,7 @@
 
 mod attr;
 pub mod control;
+pub mod daemon;
 mod filesystem;
 mod lookahead;
 pub mod metrics;
@@ -48,6 +49,9 @@ pub enum FsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A background mount daemon failed to start or stop.
+    #[error("{0}")]
+    Daemon(String),
     /// Talking to a mount's daemon failed.
     #[error("mount control socket {socket}: {reason}")]
     Control {

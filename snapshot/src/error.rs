@@ -65,6 +65,14 @@ pub enum SnapshotError {
         /// The `CUresult`.
         code: i32,
     },
+    /// The store of image folders failed.
+    #[error("snapshot {name}: {source}")]
+    Images {
+        /// The snapshot.
+        name: String,
+        /// What the store said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {

@@ -4,16 +4,19 @@
 //! record before a restore, and running the restore detached. CUDA processes are first locked and
 //! their device memory checkpointed into host memory through the driver API ([`cuda`]).
 //!
-//! Storing the image folder is not this crate's job: the `thaw` binary indexes it into the store as
-//! a manifest (page images are chunked, so two snapshots of similar processes share chunks) and
-//! gets it back by extracting or lazily mounting that manifest. This crate only needs a folder.
+//! [`lifecycle`] runs a whole create or restore. Storing the image folder is not this crate's
+//! job: the caller implements [`ImageStore`] (the `thaw` binary indexes the folder into the store
+//! as a manifest, so two snapshots of similar processes share chunks, and gets it back by
+//! extracting or lazily mounting that manifest). This crate only needs a folder.
 
 pub mod criu;
 pub mod cuda;
 pub mod error;
 pub mod host;
 pub mod info;
+pub mod lifecycle;
 
 pub use criu::{Criu, DumpRequest, RestoreRequest};
 pub use error::{Result, SnapshotError};
 pub use info::{RootfsMount, SnapshotInfo, INFO_FILE};
+pub use lifecycle::{FetchedBytes, FetchedImages, ImageStore, RestoreReport};

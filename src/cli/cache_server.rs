@@ -1,18 +1,16 @@
 //! `thaw cache-server` (the peer cache daemon) and `thaw peers status|load-test`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use thaw_cache_server::client::chunk_url;
 use thaw_cache_server::load_test::{self, LoadOptions, LoadTarget};
-use thaw_cache_server::protocol::{Inventory, INVENTORY_PATH};
-use thaw_cache_server::rendezvous::{self, Peer};
 use thaw_cache_server::server::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PER_CLIENT};
+use thaw_cache_server::status::{peer_statuses, PeerStatus};
 use thaw_cache_server::{CacheServer, PeerSpec, PeerTier, ServerConfig};
 use thaw_core::tier::ChunkRef;
 
@@ -172,130 +170,55 @@ async fn tag_chunks(global: &GlobalOptions, tag: &str) -> anyhow::Result<Vec<Chu
 
 async fn status(global: &GlobalOptions, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let tier = required_peers(global).await?;
-    let peers = tier.membership().current();
-    let chunks = match &args.tag {
-        Some(tag) => tag_chunks(global, tag).await?,
+    let chunks: Vec<_> = match &args.tag {
+        Some(tag) => tag_chunks(global, tag)
+            .await?
+            .iter()
+            .map(|c| c.id)
+            .collect(),
         None => Vec::new(),
     };
-    // Each chunk's owner, computed once (not once per peer).
-    let mut owned_by: HashMap<&str, usize> = HashMap::new();
-    for chunk in &chunks {
-        if let Some(owner) = rendezvous::owner(&peers, &chunk.id) {
-            *owned_by.entry(owner.authority.as_str()).or_default() += 1;
-        }
-    }
-    let mut rows = Vec::new();
-    let mut all_up = true;
-    for peer in peers.iter() {
-        let owned = owned_by.get(peer.authority.as_str()).copied().unwrap_or(0);
-        let row = peer_status(&tier, peer, args.tag.as_deref()).await;
-        all_up &= row.get("up") == Some(&serde_json::Value::Bool(true));
-        let mut row = row;
-        row["owns"] = serde_json::json!(owned);
-        rows.push(row);
-    }
+    let rows = peer_statuses(&tier, args.tag.as_deref(), &chunks).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!(
-            "{:<28} {:>5} {:>9} {:>10} {:>12} {:>8} {:>14}",
-            "PEER", "UP", "LATENCY", "CHUNKS", "BYTES", "OWNS", "TAG HELD"
-        );
-        for row in &rows {
-            println!(
-                "{:<28} {:>5} {:>9} {:>10} {:>12} {:>8} {:>14}",
-                row["peer"].as_str().unwrap_or("?"),
-                if row["up"].as_bool() == Some(true) {
-                    "yes"
-                } else {
-                    "no"
-                },
-                row["latency_ms"]
-                    .as_f64()
-                    .map(|ms| format!("{ms:.1}ms"))
-                    .unwrap_or_else(|| "-".into()),
-                row["chunks_held"]
-                    .as_u64()
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                row["bytes_held"]
-                    .as_u64()
-                    .map(|n| bytesize::ByteSize(n).to_string())
-                    .unwrap_or_else(|| "-".into()),
-                row["owns"].as_u64().unwrap_or_default(),
-                match (row["tag_held"].as_u64(), row["tag_chunks"].as_u64()) {
-                    (Some(held), Some(total)) => format!("{held}/{total}"),
-                    _ => "-".into(),
-                },
-            );
-            if let Some(error) = row["error"].as_str() {
-                println!("  {error}");
-            }
-        }
+        print_statuses(&rows);
     }
-    Ok(if all_up {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(match rows.iter().all(|row| row.up) {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
     })
 }
 
-/// One row of `thaw peers status`.
-async fn peer_status(tier: &PeerTier, peer: &Peer, tag: Option<&str>) -> serde_json::Value {
-    let mut row = serde_json::json!({ "peer": peer.authority, "url": peer.base.as_str() });
-    let started = Instant::now();
-    let health = async {
-        let mut url = peer.base.clone();
-        url.set_path("/healthz");
-        let response = tier
-            .http()
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await?
-            .error_for_status()?;
-        response.json::<serde_json::Value>().await
+fn print_statuses(rows: &[PeerStatus]) {
+    let line = |cells: [&str; 7]| {
+        println!(
+            "{:<28} {:>5} {:>9} {:>10} {:>12} {:>8} {:>14}",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
+        )
     };
-    match health.await {
-        Ok(health) => {
-            row["up"] = true.into();
-            row["latency_ms"] = (started.elapsed().as_secs_f64() * 1000.0).into();
-            row["chunks_held"] = health["chunks_held"].clone();
-            row["bytes_held"] = health["bytes_held"].clone();
-        }
-        Err(e) => {
-            row["up"] = false.into();
-            row["error"] = format!("{}: {e}", peer.base).into();
-            return row;
-        }
-    }
-    if let Some(tag) = tag {
-        let mut url = peer.base.clone();
-        url.set_path(INVENTORY_PATH);
-        url.query_pairs_mut().append_pair("tag", tag);
-        let mut request = tier.http().get(url).timeout(Duration::from_secs(30));
-        if let Some(token) = tier.token() {
-            request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
-        }
-        let inventory = async {
-            request
-                .send()
-                .await?
-                .error_for_status()?
-                .json::<Inventory>()
-                .await
-        };
-        match inventory.await {
-            Ok(inventory) => {
-                if let Some(entry) = inventory.tags.first() {
-                    row["tag_held"] = entry.held.into();
-                    row["tag_chunks"] = entry.chunks.into();
-                }
-            }
-            Err(e) => row["error"] = format!("inventory of {}: {e}", peer.base).into(),
+    line([
+        "PEER", "UP", "LATENCY", "CHUNKS", "BYTES", "OWNS", "TAG HELD",
+    ]);
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for row in rows {
+        line([
+            &row.peer,
+            if row.up { "yes" } else { "no" },
+            &or_dash(row.latency_ms.map(|ms| format!("{ms:.1}ms"))),
+            &or_dash(row.chunks_held.map(|n| n.to_string())),
+            &or_dash(row.bytes_held.map(|n| bytesize::ByteSize(n).to_string())),
+            &row.owns.to_string(),
+            &or_dash(
+                row.tag_held
+                    .zip(row.tag_chunks)
+                    .map(|(h, t)| format!("{h}/{t}")),
+            ),
+        ]);
+        if let Some(error) = &row.error {
+            println!("  {error}");
         }
     }
-    row
 }
 
 async fn load(global: &GlobalOptions, args: LoadTestArgs) -> anyhow::Result<ExitCode> {
@@ -309,39 +232,20 @@ async fn load(global: &GlobalOptions, args: LoadTestArgs) -> anyhow::Result<Exit
         .tcp_nodelay(true)
         .build()
         .context("building the HTTP client")?;
-    let targets: Vec<LoadTarget> = if let Some(template) = &args.url_template {
-        chunks
-            .iter()
-            .map(|c| {
-                let url = template.replace("{id}", &c.id.to_hex());
-                url.parse()
-                    .with_context(|| format!("--url-template gives a bad URL: {url}"))
-                    .map(|url| LoadTarget { url, id: c.id })
-            })
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        let peers: Vec<Peer> = match &args.target {
-            Some(target) => match target.parse::<PeerSpec>()? {
-                PeerSpec::Static(peers) if peers.len() == 1 => peers,
-                _ => bail!("--target takes one peer URL, got {target}"),
-            },
-            None => required_peers(global)
-                .await?
-                .membership()
-                .current()
-                .to_vec(),
-        };
-        chunks
-            .iter()
-            .map(|c| {
-                let owner = rendezvous::owner(&peers, &c.id).context("no peers to load")?;
-                Ok(LoadTarget {
-                    url: chunk_url(owner, c),
-                    id: c.id,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
+    let targets: Vec<LoadTarget> = match (&args.url_template, &args.target) {
+        (Some(template), _) => load_test::targets_from_template(template, &chunks),
+        (None, Some(target)) => match target.parse::<PeerSpec>()? {
+            PeerSpec::Static(peers) if peers.len() == 1 => {
+                load_test::targets_at_owners(&peers, &chunks)
+            }
+            _ => bail!("--target takes one peer URL, got {target}"),
+        },
+        (None, None) => {
+            let tier = required_peers(global).await?;
+            load_test::targets_at_owners(&tier.membership().current(), &chunks)
+        }
+    }
+    .map_err(anyhow::Error::msg)?;
     let options = LoadOptions {
         requests: args.requests,
         concurrency: args.concurrency,
@@ -350,7 +254,9 @@ async fn load(global: &GlobalOptions, args: LoadTestArgs) -> anyhow::Result<Exit
         timeout: Duration::from_secs(30),
     };
     if let Some(dir) = &args.save_chunks {
-        save_chunks(&http, &targets, &options, dir).await?;
+        load_test::save_chunks(&http, &targets, &options, dir)
+            .await
+            .map_err(anyhow::Error::msg)?;
     } else if !args.cold {
         let warm_up = LoadOptions {
             requests: targets.len(),
@@ -392,26 +298,4 @@ async fn load(global: &GlobalOptions, args: LoadTestArgs) -> anyhow::Result<Exit
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Fetches every target once, checks it and writes it to `dir/<id>`.
-async fn save_chunks(
-    http: &reqwest::Client,
-    targets: &[LoadTarget],
-    options: &LoadOptions,
-    dir: &std::path::Path,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for target in targets {
-        let body = load_test::get(http, target, options)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        target
-            .id
-            .verify(&body, target.url.as_str())
-            .with_context(|| format!("checking {}", target.url))?;
-        let path = dir.join(target.id.to_hex());
-        std::fs::write(&path, &body).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
 }

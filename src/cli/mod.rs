@@ -1,9 +1,7 @@
 //! The command tree: global options (store, caches, logging) and one module per command group.
 
-mod bench;
 mod browse;
 mod cache_server;
-mod daemon_mount;
 mod index;
 mod mount;
 mod progress;
@@ -24,6 +22,7 @@ use thaw_cache_server::{PeerTier, Token};
 use thaw_client::{connect, Config};
 use thaw_core::store::Store;
 use thaw_core::tier::{CacheConfig, TieredStore};
+use thaw_fs::daemon::DaemonMount;
 
 /// thaw: start inference replicas in seconds from content-addressed, lazily fetched images.
 #[derive(Parser, Debug)]
@@ -196,8 +195,9 @@ enum Command {
     /// writable overlay on top, started with crun or runc using the image's config.
     Run(run::RunArgs),
     /// Measurements to run on your own setup.
+    #[cfg(feature = "bench")]
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(thaw_bench::BenchCommand),
     /// Model weights: stream safetensors from the store into GPU (or host) memory.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
@@ -225,9 +225,19 @@ impl GlobalOptions {
         Ok(connect::tiers(&self.config, store, fill_disk).await?)
     }
 
-    /// Sets the environment of a child `thaw` so it uses the same store, caches and peers.
-    fn pass_store_options(&self, command: &mut std::process::Command) {
-        self.config.pass_to(command);
+    /// Mounts `tag` at `dir` in a background `thaw mount --daemon` with this configuration;
+    /// unmounted when the handle drops.
+    fn start_mount(&self, tag: &str, dir: &std::path::Path) -> anyhow::Result<DaemonMount> {
+        let exe = std::env::current_exe().context("locating the thaw binary")?;
+        let mut thaw = std::process::Command::new(exe);
+        self.config.pass_to(&mut thaw);
+        Ok(DaemonMount::start(
+            thaw,
+            &self.runtime_dir(),
+            tag,
+            dir,
+            &[],
+        )?)
     }
 
     /// Where control sockets, daemon logs and container directories go.
@@ -288,6 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(cmd) => snapshot::run(global, &runtime, cmd),
         Command::Weights(cmd) => runtime.block_on(weights::run(global, cmd)),
         Command::Run(args) => runtime.block_on(run::run(global, args)),
-        Command::Bench(cmd) => bench::run(global, &runtime, cmd),
+        #[cfg(feature = "bench")]
+        Command::Bench(cmd) => thaw_bench::run(&global.config, &runtime, cmd),
     }
 }

@@ -1,28 +1,21 @@
 //! `thaw mount`, `thaw umount` and `thaw trace save|show`.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use thaw_fs::control::{self, ControlRequest};
+use thaw_fs::daemon;
 use thaw_fs::metrics::{ExtraMetrics, FsMetrics};
 use thaw_fs::session::{self, SessionOptions};
 use thaw_fs::trace::{Trace, DEFAULT_TRACE_WINDOW};
 use thaw_fs::Volume;
 
 use super::GlobalOptions;
-
-/// Set in the environment of the background process `--daemon` starts.
-const DAEMON_CHILD_ENV: &str = "THAW_MOUNT_DAEMON_CHILD";
-/// The descriptor a daemon child reports readiness on.
-const READY_FD: i32 = 3;
 
 #[derive(Args, Debug)]
 pub struct MountArgs {
@@ -105,7 +98,7 @@ pub fn mount(
     runtime: &tokio::runtime::Runtime,
     args: MountArgs,
 ) -> anyhow::Result<ExitCode> {
-    if args.daemon && std::env::var_os(DAEMON_CHILD_ENV).is_none() {
+    if args.daemon && !daemon::is_daemon_child() {
         return start_daemon(&global.runtime_dir(), &args);
     }
     runtime.block_on(mount_here(global, args))
@@ -152,7 +145,7 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
             line.push_str(&format!("; metrics on http://{addr}/metrics"));
         }
         eprintln!("thaw: {line}");
-        report_ready(&line);
+        daemon::report_ready(&line);
     })
     .await
     .with_context(|| format!("mounting {} at {}", args.name, args.mountpoint.display()))?;
@@ -163,82 +156,20 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// In a daemon child, tells the waiting parent the mount answers (and closes the pipe).
-fn report_ready(line: &str) {
-    // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is open.
-    let open = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) } >= 0;
-    if std::env::var_os(DAEMON_CHILD_ENV).is_none() || !open {
-        return;
-    }
-    // SAFETY: the parent passed READY_FD open for this process alone; it is taken once.
-    let mut pipe = unsafe { std::fs::File::from_raw_fd(READY_FD) };
-    let _ = writeln!(pipe, "ready {line}");
-}
-
-/// Starts this command again as a detached child, waits for it to report readiness, exits.
+/// Starts this command again as a detached daemon, waits for it to report the mount ready.
 fn start_daemon(runtime_dir: &Path, args: &MountArgs) -> anyhow::Result<ExitCode> {
     let log_path = args
         .log_file
         .clone()
         .unwrap_or_else(|| control::runtime_file(runtime_dir, &args.mountpoint, "log"));
-    if let Some(dir) = log_path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating the log file {}", log_path.display()))?;
-    let (ready_read, ready_write) = pipe()?;
-    let exe = std::env::current_exe().context("finding the thaw executable")?;
-    let write_fd = ready_write.as_raw_fd();
-    let mut command = std::process::Command::new(exe);
-    command
-        .args(std::env::args_os().skip(1))
-        .env(DAEMON_CHILD_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: only async-signal-safe calls (setsid, dup2) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setsid() < 0 || libc::dup2(write_fd, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().context("starting the mount daemon")?;
-    drop(ready_write);
-    let mut answer = String::new();
-    let _ = std::fs::File::from(ready_read).read_to_string(&mut answer);
-    if let Some(line) = answer.strip_prefix("ready ") {
-        eprintln!(
-            "thaw: {} (pid {}, log {})",
-            line.trim(),
-            child.id(),
-            log_path.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let status = child.wait().ok();
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    bail!(
-        "the mount daemon exited ({}) before the mount answered; its log ({}):\n{}",
-        status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "unknown status".into()),
-        log_path.display(),
-        log.trim_end()
-    )
-}
-
-/// A pipe whose ends close on exec (the child's copy is made by dup2, which clears that flag).
-fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors that this function then owns.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("creating the readiness pipe");
-    }
-    // SAFETY: both descriptors were just created and are owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let started = daemon::start_detached(std::env::args_os().skip(1), &log_path)?;
+    eprintln!(
+        "thaw: {} (pid {}, log {})",
+        started.line,
+        started.pid,
+        log_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `thaw umount`: asks the daemon (which saves its trace), else unmounts directly (a daemon

@@ -12,7 +12,6 @@ use thaw_container::rootfs::Overlay;
 use thaw_container::runtime::{ContainerDir, Runtime};
 use thaw_container::{exit_code, spec};
 
-use super::daemon_mount::DaemonMount;
 use super::GlobalOptions;
 
 #[derive(Args, Debug)]
@@ -74,7 +73,7 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<ExitCo
     );
     let dir = ContainerDir::create(global.runtime_dir().join("containers").join(&id), args.keep)?;
     let dir = dir.path();
-    let mount = DaemonMount::start(global, &args.name, &dir.join("image"))?;
+    let mount = global.start_mount(&args.name, &dir.join("image"))?;
     stage("image mounted");
     let overlay = Overlay::in_dir(mount.dir(), dir)?;
     let user = resolve_user(args.user.as_deref().unwrap_or(&image.user), overlay.dir())?;

@@ -4,18 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use thaw_core::store::Store;
 use thaw_core::tier::TieredStore;
+use thaw_fs::daemon::DaemonMount;
 use thaw_indexer::extract::{copy_file_to, extract, ExtractOptions};
 use thaw_indexer::{index_tree, IndexOptions, SourceKind};
-use thaw_snapshot::cuda::{self, CudaCheckpoint};
-use thaw_snapshot::{host, Criu, DumpRequest, RestoreRequest, SnapshotInfo, INFO_FILE};
+use thaw_snapshot::lifecycle::{self, CreateOptions, StoreError, Stored};
+use thaw_snapshot::{Criu, FetchedBytes, FetchedImages, ImageStore, SnapshotInfo, INFO_FILE};
 
-use super::daemon_mount::DaemonMount;
 use super::progress::Bar;
 use super::GlobalOptions;
 
@@ -97,7 +96,7 @@ pub fn run(
     cmd: SnapshotCommand,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        SnapshotCommand::Create(args) => create(global, runtime, args),
+        SnapshotCommand::Create(args) => runtime.block_on(create(global, args)),
         SnapshotCommand::Restore(args) => runtime.block_on(restore(global, args)),
         SnapshotCommand::Ls(args) => runtime.block_on(ls(global, args)),
         SnapshotCommand::Rm(args) => runtime.block_on(async {
@@ -140,78 +139,122 @@ impl Drop for Scratch {
     }
 }
 
-fn create(
-    global: &GlobalOptions,
-    runtime: &tokio::runtime::Runtime,
-    args: CreateArgs,
-) -> anyhow::Result<ExitCode> {
-    let tag = tag_of(&args.tag);
-    thaw_core::store::validate_tag(&tag)?;
-    let store = global.open_store()?;
-    let criu = Criu::locate()?;
-    let cuda_pids = cuda::cuda_processes(args.pid)?;
-    let gpu = match cuda_pids.is_empty() {
-        true => None,
-        false => Some(
-            CudaCheckpoint::load()
-                .with_context(|| format!("process {} uses CUDA (pids {cuda_pids:?})", args.pid))?,
-        ),
-    };
-    let info = SnapshotInfo::capture(
-        args.pid,
-        &criu,
-        args.leave_running,
-        args.tcp_established,
-        args.file_locks,
-        cuda_pids.clone(),
-    )?;
-    let scratch = Scratch::new(args.work_dir.as_deref(), "snapshot")?;
-    let images = scratch.0.join("images");
-    let started = Instant::now();
-    if let Some(gpu) = &gpu {
-        gpu.suspend(&cuda_pids)
-            .context("checkpointing the GPU state into host memory")?;
+/// Snapshot image folders kept in thaw's store as manifests tagged `snapshot/NAME`.
+struct StoreFolders<'a> {
+    global: &'a GlobalOptions,
+    store: Store,
+}
+
+/// A snapshot's images for one restore: extracted (the tiers' counters say what that fetched)
+/// or lazily mounted (the mount's counters, asked before it goes).
+enum Images {
+    Extracted(FetchedBytes),
+    Mounted(DaemonMount),
+}
+
+impl FetchedImages for Images {
+    async fn fetched(&self) -> FetchedBytes {
+        match self {
+            Images::Extracted(bytes) => *bytes,
+            Images::Mounted(mount) => match mount.status().await {
+                Ok(status) => FetchedBytes {
+                    store: status.store_bytes,
+                    peers: status.peer_bytes,
+                },
+                Err(_) => FetchedBytes::default(),
+            },
+        }
     }
-    let dumped = criu
-        .dump(&DumpRequest {
-            pid: args.pid,
-            images: images.clone(),
-            work_dir: scratch.0.join("criu"),
-            leave_running: args.leave_running,
-            tcp_established: args.tcp_established,
-            shell_job: info.shell_job,
-            file_locks: args.file_locks,
+}
+
+fn fetched_by(tiers: &TieredStore) -> FetchedBytes {
+    let counters = tiers.counters();
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    FetchedBytes {
+        store: load(&counters.origin_bytes),
+        peers: load(&counters.peer_bytes),
+    }
+}
+
+impl ImageStore for StoreFolders<'_> {
+    type Images = Images;
+
+    async fn put(&self, name: &str, images: &Path) -> Result<Stored, StoreError> {
+        let tag = tag_of(name);
+        let (store, images) = (self.store.clone(), images.to_path_buf());
+        let bar = Bar::new(self.global.quiet);
+        let handle = tokio::runtime::Handle::current();
+        let report = tokio::task::spawn_blocking(move || {
+            let options = IndexOptions::default();
+            index_tree(
+                &store,
+                &handle,
+                &images,
+                SourceKind::Directory,
+                Some(&tag),
+                &options,
+                &bar,
+            )
         })
-        .with_context(|| format!("dumping process {}", args.pid));
-    // A process left running (or not dumped at all) gets its GPU back.
-    if let (Some(gpu), true) = (&gpu, args.leave_running || dumped.is_err()) {
-        gpu.resume(&cuda_pids)
-            .context("giving the process its GPU state back")?;
+        .await??;
+        Ok(Stored {
+            id: report.manifest.to_hex(),
+            bytes: report.bytes_read,
+            new_chunks: report.writes.new_chunks,
+        })
     }
-    dumped?;
-    let dumped = started.elapsed().as_secs_f64();
-    info.write(&images)?;
-    let stored_at = Instant::now();
-    let bar = Bar::new(global.quiet);
-    let report = index_tree(
-        &store,
-        runtime.handle(),
-        &images,
-        SourceKind::Directory,
-        Some(&tag),
-        &IndexOptions::default(),
-        &bar,
-    )
-    .with_context(|| format!("storing the images of process {}", args.pid))?;
+
+    async fn info(&self, name: &str) -> Result<SnapshotInfo, StoreError> {
+        let tiers = self.global.tiers(&self.store, true).await?;
+        Ok(read_info(&tiers, &self.store, name).await?.2)
+    }
+
+    async fn get(&self, name: &str, dir: &Path, lazy: bool) -> Result<Images, StoreError> {
+        if lazy {
+            // The mount records what CRIU reads; the next lazy restore prefetches it.
+            return Ok(Images::Mounted(
+                self.global.start_mount(&tag_of(name), dir)?,
+            ));
+        }
+        let tiers = self.global.tiers(&self.store, true).await?;
+        let (manifest, map) = self.store.open_manifest(&tag_of(name)).await?;
+        let options = ExtractOptions {
+            restore_owners: false,
+            ..ExtractOptions::default()
+        };
+        extract(&tiers, &manifest, &map, dir, &options, Arc::new(()))
+            .await
+            .with_context(|| format!("fetching the images of snapshot {name}"))?;
+        Ok(Images::Extracted(fetched_by(&tiers)))
+    }
+}
+
+async fn create(global: &GlobalOptions, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    thaw_core::store::validate_tag(&tag_of(&args.tag))?;
+    let folders = StoreFolders {
+        global,
+        store: global.open_store()?,
+    };
+    let criu = Criu::locate()?;
+    let scratch = Scratch::new(args.work_dir.as_deref(), "snapshot")?;
+    let options = CreateOptions {
+        pid: args.pid,
+        leave_running: args.leave_running,
+        tcp_established: args.tcp_established,
+        file_locks: args.file_locks,
+        work_dir: scratch.0.clone(),
+    };
+    let created = lifecycle::create(&folders, &criu, &args.tag, &options).await?;
     eprintln!(
-        "thaw: snapshot {} of pid {}: {} of images, {} new chunks; dump {dumped:.2}s, store {:.2}s",
+        "thaw: snapshot {} of pid {}: {} of images, {} new chunks; dump {:.2}s, store {:.2}s",
         args.tag,
         args.pid,
-        bytesize::ByteSize(report.bytes_read),
-        report.writes.new_chunks,
-        stored_at.elapsed().as_secs_f64()
+        bytesize::ByteSize(created.stored.bytes),
+        created.stored.new_chunks,
+        created.dump_seconds,
+        created.store_seconds
     );
-    println!("{}", report.manifest.to_hex());
+    println!("{}", created.stored.id);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -240,105 +283,26 @@ async fn read_info(
     Ok((manifest, map, info))
 }
 
-/// Uncompressed bytes of the chunks a restore fetched from the object store and from peers.
-#[derive(Clone, Copy, Debug, Default)]
-struct FetchedBytes {
-    store: u64,
-    peers: u64,
-}
-
-impl FetchedBytes {
-    fn of(tiers: &TieredStore) -> Self {
-        let counters = tiers.counters();
-        FetchedBytes {
-            store: counters
-                .origin_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
-            peers: counters
-                .peer_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
-        }
-    }
-}
-
 async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
     let criu = Criu::locate()?;
-    let store = global.open_store()?;
-    let tiers = global.tiers(&store, true).await?;
-    let (manifest, map, info) = read_info(&tiers, &store, &args.name).await?;
-    info.check_host(&args.name, &criu, &host::cpu_flags()?)?;
-    let gpu = match info.cuda_pids.is_empty() {
-        true => None,
-        false => Some(
-            CudaCheckpoint::load()
-                .with_context(|| format!("snapshot {} holds CUDA processes", args.name))?,
-        ),
+    let folders = StoreFolders {
+        global,
+        store: global.open_store()?,
     };
     let scratch = Scratch::new(args.work_dir.as_deref(), "restore")?;
-    let images = scratch.0.join("images");
-    let mut lazy_mount = None;
-    let mut fetched_bytes = FetchedBytes::of(&tiers);
-    if args.lazy {
-        // The mount daemon opens the disk cache itself: let go of it first.
-        drop(tiers);
-        // The mount records what CRIU reads; the next lazy restore prefetches it.
-        lazy_mount = Some(DaemonMount::start(global, &tag_of(&args.name), &images)?);
-    } else {
-        let options = ExtractOptions {
-            restore_owners: false,
-            ..ExtractOptions::default()
-        };
-        extract(&tiers, &manifest, &map, &images, &options, Arc::new(()))
-            .await
-            .with_context(|| format!("fetching the images of snapshot {}", args.name))?;
-        fetched_bytes = FetchedBytes::of(&tiers);
-    }
-    let fetched = started.elapsed().as_secs_f64();
-    let pid = criu
-        .restore(&RestoreRequest {
-            images: images.clone(),
-            work_dir: scratch.0.join("criu"),
-            tcp_established: info.tcp_established,
-            shell_job: info.shell_job,
-            file_locks: info.file_locks,
-        })
-        .with_context(|| format!("restoring snapshot {}", args.name));
-    if let Some(status) = match &lazy_mount {
-        Some(mount) => mount.status().await.ok(),
-        None => None,
-    } {
-        fetched_bytes.store += status.store_bytes;
-        fetched_bytes.peers += status.peer_bytes;
-    }
-    drop(lazy_mount);
-    let pid = pid?;
-    if let Some(gpu) = &gpu {
-        gpu.resume(&info.cuda_pids)
-            .context("restoring the GPU state of the restored processes")?;
-    }
-    let total = started.elapsed().as_secs_f64();
+    let report = lifecycle::restore(&folders, &criu, &args.name, args.lazy, &scratch.0).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "snapshot": args.name,
-                "pid": pid,
-                "seconds": total,
-                "fetch_seconds": fetched,
-                "restore_seconds": total - fetched,
-                "lazy": args.lazy,
-                "store_bytes": fetched_bytes.store,
-                "peer_bytes": fetched_bytes.peers,
-            })
-        );
+        println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{pid}");
+        println!("{}", report.pid);
         eprintln!(
-            "thaw: restored {} as pid {pid} in {total:.2}s (images {fetched:.2}s{}, criu {:.2}s)",
+            "thaw: restored {} as pid {} in {:.2}s (images {:.2}s{}, criu {:.2}s)",
             args.name,
+            report.pid,
+            report.seconds,
+            report.fetch_seconds,
             if args.lazy { ", lazy mount" } else { "" },
-            total - fetched
+            report.restore_seconds
         );
     }
     Ok(ExitCode::SUCCESS)

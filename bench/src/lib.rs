@@ -1,7 +1,11 @@
-//! `thaw bench`: measurements people run on their own setup. `coldstart` measures one start of
-//! an image's command every way there is ([`coldstart`]); `utilisation` replays a request trace
-//! against a simple autoscaler ([`autoscaler`]) for each measured cold-start path and reports GPU
-//! allocation utilisation and queueing delay.
+//! thaw-bench: the measurements behind `thaw bench`, which people run on their own setup.
+//! `coldstart` measures one start of an image's command every way there is (pull + unpack + run,
+//! thaw's lazy mount with and without its trace and a warm peer, a snapshot restore), stage by
+//! stage, and writes its result as [`ColdstartResult`] JSON; `utilisation` reads that JSON and
+//! replays a request trace against a simple autoscaler ([`autoscaler`]) for each path, reporting
+//! GPU allocation utilisation and queueing delay. It drives the `thaw` program it runs in as a
+//! user would (subcommands in child processes) and owns no storage or mount logic; being a
+//! harness, it reports errors with anyhow like the binary.
 
 mod autoscaler;
 mod coldstart;
@@ -12,9 +16,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use super::GlobalOptions;
 use autoscaler::{simulate, Policy, Request};
+pub use coldstart::report::ColdstartResult;
+use thaw_client::Config;
 
+/// `thaw bench ...`.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Time one start of an image's command from a cold node, every way: pull + unpack + run,
@@ -26,6 +32,7 @@ pub enum BenchCommand {
     Utilisation(UtilisationArgs),
 }
 
+/// `thaw bench utilisation`.
 #[derive(Args, Debug)]
 pub struct UtilisationArgs {
     /// Cold-start results: `{"paths": [{"name": "naive", "ready_seconds": 33.1}, ...]}` (the
@@ -51,7 +58,7 @@ pub struct UtilisationArgs {
 
 /// Runs a `thaw bench` subcommand.
 pub fn run(
-    global: &GlobalOptions,
+    global: &Config,
     runtime: &tokio::runtime::Runtime,
     cmd: BenchCommand,
 ) -> anyhow::Result<ExitCode> {
@@ -64,28 +71,22 @@ pub fn run(
 /// (name, seconds to ready) of each path in a cold-start result file.
 fn read_paths(file: &PathBuf) -> anyhow::Result<Vec<(String, f64)>> {
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&text).with_context(|| format!("{}: not JSON", file.display()))?;
-    let paths = json["paths"]
-        .as_array()
-        .with_context(|| format!("{}: no \"paths\" array", file.display()))?;
-    paths
-        .iter()
+    let deserializer = &mut serde_json::Deserializer::from_slice(&text);
+    let result: ColdstartResult = serde_path_to_error::deserialize(deserializer)
+        .with_context(|| format!("{}: not a cold-start result", file.display()))?;
+    if result.paths.is_empty() {
+        bail!("{}: no paths", file.display());
+    }
+    result
+        .paths
+        .into_iter()
         .enumerate()
-        .map(|(i, p)| {
-            let name = p["name"]
-                .as_str()
-                .with_context(|| format!("{}: paths[{i}].name missing", file.display()))?;
-            let ready = p["ready_seconds"]
-                .as_f64()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .with_context(|| {
-                    format!(
-                        "{}: paths[{i}].ready_seconds missing or negative",
-                        file.display()
-                    )
-                })?;
-            Ok((name.to_string(), ready))
+        .map(|(i, path)| match path.ready_seconds {
+            s if s.is_finite() && s >= 0.0 => Ok((path.name, s)),
+            _ => bail!(
+                "{}: paths[{i}].ready_seconds missing or negative",
+                file.display()
+            ),
         })
         .collect()
 }

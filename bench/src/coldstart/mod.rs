@@ -8,7 +8,7 @@
 //! as on another node of a cluster.
 
 mod plot;
-mod report;
+pub mod report;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -25,9 +25,9 @@ use thaw_container::runtime::{Runtime, StartTimes};
 use thaw_container::spec::{runtime_spec, write_bundle};
 use tokio::io::AsyncBufReadExt;
 
-use super::super::daemon_mount::DaemonMount;
-use super::super::GlobalOptions;
 use report::{Outcome, PathKind, Report, Run, Sources, Stages};
+use thaw_client::Config;
+use thaw_fs::daemon::DaemonMount;
 
 /// `thaw bench coldstart`.
 #[derive(Args, Debug)]
@@ -93,7 +93,7 @@ pub struct ColdstartArgs {
 }
 
 /// Runs `thaw bench coldstart`.
-pub async fn run(global: &GlobalOptions, args: ColdstartArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(global: &Config, args: ColdstartArgs) -> anyhow::Result<ExitCode> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -105,7 +105,6 @@ pub async fn run(global: &GlobalOptions, args: ColdstartArgs) -> anyhow::Result<
     // runtime dir, which is often a small tmpfs.
     let work = args.work_dir.clone().unwrap_or_else(|| {
         let cache = global
-            .config
             .cache
             .dir
             .clone()
@@ -134,7 +133,7 @@ pub async fn run(global: &GlobalOptions, args: ColdstartArgs) -> anyhow::Result<
         plot::draw(&report, file)?;
         eprintln!("thaw: plot written to {}", file.display());
     }
-    let json = serde_json::to_string_pretty(&report.to_json())?;
+    let json = serde_json::to_string_pretty(&report.to_result())?;
     if let Some(file) = &args.save_json {
         std::fs::write(file, format!("{json}\n"))
             .with_context(|| format!("writing {}", file.display()))?;
@@ -157,15 +156,15 @@ struct PeerServer {
 impl PeerServer {
     /// Starts one over `global`'s store with its own cache in `dir/cache` (its log in
     /// `dir/log`).
-    async fn start(global: &GlobalOptions, dir: &Path) -> anyhow::Result<Self> {
+    async fn start(global: &Config, dir: &Path) -> anyhow::Result<Self> {
         let mut options = global.clone();
-        options.config.cache.dir = Some(dir.join("cache"));
+        options.cache.dir = Some(dir.join("cache"));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let log_path = dir.join("log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut command = std::process::Command::new(current_exe()?);
-        options.pass_store_options(&mut command);
+        options.pass_to(&mut command);
         let mut child = tokio::process::Command::from(command)
             .args(["cache-server", "--listen", "127.0.0.1:0", "--no-auth"])
             .stdin(Stdio::null())
@@ -205,7 +204,7 @@ impl PeerServer {
 
 /// The state shared by every path of one benchmark.
 struct Bench<'a> {
-    global: &'a GlobalOptions,
+    global: &'a Config,
     args: &'a ColdstartArgs,
     work: PathBuf,
     image: ImageRuntime,
@@ -254,13 +253,9 @@ async fn run_tool(program: &Path, args: &[&std::ffi::OsStr], what: &str) -> anyh
 }
 
 /// Runs the thaw binary with `options`' store settings; returns its standard output.
-async fn thaw_command(
-    options: &GlobalOptions,
-    args: &[&str],
-    what: &str,
-) -> anyhow::Result<String> {
+async fn thaw_command(options: &Config, args: &[&str], what: &str) -> anyhow::Result<String> {
     let mut command = std::process::Command::new(current_exe()?);
-    options.pass_store_options(&mut command);
+    options.pass_to(&mut command);
     command.args(args);
     stdout_of(command.into(), what).await
 }
@@ -268,14 +263,34 @@ async fn thaw_command(
 /// Mounts `tag` lazily at `dir/image` (with more `thaw mount` options) under a writable overlay
 /// at `dir/rootfs` (upper layer `dir/upper`).
 fn mount_image(
-    options: &GlobalOptions,
+    options: &Config,
     tag: &str,
     dir: &Path,
     mount_options: &[&str],
 ) -> anyhow::Result<(DaemonMount, Overlay)> {
-    let image = DaemonMount::start_with(options, tag, &dir.join("image"), mount_options)?;
+    let image = start_mount(options, tag, &dir.join("image"), mount_options)?;
     let overlay = Overlay::in_dir(image.dir(), dir)?;
     Ok((image, overlay))
+}
+
+/// Mounts `tag` at `dir` in the background with `options`' configuration (and more `thaw mount`
+/// options), unmounted when the handle drops.
+fn start_mount(
+    options: &Config,
+    tag: &str,
+    dir: &Path,
+    mount_options: &[&str],
+) -> anyhow::Result<DaemonMount> {
+    let mut thaw = std::process::Command::new(current_exe()?);
+    options.pass_to(&mut thaw);
+    let runtime_dir = options.runtime_dir();
+    Ok(DaemonMount::start(
+        thaw,
+        &runtime_dir,
+        tag,
+        dir,
+        mount_options,
+    )?)
 }
 
 /// Total size of the files under `dir`.
@@ -309,7 +324,7 @@ fn machine() -> String {
 impl<'a> Bench<'a> {
     /// Indexes the image (ahead of time, not measured as part of a start) and reads its config.
     async fn prepare(
-        global: &'a GlobalOptions,
+        global: &'a Config,
         args: &'a ColdstartArgs,
         work: &Path,
     ) -> anyhow::Result<Bench<'a>> {
@@ -327,7 +342,7 @@ impl<'a> Bench<'a> {
         }
         thaw_command(global, &index, &format!("indexing {}", args.image)).await?;
         let index_seconds = indexed.elapsed().as_secs_f64();
-        let store = global.open_store()?;
+        let store = thaw_client::connect::open_store(global)?;
         let (manifest, _) = store.open_manifest(&args.tag).await?;
         let image = ImageRuntime::of_manifest(&args.tag, &manifest)?;
         let process_args = image.args(&args.command, None);
@@ -474,19 +489,19 @@ impl<'a> Bench<'a> {
 
     /// Options for the thaw commands of a start: the bench's cache, the added store latency,
     /// and the peer when `with_peer`.
-    fn child_options(&self, with_peer: bool) -> GlobalOptions {
+    fn child_options(&self, with_peer: bool) -> Config {
         let mut options = self.global.clone();
-        options.config.cache.dir = Some(self.cache_dir());
-        options.config.cache.disk = true;
-        options.config.store.read_latency_ms =
-            self.args
-                .store_latency_ms
-                .or(self.global.config.store.read_latency_ms);
-        options.config.peers.list = match (with_peer, &self.peer) {
+        options.cache.dir = Some(self.cache_dir());
+        options.cache.disk = true;
+        options.store.read_latency_ms = self
+            .args
+            .store_latency_ms
+            .or(self.global.store.read_latency_ms);
+        options.peers.list = match (with_peer, &self.peer) {
             (true, Some(peer)) => Some(peer.url.clone()),
             _ => None,
         };
-        options.config.peers.token_file = None;
+        options.peers.token_file = None;
         options
     }
 
@@ -627,10 +642,10 @@ impl<'a> Bench<'a> {
             return Ok(());
         }
         let mut options = self.global.clone();
-        options.config.store.read_latency_ms =
-            self.args
-                .store_latency_ms
-                .or(self.global.config.store.read_latency_ms);
+        options.store.read_latency_ms = self
+            .args
+            .store_latency_ms
+            .or(self.global.store.read_latency_ms);
         self.peer = Some(PeerServer::start(&options, &self.work.join("peer")).await?);
         eprintln!("thaw: warming the peer cache with one start through it");
         self.reset_node();

@@ -13,24 +13,23 @@
 //! ([`RESTORE_TRACE_PROFILE`]); one unmeasured restore right after the dump records it, as the
 //! lazy path's previous mount records the start-up trace.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use thaw_container::chroot::{self, ChrootProcess};
 use thaw_container::image::resolve_user;
 use thaw_container::logs::RunLogs;
 use thaw_container::readiness::{Liveness, Readiness};
 use thaw_container::rootfs::ChrootRoot;
+use thaw_snapshot::RestoreReport;
 use thaw_sys::process;
 
 use super::report::{Run, Sources, Stages};
 use super::{mount_image, thaw_command, Bench};
-use crate::cli::daemon_mount::DaemonMount;
-use crate::cli::GlobalOptions;
+use thaw_client::Config;
+use thaw_fs::daemon::DaemonMount;
 
 /// Why the snapshot path cannot run here, if it cannot.
 pub fn unavailable(bench: &Bench) -> Option<String> {
@@ -80,7 +79,7 @@ impl Root {
         let status = image.status().await;
         root.unmount();
         image.stop().await?;
-        status
+        Ok(status?)
     }
 }
 
@@ -89,7 +88,7 @@ impl Root {
 pub struct Snapshot {
     name: String,
     dir: PathBuf,
-    options: GlobalOptions,
+    options: Config,
 }
 
 /// Copies a directory tree with its metadata (`cp -a`).
@@ -174,42 +173,13 @@ impl Snapshot {
             bench.args.user.as_deref().unwrap_or(&bench.image.user),
             rootfs,
         )?;
-        let root_c = CString::new(rootfs.as_os_str().as_bytes())?;
-        let cwd = match bench.image.working_dir.as_str() {
-            "" => "/",
-            dir => dir,
+        let process = ChrootProcess {
+            args: &bench.process_args,
+            env: &bench.environment,
+            cwd: &bench.image.working_dir,
+            user: (uid, gid),
         };
-        let cwd_c = CString::new(cwd)?;
-        let mut command = std::process::Command::new(&bench.process_args[0]);
-        command
-            .args(&bench.process_args[1..])
-            .env_clear()
-            .envs(bench.environment.iter().filter_map(|kv| kv.split_once('=')))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&logs.stdout)?)
-            .stderr(std::fs::File::create(&logs.stderr)?);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                let check = |rc: libc::c_int| match rc {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                };
-                check(if libc::setsid() < 0 { -1 } else { 0 })?;
-                check(libc::chroot(root_c.as_ptr()))?;
-                check(libc::chdir(cwd_c.as_ptr()))?;
-                check(libc::setgroups(0, std::ptr::null()))?;
-                check(libc::setgid(gid))?;
-                check(libc::setuid(uid))?;
-                Ok(())
-            });
-        }
-        let mut child = tokio::process::Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!("starting {} in {}", bench.process_args[0], rootfs.display())
-            })?;
+        let mut child = chroot::spawn(rootfs, &process, &logs)?;
         let pid = child.id().context("the started process's pid")?;
         let timeout = Duration::from_secs(bench.args.timeout);
         let watch = || {
@@ -289,13 +259,11 @@ impl Snapshot {
         )
         .await?;
         let restore_seconds = started.elapsed().as_secs_f64();
-        let answer: serde_json::Value = serde_json::from_str(answer.trim())
+        let answer: RestoreReport = serde_json::from_str(answer.trim())
             .with_context(|| format!("reading thaw snapshot restore's answer {answer:?}"))?;
-        let pid = answer["pid"]
-            .as_u64()
-            .context("no pid in the restore's answer")? as u32;
+        let pid = answer.pid;
         let restored_tree = RestoredTree(pid);
-        let fetch = answer["fetch_seconds"].as_f64().unwrap_or(0.0);
+        let fetch = answer.fetch_seconds;
         let restored = Instant::now();
         let watch = || {
             Ok(match process::exists(pid) {
@@ -326,8 +294,8 @@ impl Snapshot {
             },
             sources: Sources {
                 registry: 0,
-                store: answer["store_bytes"].as_u64().unwrap_or(0),
-                peers: answer["peer_bytes"].as_u64().unwrap_or(0),
+                store: answer.store_bytes,
+                peers: answer.peer_bytes,
             },
             output: RunLogs::in_dir(&self.dir.join("logs")).output(),
         })
@@ -338,7 +306,7 @@ impl Drop for Snapshot {
     fn drop(&mut self) {
         if let Ok(exe) = std::env::current_exe() {
             let mut command = std::process::Command::new(exe);
-            self.options.pass_store_options(&mut command);
+            self.options.pass_to(&mut command);
             let _ = command
                 .args(["snapshot", "rm", &self.name])
                 .stdin(Stdio::null())

@@ -2,7 +2,7 @@
 //! source delivered; printed as a table, written as JSON (the shape `thaw bench utilisation`
 //! reads) and drawn by [`super::plot`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The ways a start is measured, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -53,7 +53,7 @@ impl PathKind {
 }
 
 /// Seconds spent in each stage of one start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stages {
     /// Getting the image (naive: the whole pull; snapshot: the process images) before anything
     /// runs; a lazy mount fetches nothing up front.
@@ -84,7 +84,7 @@ impl Stages {
 }
 
 /// Bytes delivered by each source during one start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sources {
     /// Pulled from the registry or image file (naive: the compressed image).
     pub registry: u64,
@@ -142,6 +142,75 @@ pub struct Report {
     pub paths: Vec<(PathKind, Outcome)>,
 }
 
+/// `thaw bench coldstart --json`: the result `thaw bench utilisation --coldstart-json` reads.
+/// Only `paths[].name` and `paths[].ready_seconds` are required of a file written by hand.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ColdstartResult {
+    /// The image reference.
+    pub image: String,
+    /// The process arguments that ran.
+    pub command: Vec<String>,
+    /// The readiness condition, in words.
+    pub readiness: String,
+    /// Cores, memory and kernel of the machine.
+    pub machine: String,
+    /// Whether the kernel page cache was dropped before each run.
+    pub page_cache_dropped: bool,
+    /// Latency added to every object store read, if any.
+    pub store_latency_ms: Option<u64>,
+    /// Seconds `thaw index image` took (ahead of time, not part of any start).
+    pub index_seconds: f64,
+    /// The measured paths, in run order.
+    pub paths: Vec<PathResult>,
+    /// The paths not measured, and why.
+    pub skipped: Vec<SkippedPath>,
+}
+
+/// One measured path (its median run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PathResult {
+    /// The path's machine name (`naive`, `thaw-lazy`, ...).
+    pub name: String,
+    /// The table's words for it.
+    #[serde(default)]
+    pub label: String,
+    /// Demand to ready, seconds (NaN when a hand-written file leaves it out: refused on read).
+    #[serde(default = "not_given")]
+    pub ready_seconds: f64,
+    /// How many times sooner than naive, when naive was measured.
+    #[serde(default)]
+    pub speedup_vs_naive: Option<f64>,
+    /// Where the time went.
+    #[serde(default)]
+    pub stages_seconds: Stages,
+    /// Where the bytes came from.
+    #[serde(default)]
+    pub bytes: Sources,
+    /// Bytes from all sources.
+    #[serde(default)]
+    pub bytes_total: u64,
+    /// The start of what the command printed.
+    #[serde(default)]
+    pub output: String,
+    /// Seconds to ready of every run, in the order measured.
+    #[serde(default)]
+    pub runs_ready_seconds: Vec<f64>,
+}
+
+/// A path that was not measured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedPath {
+    /// The path's machine name.
+    pub name: String,
+    /// Why it could not run here.
+    pub reason: String,
+}
+
+fn not_given() -> f64 {
+    f64::NAN
+}
+
 /// Widths of the table's columns (the first is left-aligned, the rest right-aligned).
 const COLUMN_WIDTHS: [usize; 10] = [30, 8, 12, 13, 8, 8, 8, 13, 10, 10];
 
@@ -189,46 +258,44 @@ impl Report {
             .map(|naive| naive / seconds)
     }
 
-    /// The machine-readable result; `paths[].name` and `paths[].ready_seconds` are what
-    /// `thaw bench utilisation --coldstart-json` reads.
-    pub fn to_json(&self) -> serde_json::Value {
-        let paths: Vec<_> = self
+    /// The machine-readable result (what `--json` prints and `thaw bench utilisation` reads).
+    pub fn to_result(&self) -> ColdstartResult {
+        let paths = self
             .measured()
-            .map(|(kind, run, runs)| {
-                serde_json::json!({
-                    "name": kind.name(),
-                    "label": kind.label(),
-                    "ready_seconds": run.stages.total(),
-                    "speedup_vs_naive": self.speedup(run.stages.total()),
-                    "stages_seconds": run.stages,
-                    "bytes": run.sources,
-                    "bytes_total": run.sources.total(),
-                    "output": run.output,
-                    "runs_ready_seconds": runs.iter().map(|r| r.stages.total()).collect::<Vec<_>>(),
-                })
+            .map(|(kind, run, runs)| PathResult {
+                name: kind.name().into(),
+                label: kind.label().into(),
+                ready_seconds: run.stages.total(),
+                speedup_vs_naive: self.speedup(run.stages.total()),
+                stages_seconds: run.stages,
+                bytes: run.sources,
+                bytes_total: run.sources.total(),
+                output: run.output.clone(),
+                runs_ready_seconds: runs.iter().map(|r| r.stages.total()).collect(),
             })
             .collect();
-        let skipped: Vec<_> = self
+        let skipped = self
             .paths
             .iter()
             .filter_map(|(kind, outcome)| match outcome {
-                Outcome::Skipped(reason) => {
-                    Some(serde_json::json!({"name": kind.name(), "reason": reason}))
-                }
+                Outcome::Skipped(reason) => Some(SkippedPath {
+                    name: kind.name().into(),
+                    reason: reason.clone(),
+                }),
                 Outcome::Measured(_) => None,
             })
             .collect();
-        serde_json::json!({
-            "image": self.image,
-            "command": self.command,
-            "readiness": self.readiness,
-            "machine": self.machine,
-            "page_cache_dropped": self.page_cache_dropped,
-            "store_latency_ms": self.store_latency_ms,
-            "index_seconds": self.index_seconds,
-            "paths": paths,
-            "skipped": skipped,
-        })
+        ColdstartResult {
+            image: self.image.clone(),
+            command: self.command.clone(),
+            readiness: self.readiness.clone(),
+            machine: self.machine.clone(),
+            page_cache_dropped: self.page_cache_dropped,
+            store_latency_ms: self.store_latency_ms,
+            index_seconds: self.index_seconds,
+            paths,
+            skipped,
+        }
     }
 
     /// The human-readable table.
@@ -341,13 +408,18 @@ mod tests {
                 (PathKind::Snapshot, Outcome::Skipped("no criu".into())),
             ],
         };
-        let json = report.to_json();
-        let paths = json["paths"].as_array().unwrap();
+        let result = report.to_result();
+        let paths = &result.paths;
         assert_eq!(paths.len(), 2);
-        assert_eq!(paths[0]["ready_seconds"], 5.75);
-        assert_eq!(paths[1]["ready_seconds"], 1.0);
-        assert_eq!(paths[1]["speedup_vs_naive"], 5.75);
-        assert_eq!(json["skipped"][0]["name"], "thaw-snapshot");
+        assert_eq!(paths[0].ready_seconds, 5.75);
+        assert_eq!(paths[1].ready_seconds, 1.0);
+        assert_eq!(paths[1].speedup_vs_naive, Some(5.75));
+        assert_eq!(paths[1].runs_ready_seconds, [1.0]);
+        assert_eq!(result.skipped[0].name, "thaw-snapshot");
+        // What is written reads back as it was.
+        let text = serde_json::to_string(&result).unwrap();
+        let back: ColdstartResult = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, result);
         let table = report.table();
         assert!(table.contains("5.75x"), "{table}");
         assert!(table.contains("skipped: no criu"), "{table}");

@@ -1,0 +1,233 @@
+//! Mounts that run in the background: the `--daemon` readiness protocol (the parent starts
+//! itself again as a detached child and exits only once the child reports that the mount
+//! answers) and [`DaemonMount`], a background mount another command starts and unmounts when it
+//! is done (a lazy snapshot restore, `thaw run`, the benchmarks).
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::control::{self, ControlRequest, MountStatus};
+use crate::FsError;
+
+/// Set in the environment of the background process `--daemon` starts.
+const DAEMON_CHILD_ENV: &str = "THAW_MOUNT_DAEMON_CHILD";
+/// The descriptor a daemon child reports readiness on.
+const READY_FD: i32 = 3;
+/// How long a stopping daemon has to exit.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether this process is the background child of a `--daemon` mount.
+pub fn is_daemon_child() -> bool {
+    std::env::var_os(DAEMON_CHILD_ENV).is_some()
+}
+
+/// In a daemon child, tells the waiting parent the mount answers (and closes the pipe). Does
+/// nothing in any other process.
+pub fn report_ready(line: &str) {
+    // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is open.
+    let open = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) } >= 0;
+    if !is_daemon_child() || !open {
+        return;
+    }
+    // SAFETY: the parent passed READY_FD open for this process alone; it is taken once.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(READY_FD) };
+    let _ = writeln!(pipe, "ready {line}");
+}
+
+/// A daemon that reported its mount ready.
+#[derive(Debug)]
+pub struct Started {
+    /// What the daemon said when the mount answered.
+    pub line: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// Starts this program again with `args` as a detached daemon child (its own session, output
+/// to `log_path`) and waits until it reports the mount ready. A child that exits first is an
+/// error carrying its log.
+pub fn start_detached(
+    args: impl IntoIterator<Item = OsString>,
+    log_path: &Path,
+) -> Result<Started, FsError> {
+    let fail = |reason: String| FsError::mount(log_path, reason);
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+    }
+    let log =
+        std::fs::File::create(log_path).map_err(|e| fail(format!("creating the log file: {e}")))?;
+    let log_err = log.try_clone().map_err(|e| fail(e.to_string()))?;
+    let (ready_read, ready_write) = pipe().map_err(|e| fail(format!("the readiness pipe: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| fail(format!("finding this program: {e}")))?;
+    let write_fd = ready_write.as_raw_fd();
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(args)
+        .env(DAEMON_CHILD_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    // SAFETY: only async-signal-safe calls (setsid, dup2) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 || libc::dup2(write_fd, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| fail(format!("starting the mount daemon: {e}")))?;
+    drop(ready_write);
+    let mut answer = String::new();
+    let _ = std::fs::File::from(ready_read).read_to_string(&mut answer);
+    if let Some(line) = answer.strip_prefix("ready ") {
+        return Ok(Started {
+            line: line.trim().to_string(),
+            pid: child.id(),
+        });
+    }
+    let status = child
+        .wait()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "unknown status".into());
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    Err(FsError::Daemon(format!(
+        "the mount daemon exited ({status}) before the mount answered; its log ({}):\n{}",
+        log_path.display(),
+        log.trim_end()
+    )))
+}
+
+/// A pipe whose ends close on exec (the child's copy is made by dup2, which clears that flag).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that this function then owns.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A `thaw mount --daemon` started by another command, unmounted (its trace saved) on drop.
+#[derive(Debug)]
+pub struct DaemonMount {
+    dir: PathBuf,
+    runtime_dir: PathBuf,
+    mounted: bool,
+}
+
+impl DaemonMount {
+    /// Runs `thaw` (a command for the thaw program, its environment already carrying the
+    /// configuration) as `thaw mount TAG DIR --daemon OPTIONS...`, with `dir` created, and
+    /// returns once the mount answers. `runtime_dir` is where its control socket is.
+    pub fn start(
+        mut thaw: std::process::Command,
+        runtime_dir: &Path,
+        tag: &str,
+        dir: &Path,
+        options: &[&str],
+    ) -> Result<Self, FsError> {
+        std::fs::create_dir_all(dir).map_err(|e| FsError::mount(dir, e))?;
+        let out = thaw
+            .args(["mount", tag])
+            .arg(dir)
+            .arg("--daemon")
+            .args(options)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| FsError::mount(dir, format!("starting the mount: {e}")))?;
+        if !out.status.success() {
+            return Err(FsError::mount(
+                dir,
+                format!(
+                    "mounting {tag}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        Ok(DaemonMount {
+            dir: dir.to_path_buf(),
+            runtime_dir: runtime_dir.to_path_buf(),
+            mounted: true,
+        })
+    }
+
+    /// The mount point.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The daemon's counters (chunks and bytes from the store and from peers so far).
+    pub async fn status(&self) -> Result<MountStatus, FsError> {
+        let answer =
+            control::request(&self.runtime_dir, &self.dir, &ControlRequest::Status).await?;
+        match answer.status {
+            Some(status) if answer.ok => Ok(status),
+            _ => Err(FsError::mount(
+                &self.dir,
+                format!("no status: {}", answer.message),
+            )),
+        }
+    }
+
+    /// Unmounts and waits for the daemon to exit (its trace saved, its disk cache closed), so
+    /// the next mount of the same cache starts from a settled state.
+    pub async fn stop(mut self) -> Result<(), FsError> {
+        let pid = self.status().await?.pid;
+        let request = ControlRequest::Unmount { lazy: false };
+        let answer = control::request(&self.runtime_dir, &self.dir, &request).await?;
+        if !answer.ok {
+            return Err(FsError::mount(
+                &self.dir,
+                format!("unmounting: {}", answer.message),
+            ));
+        }
+        self.mounted = false;
+        if !thaw_sys::process::wait_gone(pid, STOP_WAIT).await {
+            return Err(FsError::Daemon(format!(
+                "the mount daemon {pid} of {} did not exit",
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Asks the daemon to unmount without an async runtime (for `Drop`); unmounts directly when
+    /// no daemon answers.
+    fn unmount_now(&self) {
+        let socket = control::socket_path(&self.runtime_dir, &self.dir);
+        let asked = std::os::unix::net::UnixStream::connect(&socket).and_then(|mut stream| {
+            let mut line = serde_json::to_vec(&ControlRequest::Unmount { lazy: false })
+                .expect("a request always serializes");
+            line.push(b'\n');
+            stream.write_all(&line)?;
+            let mut answer = String::new();
+            BufReader::new(stream).read_line(&mut answer)?;
+            Ok(answer)
+        });
+        let unmounted = asked
+            .ok()
+            .and_then(|answer| serde_json::from_str::<control::ControlResponse>(&answer).ok())
+            .is_some_and(|answer| answer.ok);
+        if !unmounted {
+            let _ = thaw_sys::mount::unmount(&self.dir, true);
+        }
+    }
+}
+
+impl Drop for DaemonMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            self.unmount_now();
+        }
+    }
+}
