@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use thaw_core::chunker::MAX_CHUNK_BYTES;
-use thaw_core::tier::{ChunkRef, ChunkSource};
+use thaw_core::pack::ChunkRef;
+use thaw_core::tier::ChunkSource;
 use thaw_core::ChunkId;
 
 use crate::auth::Token;

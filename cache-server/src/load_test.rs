@@ -184,7 +184,7 @@ pub async fn get(
 /// Each chunk at its owner among `peers` (rendezvous hashing), as clients would ask.
 pub fn targets_at_owners(
     peers: &[crate::rendezvous::Peer],
-    chunks: &[thaw_core::tier::ChunkRef],
+    chunks: &[thaw_core::pack::ChunkRef],
 ) -> Result<Vec<LoadTarget>, String> {
     chunks
         .iter()
@@ -202,7 +202,7 @@ pub fn targets_at_owners(
 /// chunk files).
 pub fn targets_from_template(
     template: &str,
-    chunks: &[thaw_core::tier::ChunkRef],
+    chunks: &[thaw_core::pack::ChunkRef],
 ) -> Result<Vec<LoadTarget>, String> {
     chunks
         .iter()

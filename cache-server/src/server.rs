@@ -18,10 +18,10 @@ use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use thaw_core::metrics::TierCollector;
+use thaw_core::pack::ChunkRef;
 use thaw_core::store::Store;
 use thaw_core::tier::{
-    CacheConfig, ChunkCache, ChunkRef, DiskCache, Fetched, MemoryCache, PackSource, Served,
-    TieredStore,
+    CacheConfig, ChunkCache, DiskCache, Fetched, MemoryCache, PackSource, Served, TieredStore,
 };
 use thaw_core::ChunkId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

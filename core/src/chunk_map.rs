@@ -114,9 +114,9 @@ impl ChunkMap {
         &self,
         manifest: &crate::manifest::Manifest,
         index: u32,
-    ) -> Result<crate::tier::ChunkRef> {
+    ) -> Result<crate::pack::ChunkRef> {
         let entry = manifest.chunk(index)?;
-        Ok(crate::tier::ChunkRef {
+        Ok(crate::pack::ChunkRef {
             id: entry.id,
             raw_len: entry.raw_len,
             location: self.locations.get(index as usize).copied(),

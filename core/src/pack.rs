@@ -118,6 +118,18 @@ fn compress_reusing_context(raw: &[u8], level: i32) -> Vec<u8> {
     })
 }
 
+/// What a reader asks for: a chunk id, its raw length and (when known) where it lives in the
+/// object store (from the manifest's chunk map). Every tier takes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// The chunk.
+    pub id: ChunkId,
+    /// Its uncompressed length.
+    pub raw_len: u32,
+    /// Where it lives in the object store.
+    pub location: Option<ChunkLocation>,
+}
+
 /// Where one chunk lives: pack, frame offset, stored and raw length, codec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkLocation {

@@ -7,9 +7,10 @@ use futures::StreamExt;
 
 use crate::chunk_map::ChunkMap;
 use crate::manifest::{FileKind, Manifest};
+use crate::pack::ChunkRef;
 use crate::pack::{index_key, ChunkLocation, PackIndex};
 use crate::store::Store;
-use crate::tier::{ChunkRef, ChunkSource, PackSource};
+use crate::tier::{ChunkSource, PackSource};
 use crate::{ChunkId, Result};
 
 /// A chunk that failed.

@@ -9,7 +9,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use thaw_core::chunk_map::ChunkMap;
 use thaw_core::manifest::{FileKind, InodeNo, Manifest};
-use thaw_core::tier::{ChunkRef, TieredStore};
+use thaw_core::pack::ChunkRef;
+use thaw_core::tier::TieredStore;
 
 use crate::lookahead::Lookahead;
 use crate::metrics::FsMetrics;

@@ -12,7 +12,7 @@ use thaw_cache_server::load_test::{self, LoadOptions, LoadTarget};
 use thaw_cache_server::server::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PER_CLIENT};
 use thaw_cache_server::status::{peer_statuses, PeerStatus};
 use thaw_cache_server::{CacheServer, PeerSpec, PeerTier, ServerConfig};
-use thaw_core::tier::ChunkRef;
+use thaw_core::pack::ChunkRef;
 
 use super::GlobalOptions;
 

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use thaw_core::chunk_map::ChunkMap;
 use thaw_core::manifest::Manifest;
-use thaw_core::tier::ChunkRef;
+use thaw_core::pack::ChunkRef;
 
 use crate::model::ModelFile;
 use crate::Result;

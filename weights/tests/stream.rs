@@ -12,7 +12,8 @@ use bytes::Bytes;
 use thaw_core::chunk_map::ChunkMap;
 use thaw_core::chunker::Chunker;
 use thaw_core::manifest::{ExtentSpec, FileKind, Manifest, ManifestBuilder, NodeMeta};
-use thaw_core::tier::{ChunkRef, ChunkSource, TieredStore};
+use thaw_core::pack::ChunkRef;
+use thaw_core::tier::{ChunkSource, TieredStore};
 use thaw_core::ChunkId;
 use thaw_weights::{load_model, HostBackend, LoadOptions, Plan, WeightsError};
 

@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rocksdb::{IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
-use super::{ChunkCache, ChunkRef, ChunkSource};
+use super::{ChunkCache, ChunkSource};
+use crate::pack::ChunkRef;
 use crate::{ChunkId, Error, Result, VerifiedChunk};
 
 /// Default disk budget.
@@ -235,6 +236,40 @@ impl Inner {
     }
 }
 
+impl DiskCache {
+    /// Writes `data` under `id` (callers pass verified bytes).
+    async fn keep(&self, id: ChunkId, data: Bytes) -> Result<()> {
+        let size = data.len() as u64;
+        if size > self.inner.budget {
+            return Ok(());
+        }
+        self.blocking(move |inner| {
+            inner.evict_to_budget(size)?;
+            let seq = inner.lru.lock().expect("disk cache lock").touch(id, size);
+            let mut batch = WriteBatch::default();
+            batch.put(value_key(&id), &data);
+            batch.put(meta_key(&id), meta_value(seq, size));
+            // No WAL: a crash may lose the newest entries (a cache may forget), never tear one
+            // (a batch is applied whole or not at all), and every read is verified anyway.
+            // Skipping the WAL halves the bytes written when a cold read fills the cache.
+            let mut no_wal = WriteOptions::default();
+            no_wal.disable_wal(true);
+            inner
+                .db
+                .write_opt(batch, &no_wal)
+                .map_err(|e| inner.db_error(e))
+        })
+        .await
+    }
+
+    /// Writes bytes that need not match `id`: a copy rotted on disk, for the tier conformance
+    /// suite (a reader must notice, drop it and ask the next tier).
+    #[cfg(any(test, feature = "conformance"))]
+    pub async fn insert_rotten(&self, id: ChunkId, data: Bytes) -> Result<()> {
+        self.keep(id, data).await
+    }
+}
+
 #[async_trait]
 impl ChunkSource for DiskCache {
     fn name(&self) -> &str {
@@ -273,29 +308,7 @@ impl ChunkSource for DiskCache {
 #[async_trait]
 impl ChunkCache for DiskCache {
     async fn insert(&self, chunk: VerifiedChunk) -> Result<()> {
-        let id = chunk.id();
-        let data = chunk.into_bytes();
-        let size = data.len() as u64;
-        if size > self.inner.budget {
-            return Ok(());
-        }
-        self.blocking(move |inner| {
-            inner.evict_to_budget(size)?;
-            let seq = inner.lru.lock().expect("disk cache lock").touch(id, size);
-            let mut batch = WriteBatch::default();
-            batch.put(value_key(&id), &data);
-            batch.put(meta_key(&id), meta_value(seq, size));
-            // No WAL: a crash may lose the newest entries (a cache may forget), never tear one
-            // (a batch is applied whole or not at all), and every read is verified anyway.
-            // Skipping the WAL halves the bytes written when a cold read fills the cache.
-            let mut no_wal = WriteOptions::default();
-            no_wal.disable_wal(true);
-            inner
-                .db
-                .write_opt(batch, &no_wal)
-                .map_err(|e| inner.db_error(e))
-        })
-        .await
+        self.keep(chunk.id(), chunk.into_bytes()).await
     }
 
     async fn remove(&self, id: &ChunkId) -> Result<()> {

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use lru::LruCache;
 
-use super::{ChunkCache, ChunkRef, ChunkSource};
+use super::{ChunkCache, ChunkSource};
+use crate::pack::ChunkRef;
 use crate::{ChunkId, Result, VerifiedChunk};
 
 /// Default memory budget.

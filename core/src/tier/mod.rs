@@ -2,6 +2,8 @@
 //! and [`TieredStore`] asks them in order, verifying every chunk, filling faster tiers on the way
 //! back and collapsing concurrent fetches of one chunk into one (single-flight).
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod disk;
 mod memory;
 mod origin;
@@ -15,19 +17,8 @@ pub use memory::{MemoryCache, DEFAULT_MEMORY_CACHE_BYTES};
 pub use origin::PackSource;
 pub use tiered::{Fetched, Served, TierCounters, TieredStore};
 
-use crate::pack::ChunkLocation;
+use crate::pack::ChunkRef;
 use crate::{ChunkId, Result, VerifiedChunk};
-
-/// What a reader asks a tier for: a chunk id, its raw length and (when known) its pack location.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkRef {
-    /// The chunk.
-    pub id: ChunkId,
-    /// Its uncompressed length.
-    pub raw_len: u32,
-    /// Where it lives in the object store, from the manifest's chunk map.
-    pub location: Option<ChunkLocation>,
-}
 
 /// Anything that can produce a chunk's bytes. Results are verified by the caller
 /// ([`TieredStore`]), so a source may return whatever it holds.
@@ -154,7 +145,7 @@ pub fn tiers_for(
 /// Helpers for the tier tests.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use super::ChunkRef;
+    use crate::pack::ChunkRef;
     use crate::{ChunkId, VerifiedChunk};
 
     /// A verified chunk of `len` bytes of `fill`, and the request for it.

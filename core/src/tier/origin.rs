@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ChunkRef, ChunkSource};
+use super::ChunkSource;
+use crate::pack::ChunkRef;
 use crate::pack::{decode_frame, pack_key};
 use crate::store::Store;
 use crate::{Error, Result};

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use super::{ChunkCache, ChunkRef, ChunkSource};
+use super::{ChunkCache, ChunkSource};
+use crate::pack::ChunkRef;
 use crate::{ChunkId, Error, Result, VerifiedChunk};
 
 type Flight = Shared<BoxFuture<'static, Result<(Bytes, Served), Arc<Error>>>>;
