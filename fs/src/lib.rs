@@ -10,6 +10,7 @@
 //! [`prefetch`]). [`session`] runs a whole mount: readiness, signals, the control socket used by
 //! `thaw umount` and `thaw trace save`, the Prometheus endpoint and the trace save at the end.
 
+mod access;
 mod attr;
 pub mod control;
 pub mod daemon;

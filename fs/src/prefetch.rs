@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::volume::Volume;
+use crate::access::ChunkAccess;
+use crate::metrics::FsMetrics;
 
 const NOT_PREDICTED: u8 = 0;
 const QUEUED: u8 = 1;
@@ -49,7 +50,7 @@ impl PrefetchState {
         }
     }
 
-    fn set(&self, index: u32, state: u8) {
+    pub(crate) fn set(&self, index: u32, state: u8) {
         if let Some(slot) = self.states.get(index as usize) {
             slot.store(state, Ordering::Release);
         }
@@ -80,18 +81,24 @@ pub struct PrefetchReport {
     pub failed: u64,
 }
 
-/// Fetches `chunks` (chunk table indexes, in trace order) through the volume's tiers, in
-/// windows of trace entries, `concurrency` windows at a time, starting them in order so the
-/// earliest reads are served first.
-pub async fn prefetch(volume: Arc<Volume>, chunks: Vec<u32>, concurrency: usize) -> PrefetchReport {
+/// Fetches `chunks` (chunk table indexes, in trace order) through `volume`, in windows of
+/// trace entries, `concurrency` windows at a time, starting them in order so the earliest reads
+/// are served first; `state` records each chunk's progress for the first-read accounting.
+pub(crate) async fn prefetch<V: ChunkAccess>(
+    volume: Arc<V>,
+    state: Arc<PrefetchState>,
+    metrics: Arc<FsMetrics>,
+    chunks: Vec<u32>,
+    concurrency: usize,
+) -> PrefetchReport {
     for &index in &chunks {
-        volume.prefetch.set(index, QUEUED);
+        state.set(index, QUEUED);
     }
     let started = std::time::Instant::now();
     let windows: Vec<Vec<u32>> = chunks.chunks(WINDOW_CHUNKS).map(<[u32]>::to_vec).collect();
     let mut reports = futures::stream::iter(windows.into_iter().map(|window| {
-        let volume = volume.clone();
-        async move { prefetch_window(&volume, window).await }
+        let (volume, state, metrics) = (volume.clone(), state.clone(), metrics.clone());
+        async move { prefetch_window(&*volume, &state, &metrics, window).await }
     }))
     .buffered(concurrency.max(1));
     let mut report = PrefetchReport::default();
@@ -111,18 +118,23 @@ pub async fn prefetch(volume: Arc<Volume>, chunks: Vec<u32>, concurrency: usize)
 }
 
 /// Fetches one window of the trace: the chunks the application has not read yet.
-async fn prefetch_window(volume: &Volume, window: Vec<u32>) -> PrefetchReport {
+async fn prefetch_window<V: ChunkAccess>(
+    volume: &V,
+    state: &PrefetchState,
+    metrics: &FsMetrics,
+    window: Vec<u32>,
+) -> PrefetchReport {
     let mut report = PrefetchReport::default();
     let mut wanted = Vec::with_capacity(window.len());
     let mut refs = Vec::with_capacity(window.len());
     for index in window {
-        if volume.recorder.was_read(index) {
+        if volume.was_read(index) {
             report.skipped += 1;
             continue;
         }
         match volume.chunk_ref(index) {
             Ok(chunk) => {
-                volume.prefetch.set(index, IN_FLIGHT);
+                state.set(index, IN_FLIGHT);
                 wanted.push(index);
                 refs.push(chunk);
             }
@@ -132,20 +144,68 @@ async fn prefetch_window(volume: &Volume, window: Vec<u32>) -> PrefetchReport {
             }
         }
     }
-    let results = volume.tiers.get_many(&refs).await;
+    let results = volume.fetch_many(&refs).await;
     for (index, result) in wanted.into_iter().zip(results) {
         match result {
             Ok(_) => {
-                volume.prefetch.set(index, FETCHED);
+                state.set(index, FETCHED);
                 report.fetched += 1;
-                volume.metrics.prefetched_chunks.inc();
+                metrics.prefetched_chunks.inc();
             }
             Err(e) => {
-                volume.prefetch.set(index, QUEUED);
+                state.set(index, QUEUED);
                 report.failed += 1;
                 tracing::warn!(chunk = index, error = %e, "prefetch could not fetch a chunk");
             }
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::access::fake::FakeVolume;
+
+    #[tokio::test]
+    async fn prefetch_skips_what_was_read_and_records_what_arrived() {
+        let volume = Arc::new(FakeVolume {
+            chunks: (0..5u8).map(|i| Bytes::from(vec![i; 10])).collect(),
+            already_read: [1].into(),
+            failing: [3].into(),
+            ..FakeVolume::default()
+        });
+        let state = Arc::new(PrefetchState::new(5));
+        let metrics = Arc::new(FsMetrics::default());
+        let report = prefetch(
+            volume.clone(),
+            state.clone(),
+            metrics.clone(),
+            vec![0, 1, 2, 3],
+            2,
+        )
+        .await;
+        assert_eq!(
+            report,
+            PrefetchReport {
+                fetched: 2,
+                skipped: 1,
+                failed: 1
+            }
+        );
+        assert_eq!(state.on_first_read(0), FirstRead::Prefetched);
+        assert_eq!(state.on_first_read(2), FirstRead::Prefetched);
+        assert_eq!(
+            state.on_first_read(3),
+            FirstRead::Queued,
+            "a failed fetch is queued again"
+        );
+        assert_eq!(state.on_first_read(4), FirstRead::NotPredicted);
+        assert_eq!(metrics.prefetched_chunks.get(), 2);
+        let mut fetched = volume.background_fetches.lock().unwrap().clone();
+        fetched.sort();
+        assert_eq!(fetched, [0, 2, 3], "the chunk already read is not fetched");
+    }
 }

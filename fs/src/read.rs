@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use thaw_core::manifest::{Extent, Inode};
+use thaw_core::manifest::{Extent, InodeNo};
 
-use crate::volume::Volume;
+use crate::access::ChunkAccess;
 use crate::ReadError;
 
 /// Readahead starts at this many bytes past a sequential read...
@@ -20,7 +20,8 @@ const READAHEAD_FETCHES: usize = 4;
 /// A regular file being read: its extents (parsed once) and its readahead state. One per inode,
 /// shared by every reader of the file (opens cost no FUSE request: see `ThawFs::open`).
 pub(crate) struct FileReader {
-    pub(crate) inode: Inode,
+    ino: InodeNo,
+    size: u64,
     extents: Vec<Extent>,
     readahead: Mutex<Readahead>,
 }
@@ -57,9 +58,11 @@ impl Readahead {
 }
 
 impl FileReader {
-    pub(crate) fn new(inode: Inode, extents: Vec<Extent>) -> Self {
+    /// The reader of file `ino` of `size` bytes made of `extents` (in file order).
+    pub(crate) fn new(ino: InodeNo, size: u64, extents: Vec<Extent>) -> Self {
         FileReader {
-            inode,
+            ino,
+            size,
             extents,
             readahead: Mutex::new(Readahead::default()),
         }
@@ -78,19 +81,19 @@ impl FileReader {
     }
 
     /// Bytes `offset..offset+size` of the file (fewer at its end; holes read as zeros).
-    pub(crate) async fn read(
+    pub(crate) async fn read<V: ChunkAccess>(
         &self,
-        volume: &Arc<Volume>,
+        volume: &Arc<V>,
         offset: u64,
         size: u32,
     ) -> Result<Bytes, ReadError> {
-        let end = offset.saturating_add(size as u64).min(self.inode.size);
+        let end = offset.saturating_add(size as u64).min(self.size);
         if offset >= end {
             return Ok(Bytes::new());
         }
         self.start_readahead(volume, offset, end);
         let extents = self.extents_in(offset, end);
-        let ino = self.inode.ino;
+        let ino = self.ino;
         let chunks =
             futures::future::try_join_all(extents.iter().map(|e| volume.read_chunk(e.chunk, ino)))
                 .await?;
@@ -113,18 +116,18 @@ impl FileReader {
     }
 
     /// Fetches the chunks of the readahead window in the background (into the caches).
-    fn start_readahead(&self, volume: &Arc<Volume>, offset: u64, end: u64) {
-        let ahead =
-            self.readahead
-                .lock()
-                .expect("readahead lock")
-                .on_read(offset, end, self.inode.size);
+    fn start_readahead<V: ChunkAccess>(&self, volume: &Arc<V>, offset: u64, end: u64) {
+        let ahead = self
+            .readahead
+            .lock()
+            .expect("readahead lock")
+            .on_read(offset, end, self.size);
         let Some((start, stop)) = ahead else { return };
         let chunks: Vec<u32> = self
             .extents_in(start, stop)
             .iter()
             .map(|e| e.chunk)
-            .filter(|&c| !volume.recorder.was_read(c))
+            .filter(|&c| !volume.was_read(c))
             .collect();
         if chunks.is_empty() {
             return;
@@ -146,6 +149,86 @@ impl FileReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::fake::FakeVolume;
+
+    fn extent(file_offset: u64, chunk: u32, chunk_offset: u32, len: u32) -> Extent {
+        Extent {
+            file_offset,
+            chunk,
+            chunk_offset,
+            len,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_stitches_chunk_slices_and_zero_holes() {
+        let volume = Arc::new(FakeVolume {
+            chunks: vec![
+                Bytes::from(vec![1u8; 100]),
+                Bytes::from((0..60u8).collect::<Vec<_>>()),
+            ],
+            ..FakeVolume::default()
+        });
+        // 0..100 chunk 0, a hole 100..200, 200..250 bytes 10..60 of chunk 1.
+        let file = FileReader::new(7, 250, vec![extent(0, 0, 0, 100), extent(200, 1, 10, 50)]);
+        let all = file.read(&volume, 0, 4096).await.unwrap();
+        assert_eq!(all.len(), 250, "a read stops at the end of the file");
+        assert!(all[..100].iter().all(|&b| b == 1));
+        assert!(all[100..200].iter().all(|&b| b == 0), "holes read as zeros");
+        assert_eq!(&all[200..], &(10..60u8).collect::<Vec<_>>()[..]);
+        // Inside one extent: a slice of the chunk.
+        assert_eq!(
+            &file.read(&volume, 210, 5).await.unwrap()[..],
+            &[20, 21, 22, 23, 24]
+        );
+        assert!(file.read(&volume, 250, 10).await.unwrap().is_empty());
+        assert_eq!(*volume.application_reads.lock().unwrap(), [0, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_chunk_fails_the_read_naming_it() {
+        let volume = Arc::new(FakeVolume {
+            chunks: vec![Bytes::from(vec![1u8; 10]), Bytes::from(vec![2u8; 10])],
+            failing: [1].into(),
+            ..FakeVolume::default()
+        });
+        let file = FileReader::new(1, 20, vec![extent(0, 0, 0, 10), extent(10, 1, 0, 10)]);
+        assert_eq!(file.read(&volume, 0, 10).await.unwrap().len(), 10);
+        let err = file.read(&volume, 0, 20).await.unwrap_err();
+        assert_eq!(err.chunk_index, 1);
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_fetch_ahead_what_was_not_read() {
+        let chunk = Bytes::from(vec![3u8; 1 << 20]);
+        let volume = Arc::new(FakeVolume {
+            chunks: vec![chunk; 4],
+            already_read: [2].into(),
+            ..FakeVolume::default()
+        });
+        let extents = (0..4)
+            .map(|i| extent(i as u64 * (1 << 20), i, 0, 1 << 20))
+            .collect();
+        let file = FileReader::new(1, 4 << 20, extents);
+        file.read(&volume, 0, 4096).await.unwrap();
+        file.read(&volume, 4096, 4096).await.unwrap();
+        // The readahead task runs on the runtime: give it its turn.
+        for _ in 0..100 {
+            if !volume.background_fetches.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let fetched = volume.background_fetches.lock().unwrap().clone();
+        assert!(
+            fetched.contains(&1),
+            "the next chunk is fetched ahead: {fetched:?}"
+        );
+        assert!(
+            !fetched.contains(&2),
+            "a chunk already read is not fetched again: {fetched:?}"
+        );
+    }
 
     #[test]
     fn the_readahead_window_grows_with_sequential_reads_and_resets_on_a_seek() {

@@ -16,7 +16,7 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::control::{self, ControlRequest, ControlResponse, MountStatus};
-use crate::prefetch::{self, PrefetchReport, DEFAULT_PREFETCH_CONCURRENCY};
+use crate::prefetch::{PrefetchReport, DEFAULT_PREFETCH_CONCURRENCY};
 use crate::trace::Trace;
 use crate::{FsError, ThawFs, Volume};
 
@@ -309,11 +309,11 @@ pub async fn run(
     };
     let prefetch_chunks = replay.len();
     let mut prefetch_task = (!replay.is_empty()).then(|| {
-        tokio::spawn(prefetch::prefetch(
-            volume.clone(),
-            replay,
-            options.prefetch_concurrency,
-        ))
+        tokio::spawn(
+            volume
+                .clone()
+                .prefetch(replay, options.prefetch_concurrency),
+        )
     });
 
     let metrics = match options.metrics_addr {

@@ -15,7 +15,6 @@ use thaw_core::manifest::{InodeNo, Manifest};
 use thaw_core::store::Store;
 use thaw_core::ChunkId;
 
-use crate::volume::Volume;
 use crate::FsError;
 
 /// Format tag written into every trace.
@@ -197,50 +196,54 @@ impl TraceRecorder {
     }
 }
 
-impl Volume {
-    /// What this mount has recorded so far, as a one-run trace.
-    pub fn recorded_trace(&self) -> Trace {
-        let recorded = self.recorder.entries.lock().expect("trace lock").clone();
+impl TraceRecorder {
+    /// What was recorded so far, as a one-run trace of `manifest`; `path_of` names each file.
+    pub(crate) fn to_trace(
+        &self,
+        manifest: &Manifest,
+        path_of: impl Fn(InodeNo) -> String,
+    ) -> Trace {
+        let recorded = self.entries.lock().expect("trace lock").clone();
         let entries = recorded
             .into_iter()
             .filter_map(|(chunk, at_ms, ino)| {
-                let id = self.manifest.chunk(chunk).ok()?.id.to_hex();
+                let id = manifest.chunk(chunk).ok()?.id.to_hex();
                 Some(TraceEntry {
                     chunk,
                     id,
                     at_ms,
-                    path: self.path_of(ino),
+                    path: path_of(ino),
                 })
             })
             .collect();
         Trace {
             format: TRACE_FORMAT.into(),
-            manifest: self.manifest.id().to_hex(),
+            manifest: manifest.id().to_hex(),
             runs: 1,
             entries,
         }
     }
+}
 
-    /// Merges what this mount recorded into the stored trace; returns the key and the merged
-    /// entry count, or `None` when nothing was recorded. A stored trace that cannot be read is
-    /// replaced (with a warning) rather than blocking the save.
-    pub async fn save_trace(&self, store: &Store) -> Result<Option<(String, usize)>, FsError> {
-        if self.recorder.len() == 0 {
-            return Ok(None);
+/// Merges `recorded` into the trace stored for `manifest` (and `profile`); returns the key and
+/// the merged entry count. A stored trace that cannot be read is replaced (with a warning)
+/// rather than blocking the save.
+pub(crate) async fn save_merged(
+    store: &Store,
+    manifest: &ChunkId,
+    profile: Option<&str>,
+    recorded: Trace,
+) -> Result<(String, usize), FsError> {
+    let merged = match Trace::load(store, manifest, profile).await {
+        Ok(Some(stored)) => stored.merge(recorded),
+        Ok(None) => recorded,
+        Err(e) => {
+            tracing::warn!(error = %e, "replacing an unreadable stored trace");
+            recorded
         }
-        let recorded = self.recorded_trace();
-        let profile = self.trace_profile();
-        let merged = match Trace::load(store, &self.manifest.id(), profile).await {
-            Ok(Some(stored)) => stored.merge(recorded),
-            Ok(None) => recorded,
-            Err(e) => {
-                tracing::warn!(error = %e, "replacing an unreadable stored trace");
-                recorded
-            }
-        };
-        let key = merged.save(store, profile).await?;
-        Ok(Some((key, merged.entries.len())))
-    }
+    };
+    let key = merged.save(store, profile).await?;
+    Ok((key, merged.entries.len()))
 }
 
 #[cfg(test)]

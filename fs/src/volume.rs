@@ -12,19 +12,22 @@ use thaw_core::manifest::{FileKind, InodeNo, Manifest};
 use thaw_core::pack::ChunkRef;
 use thaw_core::tier::TieredStore;
 
+use thaw_core::store::Store;
+
+use crate::access::ChunkAccess;
 use crate::lookahead::Lookahead;
 use crate::metrics::FsMetrics;
-use crate::prefetch::{FirstRead, PrefetchState};
+use crate::prefetch::{self, FirstRead, PrefetchReport, PrefetchState};
 use crate::read::FileReader;
-use crate::trace::TraceRecorder;
-use crate::ReadError;
+use crate::trace::{self, Trace, TraceRecorder};
+use crate::{FsError, ReadError};
 
 /// A mounted manifest: shared by the FUSE handlers, the read workers and the prefetcher.
 pub struct Volume {
     pub(crate) manifest: Manifest,
     pub(crate) map: ChunkMap,
     pub(crate) tiers: TieredStore,
-    pub(crate) prefetch: PrefetchState,
+    pub(crate) prefetch: Arc<PrefetchState>,
     pub(crate) recorder: TraceRecorder,
     pub(crate) metrics: Arc<FsMetrics>,
     paths: OnceLock<HashMap<InodeNo, String>>,
@@ -49,7 +52,7 @@ impl Volume {
     ) -> Self {
         let chunks = manifest.chunk_count() as usize;
         Volume {
-            prefetch: PrefetchState::new(chunks),
+            prefetch: Arc::new(PrefetchState::new(chunks)),
             recorder: TraceRecorder::new(chunks, Instant::now(), trace_window),
             manifest,
             map,
@@ -95,7 +98,8 @@ impl Volume {
         if inode.kind != FileKind::Regular {
             return Ok(None);
         }
-        let reader = Arc::new(FileReader::new(inode, self.manifest.extents(&inode)?));
+        let extents = self.manifest.extents(&inode)?;
+        let reader = Arc::new(FileReader::new(inode.ino, inode.size, extents));
         self.readers
             .lock()
             .expect("readers lock")
@@ -132,9 +136,35 @@ impl Volume {
             .unwrap_or_else(|| format!("<inode {ino}>"))
     }
 
+    /// What this mount has recorded so far, as a one-run trace.
+    pub fn recorded_trace(&self) -> Trace {
+        self.recorder
+            .to_trace(&self.manifest, |ino| self.path_of(ino))
+    }
+
+    /// Merges what this mount recorded into the stored trace; returns the key and the merged
+    /// entry count, or `None` when nothing was recorded.
+    pub async fn save_trace(&self, store: &Store) -> Result<Option<(String, usize)>, FsError> {
+        if self.recorder.len() == 0 {
+            return Ok(None);
+        }
+        let recorded = self.recorded_trace();
+        let id = self.manifest.id();
+        trace::save_merged(store, &id, self.trace_profile(), recorded)
+            .await
+            .map(Some)
+    }
+
+    /// Prefetches `chunks` (chunk table indexes, in trace order), `concurrency` windows at a
+    /// time; reads meanwhile count as prefetch hits, late or missed.
+    pub async fn prefetch(self: Arc<Self>, chunks: Vec<u32>, concurrency: usize) -> PrefetchReport {
+        let (state, metrics) = (self.prefetch.clone(), self.metrics.clone());
+        prefetch::prefetch(self, state, metrics, chunks, concurrency).await
+    }
+
     /// Chunk table entry `index` for an application read of file `ino`: notes the first read
     /// (trace, prefetch accounting) and fetches the verified bytes through the tiers.
-    pub(crate) async fn read_chunk(&self, index: u32, ino: InodeNo) -> Result<Bytes, ReadError> {
+    async fn read_chunk_noted(&self, index: u32, ino: InodeNo) -> Result<Bytes, ReadError> {
         if self.recorder.note_read(index, ino) {
             match self.prefetch.on_first_read(index) {
                 FirstRead::Prefetched => self.metrics.prefetch_hits.inc(),
@@ -144,7 +174,7 @@ impl Volume {
             };
             self.look_ahead(index);
         }
-        self.fetch_chunk(index).await
+        self.fetch_timed(index).await
     }
 
     /// Starts fetching the chunks after `index` when first reads have become sequential.
@@ -168,14 +198,9 @@ impl Volume {
         });
     }
 
-    /// The tier request (id, length, pack location) for chunk table entry `index`.
-    pub(crate) fn chunk_ref(&self, index: u32) -> thaw_core::Result<ChunkRef> {
-        self.map.chunk_ref(&self.manifest, index)
-    }
-
     /// Fetches chunk table entry `index` through the tiers, timing it (no first-read
-    /// accounting: readahead and prefetch use this directly).
-    pub(crate) async fn fetch_chunk(&self, index: u32) -> Result<Bytes, ReadError> {
+    /// accounting: readahead uses this directly).
+    async fn fetch_timed(&self, index: u32) -> Result<Bytes, ReadError> {
         let started = Instant::now();
         let chunk = self.chunk_ref(index).map_err(|source| ReadError {
             chunk_index: index,
@@ -191,5 +216,27 @@ impl Volume {
             chunk: Some(chunk.id),
             source,
         })
+    }
+}
+
+impl ChunkAccess for Volume {
+    async fn read_chunk(&self, index: u32, ino: InodeNo) -> Result<Bytes, ReadError> {
+        self.read_chunk_noted(index, ino).await
+    }
+
+    async fn fetch_chunk(&self, index: u32) -> Result<Bytes, ReadError> {
+        self.fetch_timed(index).await
+    }
+
+    fn was_read(&self, index: u32) -> bool {
+        self.recorder.was_read(index)
+    }
+
+    fn chunk_ref(&self, index: u32) -> thaw_core::Result<ChunkRef> {
+        self.map.chunk_ref(&self.manifest, index)
+    }
+
+    async fn fetch_many(&self, chunks: &[ChunkRef]) -> Vec<thaw_core::Result<Bytes>> {
+        self.tiers.get_many(chunks).await
     }
 }
