@@ -1,12 +1,10 @@
 //! Bad input, each case against the real binary: corrupt, truncated and lying store objects, and
 //! unreadable sources. Each must give an error naming the object (and offset) and never panic.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// A store holding two single-chunk random files, "a" and "b".
 fn two_file_store() -> (World, PathBuf) {

@@ -1,13 +1,11 @@
 //! `thaw bench coldstart` on a tiny image from a real registry (every path run, its output, its
 //! byte counts and table checked) and `thaw bench utilisation` with the shipped bursty trace.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::oci::{copy_with_libraries, oci_tools_available, Layout, Registry};
-use common::*;
+use crate::common::oci::{copy_with_libraries, oci_tools_available, Layout, Registry};
+use crate::common::*;
 
 fn trace() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -108,7 +106,7 @@ fn runtime_available(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("SKIPPED {test}: no crun or runc");
+        thaw_sys::skip::skipped(test, "no crun or runc");
     }
     found
 }

@@ -2,14 +2,12 @@
 //! S3-compatible server that records every request, real clients (`thaw extract`, `thaw mount`),
 //! and misbehaving peers (real processes that serve bad bytes or hang).
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// A local world with [`cluster_tree`] indexed as `app`.
 fn indexed_world() -> (World, PathBuf) {

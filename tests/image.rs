@@ -3,15 +3,13 @@
 //! registry on loopback, indexed with `thaw index image` from the registry, the OCI layout and a
 //! docker-archive, mounted lazily and compared with what `umoci unpack` produces.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::oci::{copy_with_libraries, oci_tools_available, run_tool, Layout, Registry};
-use common::*;
+use crate::common::oci::{copy_with_libraries, oci_tools_available, run_tool, Layout, Registry};
+use crate::common::*;
 
 /// Writes a tar with Python's tarfile: `script` adds members to `tar` (a TarFile open for
 /// writing) with the helpers `add_dir(name)`, `add_file(name, data)`, `add_link(name, target)`.
@@ -503,7 +501,7 @@ fn thaw_run_starts_a_container_from_the_lazy_mount() {
     if !oci_tools_available("thaw run") || !fuse_available("thaw run") || !is_root() || !has_runtime
     {
         if !has_runtime {
-            eprintln!("SKIPPED thaw run: no crun or runc");
+            thaw_sys::skip::skipped("thaw run", "no crun or runc");
         }
         return;
     }

@@ -1,15 +1,13 @@
 //! Real FUSE mounts of indexed trees: content and metadata, concurrency, lazy fetching, bad
 //! chunks, a daemon that dies, and trace prefetch.
 
-mod common;
-
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const GET_RANGE: &str = "thaw_store_requests_total{op=\"get_range\"}";
 

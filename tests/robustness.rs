@@ -1,11 +1,9 @@
 //! A store stays valid when an indexer is killed mid-run, and two indexers can share a store.
 
-mod common;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn an_indexer_killed_mid_run_leaves_tags_on_complete_manifests() {

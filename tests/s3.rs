@@ -1,10 +1,8 @@
 //! The same store operations against a real S3-compatible server (moto) on loopback.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn index_verify_extract_and_stats_work_against_s3() {

@@ -4,13 +4,11 @@
 //! refused before any process runs. Needs root and criu >= 4.1 (scripts/install-criu); without
 //! them the tests say SKIPPED and return.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The stateful test program: writes its memory digest, forks a child, then counts.
 const COUNTER: &str = r#"
@@ -41,7 +39,7 @@ while True:
 /// Whether real CRIU can run here; says SKIPPED otherwise.
 fn criu_available(test: &str) -> bool {
     if !is_root() {
-        eprintln!("SKIPPED {test}: CRIU needs root");
+        thaw_sys::skip::skipped(test, "CRIU needs root");
         return false;
     }
     let found = ["criu", "/usr/local/sbin/criu", "/usr/sbin/criu"]
@@ -53,7 +51,7 @@ fn criu_available(test: &str) -> bool {
                 .is_ok_and(|o| o.status.success())
         });
     if !found {
-        eprintln!("SKIPPED {test}: criu is not installed (scripts/install-criu)");
+        thaw_sys::skip::skipped(test, "criu is not installed (scripts/install-criu)");
     }
     found
 }
@@ -405,7 +403,7 @@ fn gpu_available(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !torch_cuda {
-        eprintln!("SKIPPED {test}: no GPU with torch here (runs on the GPU machine)");
+        thaw_sys::skip::skipped(test, "no GPU with torch here (runs on the GPU machine)");
     }
     torch_cuda
 }

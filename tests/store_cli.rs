@@ -1,11 +1,9 @@
 //! End-to-end: index real trees with the `thaw` binary into a local folder store, then read them
 //! back with extract, cat, ls, stats and verify.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn extract_restores_every_file_kind_with_its_metadata() {

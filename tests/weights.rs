@@ -2,13 +2,11 @@
 //! memory (and into a GPU where one is present), compared tensor by tensor with the files; bad
 //! headers are refused naming the file and tensor.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// A two-file model (tensors that straddle the 4 MiB chunks, odd sizes, an empty tensor) plus
 /// a config file; returns "file:tensor" -> blake3.
@@ -213,7 +211,10 @@ fn a_model_streams_into_gpu_memory_where_a_gpu_exists() {
     assert_no_panic(&probe);
     let stderr = String::from_utf8_lossy(&probe.stderr);
     if !probe.status.success() && stderr.contains("no CUDA driver") {
-        eprintln!("SKIPPED: no CUDA driver on this machine; the GPU load was not run");
+        thaw_sys::skip::skipped(
+            "weights load --device cuda",
+            "no CUDA driver on this machine",
+        );
         return;
     }
     assert!(probe.status.success(), "{}", describe(&probe));

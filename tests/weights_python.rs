@@ -2,13 +2,11 @@
 //! from a real local store and hands every tensor to NumPy through DLPack, compared byte for byte
 //! with the files (and to torch on cuda:0 where a GPU exists).
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Builds the extension into the target dir the tests run from and copies it to `dir` as
 /// `thaw_weights.so`, so `import thaw_weights` finds it.
@@ -47,7 +45,10 @@ fn python_has(module: &str) -> bool {
 #[test]
 fn python_receives_every_tensor_through_dlpack() {
     if !python_has("numpy") {
-        eprintln!("SKIPPED: python3 has no numpy (scripts/setup installs it); DLPack not checked");
+        thaw_sys::skip::skipped(
+            "python DLPack",
+            "python3 has no numpy (scripts/setup installs it)",
+        );
         return;
     }
     let w = World::local();
@@ -90,7 +91,10 @@ fn python_receives_every_tensor_through_dlpack() {
         "{text}"
     );
     if text.contains("SKIPPED") {
-        eprintln!("SKIPPED: torch with CUDA is not available; the cuda:0 DLPack check was not run");
+        thaw_sys::skip::skipped(
+            "python DLPack on cuda:0",
+            "torch with CUDA is not available",
+        );
     }
 }
 

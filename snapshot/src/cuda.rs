@@ -261,7 +261,7 @@ mod tests {
             }
             Err(e) => {
                 let text = e.to_string();
-                eprintln!("SKIPPED CUDA checkpoint calls: {text}");
+                thaw_sys::skip::skipped("CUDA checkpoint calls", &text);
                 assert!(text.contains("NVIDIA driver"), "{text}");
             }
         }

@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn an_overlay_and_proc_mount_and_come_off_in_order() {
         if !crate::host::is_root() {
-            eprintln!("SKIPPED: mounting an overlay needs root");
+            crate::skip::skipped("thaw-sys overlay and proc mounts", "mounting needs root");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -23,10 +23,11 @@ pub fn oci_tools_available(test: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
-        "SKIPPED {test}: {} not installed (scripts/setup installs them)",
+    let reason = format!(
+        "{} not installed (scripts/setup installs them)",
         missing.join(", ")
     );
+    thaw_sys::skip::skipped(test, &reason);
     false
 }
 
