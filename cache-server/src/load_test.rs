@@ -181,6 +181,29 @@ pub async fn get(
         .await
         .map_err(|e| format!("{}: {e}", target.url))
 }
+/// Requests every target once, each body checked, so the measured run that follows finds the
+/// servers warm; an error when any request failed.
+pub async fn warm_up(
+    http: &reqwest::Client,
+    targets: &[LoadTarget],
+    options: &LoadOptions,
+) -> Result<(), String> {
+    let once = LoadOptions {
+        requests: targets.len(),
+        verify: true,
+        ..options.clone()
+    };
+    let report = run(http.clone(), targets.to_vec(), once).await;
+    match report.errors {
+        0 => Ok(()),
+        errors => Err(format!(
+            "warm-up: {errors} of {} requests failed; first: {}",
+            report.requests,
+            report.first_error.unwrap_or_default()
+        )),
+    }
+}
+
 /// Each chunk at its owner among `peers` (rendezvous hashing), as clients would ask.
 pub fn targets_at_owners(
     peers: &[crate::rendezvous::Peer],

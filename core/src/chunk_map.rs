@@ -123,6 +123,23 @@ impl ChunkMap {
         })
     }
 
+    /// The request for every distinct chunk of `manifest`, in chunk table order (a chunk
+    /// several files share is listed once).
+    pub fn distinct_refs(
+        &self,
+        manifest: &crate::manifest::Manifest,
+    ) -> Result<Vec<crate::pack::ChunkRef>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut refs = Vec::new();
+        for index in 0..manifest.chunk_count() {
+            let chunk = self.chunk_ref(manifest, index)?;
+            if seen.insert(chunk.id) {
+                refs.push(chunk);
+            }
+        }
+        Ok(refs)
+    }
+
     /// Checks the map belongs to `manifest` and has one location per chunk.
     pub fn check_matches(&self, manifest: &crate::manifest::Manifest, object: &str) -> Result<()> {
         if self.manifest != manifest.id() || self.locations.len() != manifest.chunk_count() as usize

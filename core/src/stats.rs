@@ -7,7 +7,7 @@ use crate::manifest::{FileKind, Manifest};
 use crate::{ChunkId, Result};
 
 /// Numbers for one manifest alone.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ManifestStats {
     /// Regular files (hard links counted once).
     pub files: u64,
@@ -43,6 +43,51 @@ impl CombinedStats {
             1.0
         } else {
             self.stored_bytes as f64 / self.stored_bytes_separately as f64
+        }
+    }
+}
+
+/// What `thaw stats --json` prints: each manifest alone, then all of them together.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StatsReport {
+    /// Each manifest, in the order asked.
+    pub manifests: Vec<NamedStats>,
+    /// All of them together.
+    pub combined: CombinedReport,
+}
+
+/// One manifest's numbers under the name it was asked by.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NamedStats {
+    /// The tag or id asked for.
+    pub name: String,
+    /// Its manifest id (hex).
+    pub manifest: String,
+    /// Its numbers.
+    #[serde(flatten)]
+    pub stats: ManifestStats,
+}
+
+/// [`CombinedStats`] with its dedup ratio.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CombinedReport {
+    /// Distinct chunks across all.
+    pub chunks: u64,
+    /// Stored bytes of the distinct chunks across all.
+    pub stored_bytes: u64,
+    /// Sum of each manifest's stored bytes alone.
+    pub stored_bytes_separately: u64,
+    /// [`CombinedStats::dedup_ratio`].
+    pub dedup_ratio: f64,
+}
+
+impl From<&CombinedStats> for CombinedReport {
+    fn from(c: &CombinedStats) -> Self {
+        CombinedReport {
+            chunks: c.chunks,
+            stored_bytes: c.stored_bytes,
+            stored_bytes_separately: c.stored_bytes_separately,
+            dedup_ratio: c.dedup_ratio(),
         }
     }
 }

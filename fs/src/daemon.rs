@@ -117,6 +117,36 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Unmounts the mount at `mountpoint`: asks its daemon (which saves its trace first) and, when
+/// no daemon answers (one that died leaves a mount answering "Transport endpoint is not
+/// connected"), unmounts it directly and removes its stale socket. Returns what happened.
+pub async fn unmount(runtime_dir: &Path, mountpoint: &Path, lazy: bool) -> Result<String, FsError> {
+    let request = ControlRequest::Unmount { lazy };
+    match control::request(runtime_dir, mountpoint, &request).await {
+        Ok(answer) if answer.ok => Ok(answer.message),
+        Ok(answer) => Err(FsError::mount(mountpoint, answer.message)),
+        Err(e) => {
+            tracing::info!(error = %e, "no daemon answered; unmounting directly");
+            crate::session::unmount(&control::canonical_mountpoint(mountpoint), lazy)?;
+            let _ = std::fs::remove_file(control::socket_path(runtime_dir, mountpoint));
+            Ok(format!(
+                "no daemon answered; unmounted {}",
+                mountpoint.display()
+            ))
+        }
+    }
+}
+
+/// Asks the daemon of the mount at `mountpoint` to merge what it recorded into the stored
+/// trace now; returns its answer.
+pub async fn save_trace(runtime_dir: &Path, mountpoint: &Path) -> Result<String, FsError> {
+    let answer = control::request(runtime_dir, mountpoint, &ControlRequest::SaveTrace).await?;
+    match answer.ok {
+        true => Ok(answer.message),
+        false => Err(FsError::mount(mountpoint, answer.message)),
+    }
+}
+
 /// A `thaw mount --daemon` started by another command, unmounted (its trace saved) on drop.
 #[derive(Debug)]
 pub struct DaemonMount {

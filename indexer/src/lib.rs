@@ -24,6 +24,7 @@ pub mod image;
 mod model;
 mod pipeline;
 mod sink;
+pub mod summary;
 mod walk;
 
 use std::path::Path;
@@ -31,6 +32,7 @@ use std::path::Path;
 pub use error::IndexError;
 pub use pipeline::IndexReport;
 pub use sink::StoreWrites;
+pub use summary::IndexSummary;
 use thaw_core::chunker::Chunker;
 
 /// Files smaller than this are batched with their neighbours into shared chunks.

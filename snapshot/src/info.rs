@@ -83,6 +83,43 @@ fn thaw_mount_of(mounts: &str, path: &Path) -> Option<RootfsMount> {
         })
 }
 
+/// One row of `thaw snapshot ls`: a stored snapshot and what its record says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    /// The snapshot's name.
+    pub name: String,
+    /// The manifest its images are stored as (hex).
+    pub manifest: String,
+    /// The pid it was taken of.
+    pub pid: u32,
+    /// When it was taken (seconds since the epoch).
+    pub created_unix: u64,
+    /// The executable.
+    pub exe: PathBuf,
+    /// The command line, space-joined.
+    pub cmdline: String,
+    /// Bytes of its images.
+    pub bytes: u64,
+    /// The criu version that took it.
+    pub criu: String,
+}
+
+impl SnapshotSummary {
+    /// The row of snapshot `name`, stored as `manifest` holding `bytes`, with record `info`.
+    pub fn new(name: &str, manifest: String, bytes: u64, info: &SnapshotInfo) -> Self {
+        SnapshotSummary {
+            name: name.to_string(),
+            manifest,
+            pid: info.pid,
+            created_unix: info.created_unix,
+            exe: info.exe.clone(),
+            cmdline: info.cmdline.join(" "),
+            bytes,
+            criu: info.criu_version.clone(),
+        }
+    }
+}
+
 impl SnapshotInfo {
     /// Describes process `pid` on this host, before it is dumped by `criu`; `cuda_pids` are the
     /// processes of its tree that use CUDA.

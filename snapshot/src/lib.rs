@@ -18,5 +18,5 @@ pub mod lifecycle;
 
 pub use criu::{Criu, DumpRequest, RestoreRequest};
 pub use error::{Result, SnapshotError};
-pub use info::{RootfsMount, SnapshotInfo, INFO_FILE};
+pub use info::{RootfsMount, SnapshotInfo, SnapshotSummary, INFO_FILE};
 pub use lifecycle::{FetchedBytes, FetchedImages, ImageStore, RestoreReport};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 use thaw_core::manifest::{FileKind, Inode, Manifest};
-use thaw_core::stats::{combined_stats, manifest_stats};
+use thaw_core::stats::{combined_stats, manifest_stats, NamedStats, StatsReport};
 
 use super::GlobalOptions;
 
@@ -50,22 +50,10 @@ pub async fn tags(global: &GlobalOptions, _args: TagsArgs) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn mode_string(inode: &Inode) -> String {
-    let mut s = String::with_capacity(10);
-    s.push(inode.kind.letter());
-    for shift in [6, 3, 0] {
-        let bits = (inode.mode >> shift) & 7;
-        s.push(if bits & 4 != 0 { 'r' } else { '-' });
-        s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
-    }
-    s
-}
-
 fn ls_line(manifest: &Manifest, path: &str, inode: &Inode) -> anyhow::Result<String> {
     let mut line = format!(
         "{} {:>3} {:>5} {:>5} {:>12} {:>11} {}",
-        mode_string(inode),
+        inode.mode_string(),
         inode.nlink,
         inode.uid,
         inode.gid,
@@ -152,26 +140,19 @@ pub async fn stats(global: &GlobalOptions, args: StatsArgs) -> anyhow::Result<Ex
     let manifests: Vec<_> = opened.iter().map(|o| &o.1).collect();
     let combined = combined_stats(&maps, &manifests)?;
     if args.json {
-        let per: Vec<_> = opened
+        let manifests = opened
             .iter()
-            .map(|(name, m, _, s)| {
-                serde_json::json!({
-                    "name": name, "manifest": m.id().to_hex(), "files": s.files, "dirs": s.dirs,
-                    "others": s.others, "logical_bytes": s.logical_bytes, "chunks": s.chunks,
-                    "chunk_bytes": s.chunk_bytes, "stored_bytes": s.stored_bytes,
-                })
+            .map(|(name, m, _, stats)| NamedStats {
+                name: name.clone(),
+                manifest: m.id().to_hex(),
+                stats: stats.clone(),
             })
             .collect();
-        let json = serde_json::json!({
-            "manifests": per,
-            "combined": {
-                "chunks": combined.chunks,
-                "stored_bytes": combined.stored_bytes,
-                "stored_bytes_separately": combined.stored_bytes_separately,
-                "dedup_ratio": combined.dedup_ratio(),
-            }
-        });
-        println!("{json}");
+        let report = StatsReport {
+            manifests,
+            combined: (&combined).into(),
+        };
+        println!("{}", serde_json::to_string(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(

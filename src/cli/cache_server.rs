@@ -1,6 +1,5 @@
 //! `thaw cache-server` (the peer cache daemon) and `thaw peers status|load-test`.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,27 +61,11 @@ pub async fn serve(global: &GlobalOptions, args: CacheServerArgs) -> anyhow::Res
     }
     tracing::info!(%addr, "cache server started");
     server
-        .serve(listener, shutdown_signal())
+        .serve(listener, thaw_sys::process::termination())
         .await
         .context("serving")?;
     eprintln!("thaw: cache-server stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// `thaw peers ...`.
@@ -157,15 +140,7 @@ async fn required_peers(global: &GlobalOptions) -> anyhow::Result<Arc<PeerTier>>
 async fn tag_chunks(global: &GlobalOptions, tag: &str) -> anyhow::Result<Vec<ChunkRef>> {
     let store = global.open_store()?;
     let (manifest, map) = store.open_manifest(tag).await?;
-    let mut seen = HashSet::new();
-    let mut chunks = Vec::new();
-    for index in 0..manifest.chunk_count() {
-        let chunk = map.chunk_ref(&manifest, index)?;
-        if seen.insert(chunk.id) {
-            chunks.push(chunk);
-        }
-    }
-    Ok(chunks)
+    Ok(map.distinct_refs(&manifest)?)
 }
 
 async fn status(global: &GlobalOptions, args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -258,20 +233,9 @@ async fn load(global: &GlobalOptions, args: LoadTestArgs) -> anyhow::Result<Exit
             .await
             .map_err(anyhow::Error::msg)?;
     } else if !args.cold {
-        let warm_up = LoadOptions {
-            requests: targets.len(),
-            verify: true,
-            ..options.clone()
-        };
-        let report = load_test::run(http.clone(), targets.clone(), warm_up).await;
-        if report.errors > 0 {
-            bail!(
-                "warm-up: {} of {} requests failed; first: {}",
-                report.errors,
-                report.requests,
-                report.first_error.unwrap_or_default()
-            );
-        }
+        load_test::warm_up(&http, &targets, &options)
+            .await
+            .map_err(anyhow::Error::msg)?;
     }
     let report = load_test::run(http, targets, options).await;
     if args.json {

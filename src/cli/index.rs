@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use thaw_core::chunker::Chunker;
 use thaw_indexer::image::{index_image, ImageOptions, ImageRef, PlatformSpec, RegistryOptions};
-use thaw_indexer::{index_tree, IndexOptions, SourceKind, StoreWrites};
+use thaw_indexer::{index_tree, IndexOptions, IndexSummary, SourceKind};
 
 use super::progress::Bar;
 use super::GlobalOptions;
@@ -91,73 +91,37 @@ pub struct ImageArgs {
     insecure: bool,
 }
 
-/// The report fields every index command prints.
-struct Printed<'a> {
-    manifest: String,
-    tag: Option<&'a str>,
-    entries: u64,
-    bytes_read: u64,
-    chunks: u64,
-    writes: StoreWrites,
-    seconds: f64,
-}
-
-impl<'a> Printed<'a> {
-    fn new(
-        write: &'a WriteArgs,
-        manifest: thaw_core::ChunkId,
-        bytes_read: u64,
-        chunks: u64,
-        writes: StoreWrites,
-        started: std::time::Instant,
-    ) -> Self {
-        Printed {
-            manifest: manifest.to_hex(),
-            tag: write.tag.as_deref(),
-            entries: 0,
-            bytes_read,
-            chunks,
-            writes,
-            seconds: started.elapsed().as_secs_f64(),
-        }
+/// Prints a run's summary: JSON with `--json`, else a few aligned lines.
+fn print(summary: &IndexSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
+        return Ok(());
     }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "manifest": self.manifest,
-            "tag": self.tag,
-            "entries": self.entries,
-            "bytes_read": self.bytes_read,
-            "chunks": self.chunks,
-            "new_chunks": self.writes.new_chunks,
-            "new_raw_bytes": self.writes.new_raw_bytes,
-            "new_stored_bytes": self.writes.new_stored_bytes,
-            "packs": self.writes.packs,
-            "seconds": self.seconds,
-        })
+    let s = summary;
+    println!("manifest   {}", s.manifest);
+    if let Some(tag) = &s.tag {
+        println!("tag        {tag}");
     }
-
-    fn print(&self) {
-        println!("manifest   {}", self.manifest);
-        if let Some(tag) = self.tag {
-            println!("tag        {tag}");
-        }
-        println!("entries    {}", self.entries);
-        println!(
-            "read       {} in {:.2}s ({}/s)",
-            bytesize::ByteSize(self.bytes_read),
-            self.seconds,
-            bytesize::ByteSize((self.bytes_read as f64 / self.seconds.max(1e-9)) as u64)
-        );
-        println!(
-            "chunks     {} ({} new, {} raw -> {} stored)",
-            self.chunks,
-            self.writes.new_chunks,
-            bytesize::ByteSize(self.writes.new_raw_bytes),
-            bytesize::ByteSize(self.writes.new_stored_bytes)
-        );
-        println!("packs      {} written", self.writes.packs);
+    println!("entries    {}", s.entries);
+    let rate = (s.bytes_read as f64 / s.seconds.max(1e-9)) as u64;
+    println!(
+        "read       {} in {:.2}s ({}/s)",
+        bytesize::ByteSize(s.bytes_read),
+        s.seconds,
+        bytesize::ByteSize(rate)
+    );
+    println!(
+        "chunks     {} ({} new, {} raw -> {} stored)",
+        s.chunks,
+        s.new_chunks,
+        bytesize::ByteSize(s.new_raw_bytes),
+        bytesize::ByteSize(s.new_stored_bytes)
+    );
+    println!("packs      {} written", s.packs);
+    if let (Some(layers), Some(reused)) = (s.layers, s.layers_reused) {
+        println!("layers     {layers} ({reused} already in the store)");
     }
+    Ok(())
 }
 
 pub fn run(
@@ -186,24 +150,9 @@ pub fn run(
     for skipped in &report.skipped_indexes {
         eprintln!("thaw: warning: pack index not trusted for dedup: {skipped}");
     }
-    let printed = Printed {
-        entries: report.entries,
-        ..Printed::new(
-            &args.write,
-            report.manifest,
-            report.bytes_read,
-            report.chunks,
-            report.writes,
-            started,
-        )
-    };
-    if args.write.json {
-        let mut json = printed.json();
-        json["skipped_indexes"] = serde_json::json!(report.skipped_indexes);
-        println!("{json}");
-    } else {
-        printed.print();
-    }
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = IndexSummary::of_tree(&report, args.write.tag.as_deref(), seconds);
+    print(&summary, args.write.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -254,28 +203,8 @@ fn image(
         thaw_indexer::IndexError::Image { .. } => anyhow::Error::new(e),
         other => anyhow::Error::new(other).context(format!("indexing {}", args.image)),
     })?;
-    let printed = Printed {
-        entries: report.entries_read,
-        ..Printed::new(
-            &args.write,
-            report.manifest,
-            report.bytes_read,
-            report.chunks,
-            report.writes,
-            started,
-        )
-    };
-    if args.write.json {
-        let mut json = printed.json();
-        json["layers"] = report.layers.into();
-        json["layers_reused"] = report.layers_reused.into();
-        println!("{json}");
-    } else {
-        printed.print();
-        println!(
-            "layers     {} ({} already in the store)",
-            report.layers, report.layers_reused
-        );
-    }
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = IndexSummary::of_image(&report, args.write.tag.as_deref(), seconds);
+    print(&summary, args.write.json)?;
     Ok(ExitCode::SUCCESS)
 }

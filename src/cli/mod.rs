@@ -107,41 +107,40 @@ impl GlobalArgs {
     /// The configuration: defaults, the config file, the environment, then these flags.
     fn resolve(&self) -> anyhow::Result<GlobalOptions> {
         let mut config = Config::load(self.config.as_deref())?;
-        let store = &mut config.store;
-        let set = |field: &mut Option<String>, flag: &Option<String>| {
-            if flag.is_some() {
-                field.clone_from(flag);
+        fn given<T: Clone>(field: &mut T, flag: &Option<T>) {
+            if let Some(value) = flag {
+                *field = value.clone();
             }
-        };
-        set(&mut store.url, &self.store);
-        set(&mut store.s3_endpoint, &self.s3_endpoint);
-        set(&mut store.s3_region, &self.s3_region);
-        set(&mut store.s3_access_key_id, &self.s3_access_key_id);
-        set(&mut store.s3_secret_access_key, &self.s3_secret_access_key);
+        }
+        let (store, cache, peers) = (&mut config.store, &mut config.cache, &mut config.peers);
+        let some = |flag: &Option<String>| flag.as_ref().map(|v| Some(v.clone()));
+        given(&mut store.url, &some(&self.store));
+        given(&mut store.s3_endpoint, &some(&self.s3_endpoint));
+        given(&mut store.s3_region, &some(&self.s3_region));
+        given(&mut store.s3_access_key_id, &some(&self.s3_access_key_id));
+        given(
+            &mut store.s3_secret_access_key,
+            &some(&self.s3_secret_access_key),
+        );
         store.s3_allow_http |= self.s3_allow_http;
-        if let Some(ms) = self.store_read_latency_ms {
-            store.read_latency_ms = Some(ms);
-        }
-        set(&mut config.peers.list, &self.peers);
-        if let Some(dir) = &self.cache_dir {
-            config.cache.dir = Some(dir.clone());
-        }
-        if let Some(bytes) = self.cache_bytes {
-            config.cache.bytes = bytes.as_u64();
-        }
-        if let Some(bytes) = self.memory_cache_bytes {
-            config.cache.memory_bytes = bytes.as_u64();
-        }
-        config.cache.disk &= !self.no_disk_cache;
-        if let Some(file) = &self.peer_token_file {
-            config.peers.token_file = Some(file.clone());
-        }
-        if let Some(ms) = self.peer_timeout_ms {
-            config.peers.timeout_ms = ms;
-        }
-        if let Some(secs) = self.peer_refresh_secs {
-            config.peers.refresh_secs = secs;
-        }
+        given(
+            &mut store.read_latency_ms,
+            &self.store_read_latency_ms.map(Some),
+        );
+        given(&mut cache.dir, &self.cache_dir.clone().map(Some));
+        given(&mut cache.bytes, &self.cache_bytes.map(|b| b.as_u64()));
+        given(
+            &mut cache.memory_bytes,
+            &self.memory_cache_bytes.map(|b| b.as_u64()),
+        );
+        cache.disk &= !self.no_disk_cache;
+        given(&mut peers.list, &some(&self.peers));
+        given(
+            &mut peers.token_file,
+            &self.peer_token_file.clone().map(Some),
+        );
+        given(&mut peers.timeout_ms, &self.peer_timeout_ms);
+        given(&mut peers.refresh_secs, &self.peer_refresh_secs);
         Ok(GlobalOptions {
             config,
             quiet: self.quiet,

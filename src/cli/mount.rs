@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use thaw_fs::control::{self, ControlRequest};
+use thaw_fs::control;
 use thaw_fs::daemon;
 use thaw_fs::metrics::{ExtraMetrics, FsMetrics};
 use thaw_fs::session::{self, SessionOptions};
@@ -175,41 +175,17 @@ fn start_daemon(runtime_dir: &Path, args: &MountArgs) -> anyhow::Result<ExitCode
 /// `thaw umount`: asks the daemon (which saves its trace), else unmounts directly (a daemon
 /// that died leaves a mount answering "Transport endpoint is not connected").
 pub async fn umount(global: &GlobalOptions, args: UmountArgs) -> anyhow::Result<ExitCode> {
-    let runtime_dir = global.runtime_dir();
-    let request = ControlRequest::Unmount { lazy: args.lazy };
-    match control::request(&runtime_dir, &args.mountpoint, &request).await {
-        Ok(answer) if answer.ok => {
-            eprintln!("thaw: {}", answer.message);
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(answer) => bail!("{}: {}", args.mountpoint.display(), answer.message),
-        Err(e) => {
-            tracing::info!(error = %e, "no daemon answered; unmounting directly");
-            session::unmount(&control::canonical_mountpoint(&args.mountpoint), args.lazy)?;
-            let _ = std::fs::remove_file(control::socket_path(&runtime_dir, &args.mountpoint));
-            eprintln!(
-                "thaw: no daemon answered; unmounted {}",
-                args.mountpoint.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    let said = daemon::unmount(&global.runtime_dir(), &args.mountpoint, args.lazy).await?;
+    eprintln!("thaw: {said}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `thaw trace save|show`.
 pub async fn trace(global: &GlobalOptions, command: TraceCommand) -> anyhow::Result<ExitCode> {
     match command {
         TraceCommand::Save { mountpoint } => {
-            let answer = control::request(
-                &global.runtime_dir(),
-                &mountpoint,
-                &ControlRequest::SaveTrace,
-            )
-            .await?;
-            if !answer.ok {
-                bail!("{}: {}", mountpoint.display(), answer.message);
-            }
-            eprintln!("thaw: {}", answer.message);
+            let said = daemon::save_trace(&global.runtime_dir(), &mountpoint).await?;
+            eprintln!("thaw: {said}");
         }
         TraceCommand::Show {
             name,

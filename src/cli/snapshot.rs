@@ -13,7 +13,9 @@ use thaw_fs::daemon::DaemonMount;
 use thaw_indexer::extract::{copy_file_to, extract, ExtractOptions};
 use thaw_indexer::{index_tree, IndexOptions, SourceKind};
 use thaw_snapshot::lifecycle::{self, CreateOptions, StoreError, Stored};
-use thaw_snapshot::{Criu, FetchedBytes, FetchedImages, ImageStore, SnapshotInfo, INFO_FILE};
+use thaw_snapshot::{
+    Criu, FetchedBytes, FetchedImages, ImageStore, SnapshotInfo, SnapshotSummary, INFO_FILE,
+};
 
 use super::progress::Bar;
 use super::GlobalOptions;
@@ -115,28 +117,13 @@ fn tag_of(name: &str) -> String {
     format!("{SNAPSHOT_TAG_PREFIX}{name}")
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(parent: Option<&Path>, what: &str) -> anyhow::Result<Self> {
-        let parent = parent
-            .map(Path::to_path_buf)
-            .unwrap_or_else(std::env::temp_dir);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let dir = parent.join(format!("thaw-{what}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory (removed on drop) in `parent`, else the system temp dir.
+fn scratch(parent: Option<&Path>, what: &str) -> anyhow::Result<tempfile::TempDir> {
+    let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    tempfile::Builder::new()
+        .prefix(&format!("thaw-{what}-"))
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a scratch directory in {}", parent.display()))
 }
 
 /// Snapshot image folders kept in thaw's store as manifests tagged `snapshot/NAME`.
@@ -236,13 +223,13 @@ async fn create(global: &GlobalOptions, args: CreateArgs) -> anyhow::Result<Exit
         store: global.open_store()?,
     };
     let criu = Criu::locate()?;
-    let scratch = Scratch::new(args.work_dir.as_deref(), "snapshot")?;
+    let scratch = scratch(args.work_dir.as_deref(), "snapshot")?;
     let options = CreateOptions {
         pid: args.pid,
         leave_running: args.leave_running,
         tcp_established: args.tcp_established,
         file_locks: args.file_locks,
-        work_dir: scratch.0.clone(),
+        work_dir: scratch.path().to_path_buf(),
     };
     let created = lifecycle::create(&folders, &criu, &args.tag, &options).await?;
     eprintln!(
@@ -289,8 +276,8 @@ async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Result<Ex
         global,
         store: global.open_store()?,
     };
-    let scratch = Scratch::new(args.work_dir.as_deref(), "restore")?;
-    let report = lifecycle::restore(&folders, &criu, &args.name, args.lazy, &scratch.0).await?;
+    let scratch = scratch(args.work_dir.as_deref(), "restore")?;
+    let report = lifecycle::restore(&folders, &criu, &args.name, args.lazy, scratch.path()).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -317,34 +304,32 @@ async fn ls(global: &GlobalOptions, args: LsArgs) -> anyhow::Result<ExitCode> {
             continue;
         };
         let (manifest, _, info) = read_info(&tiers, &store, name).await?;
-        rows.push(serde_json::json!({
-            "name": name,
-            "manifest": manifest_id.to_hex(),
-            "pid": info.pid,
-            "created_unix": info.created_unix,
-            "exe": info.exe,
-            "cmdline": info.cmdline.join(" "),
-            "bytes": manifest.chunks()?.iter().map(|c| u64::from(c.raw_len)).sum::<u64>(),
-            "criu": info.criu_version,
-        }));
+        let bytes = manifest
+            .chunks()?
+            .iter()
+            .map(|c| u64::from(c.raw_len))
+            .sum();
+        rows.push(SnapshotSummary::new(
+            name,
+            manifest_id.to_hex(),
+            bytes,
+            &info,
+        ));
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:>8} {:>10} {:>6}  COMMAND",
+        "NAME", "PID", "SIZE", "CRIU"
+    );
+    for r in &rows {
+        let size = bytesize::ByteSize(r.bytes).to_string();
         println!(
-            "{:<24} {:>8} {:>10} {:>6}  COMMAND",
-            "NAME", "PID", "SIZE", "CRIU"
+            "{:<24} {:>8} {size:>10} {:>6}  {}",
+            r.name, r.pid, r.criu, r.cmdline
         );
-        for r in &rows {
-            println!(
-                "{:<24} {:>8} {:>10} {:>6}  {}",
-                r["name"].as_str().unwrap_or_default(),
-                r["pid"],
-                bytesize::ByteSize(r["bytes"].as_u64().unwrap_or_default()).to_string(),
-                r["criu"].as_str().unwrap_or_default(),
-                r["cmdline"].as_str().unwrap_or_default()
-            );
-        }
     }
     Ok(ExitCode::SUCCESS)
 }

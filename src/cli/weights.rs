@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use thaw_indexer::Progress;
 use thaw_weights::{
-    load_plan, open_backend, plan_model, DeviceKind, LoadOptions, LoadReport, LoadedModel,
-    Reference,
+    load_plan, open_backend, plan_model, tensor_digests, DeviceKind, LoadOptions, LoadReport,
+    LoadSummary, Reference,
 };
 
 use super::progress::Bar;
@@ -100,13 +100,8 @@ async fn load(global: &GlobalOptions, args: LoadArgs) -> anyhow::Result<ExitCode
         )
     };
     if args.json {
-        let json = report_json(
-            &model,
-            reference.as_ref(),
-            &backend.describe(),
-            args.digests,
-        )?;
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        let summary = LoadSummary::of(&model, reference, &backend.describe(), args.digests)?;
+        println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_table(
             &args.name,
@@ -115,7 +110,7 @@ async fn load(global: &GlobalOptions, args: LoadArgs) -> anyhow::Result<ExitCode
             reference.as_ref(),
         );
         if args.digests {
-            for (tensor, digest) in model.plan.tensors.iter().zip(digests(&model)?) {
+            for (tensor, digest) in model.plan.tensors.iter().zip(tensor_digests(&model)?) {
                 println!(
                     "{digest}  {}:{}",
                     model.plan.files[tensor.file], tensor.name
@@ -124,16 +119,6 @@ async fn load(global: &GlobalOptions, args: LoadArgs) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// blake3 of every tensor as loaded, read back from the device.
-fn digests(model: &LoadedModel) -> anyhow::Result<Vec<String>> {
-    model
-        .plan
-        .tensors
-        .iter()
-        .map(|t| Ok(blake3::hash(&model.read(t)?).to_hex().to_string()))
-        .collect()
 }
 
 fn gb_per_s(bytes: u64, seconds: f64) -> f64 {
@@ -185,47 +170,4 @@ fn print_table(name: &str, device: &str, report: &LoadReport, reference: Option<
         report.fetch_concurrency,
         report.allocate_seconds,
     );
-}
-
-fn report_json(
-    model: &LoadedModel,
-    reference: Option<&Reference>,
-    device: &str,
-    with_digests: bool,
-) -> anyhow::Result<serde_json::Value> {
-    let digests = if with_digests {
-        Some(digests(model)?)
-    } else {
-        None
-    };
-    let tensors: Vec<serde_json::Value> = model
-        .plan
-        .tensors
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let mut v = serde_json::json!({
-                "file": model.plan.files[t.file],
-                "name": t.name,
-                "dtype": t.dtype,
-                "shape": t.shape,
-                "offset": t.offset,
-                "bytes": t.len,
-                "address": model.address(t),
-            });
-            if let Some(d) = &digests {
-                v["blake3"] = d[i].clone().into();
-            }
-            v
-        })
-        .collect();
-    let rate = model.report.bytes_per_second();
-    Ok(serde_json::json!({
-        "device": device,
-        "report": model.report,
-        "bytes_per_second": rate,
-        "reference": reference,
-        "ratio_to_reference": reference.map(|r| rate / r.bytes_per_second()),
-        "tensors": tensors,
-    }))
 }

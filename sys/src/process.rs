@@ -24,6 +24,33 @@ pub async fn wait_gone(pid: u32, limit: Duration) -> bool {
     true
 }
 
+/// Makes a write to a closed pipe end this process quietly (`thaw ls TAG | head`), as
+/// command-line tools do, instead of Rust's default of ignoring SIGPIPE. Call it before any
+/// thread starts; not in daemons, where a client hanging up must not kill the server.
+pub fn die_on_closed_pipe() {
+    // SAFETY: resetting a signal disposition; called before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Completes when this process receives SIGTERM or SIGINT (a daemon's cue to shut down
+/// cleanly); never, where the handlers cannot be installed.
+pub async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 /// Sends SIGKILL to process `pid` and to the process group it leads (a restored tree leads its
 /// own session and group).
 pub fn kill_tree(pid: u32) {

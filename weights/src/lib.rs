@@ -32,6 +32,7 @@ mod error;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
+pub mod summary;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub use backend::{Allocation, Backend, DeviceKind, HostBackend, Reference};
 pub use error::{Result, WeightsError};
 pub use pipeline::{load_model, load_plan, plan_model, LoadOptions, LoadReport, LoadedModel};
 pub use plan::{PlacedTensor, Plan};
+pub use summary::{tensor_digests, LoadSummary, TensorSummary};
 
 /// The backend for `device`: host memory, or the CUDA device (an error naming the device when
 /// there is no driver or no such GPU).

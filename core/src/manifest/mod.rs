@@ -122,6 +122,21 @@ pub struct Inode {
     xattr_count: u32,
 }
 
+impl Inode {
+    /// Type and permission bits as `ls -l` shows them (`drwxr-xr-x`).
+    pub fn mode_string(&self) -> String {
+        let mut s = String::with_capacity(10);
+        s.push(self.kind.letter());
+        for shift in [6, 3, 0] {
+            let bits = (self.mode >> shift) & 7;
+            s.push(if bits & 4 != 0 { 'r' } else { '-' });
+            s.push(if bits & 2 != 0 { 'w' } else { '-' });
+            s.push(if bits & 1 != 0 { 'x' } else { '-' });
+        }
+        s
+    }
+}
+
 /// One slice of a chunk placed at an offset of a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {
