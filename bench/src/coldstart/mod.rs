@@ -25,7 +25,7 @@ use thaw_container::runtime::{Runtime, StartTimes};
 use thaw_container::spec::{runtime_spec, write_bundle};
 use tokio::io::AsyncBufReadExt;
 
-use report::{Outcome, PathKind, Report, Run, Sources, Stages};
+use report::{Outcome, PathKind, Report, Run, Setup, Sources, Stages};
 use thaw_client::Config;
 use thaw_fs::daemon::DaemonMount;
 
@@ -386,7 +386,7 @@ impl<'a> Bench<'a> {
             paths.push((kind, outcome));
         }
         self.peer = None;
-        Ok(Report {
+        let setup = Setup {
             image: self.args.image.clone(),
             command: self.process_args.clone(),
             readiness: self.probe.readiness().describe(),
@@ -394,8 +394,8 @@ impl<'a> Bench<'a> {
             page_cache_dropped: self.page_cache_dropped,
             store_latency_ms: self.args.store_latency_ms,
             index_seconds: self.index_seconds,
-            paths,
-        })
+        };
+        Ok(Report { setup, paths })
     }
 
     /// Why `kind` cannot be measured here, if it cannot.

@@ -41,7 +41,7 @@ fn draw_svg(report: &Report, file: &Path) -> Result<(), Box<dyn std::error::Erro
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("Cold start to ready: {}", report.image),
+            format!("Cold start to ready: {}", report.setup.image),
             ("sans-serif", 18),
         )
         .margin(15)

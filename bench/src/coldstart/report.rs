@@ -124,29 +124,16 @@ pub enum Outcome {
 /// Everything one `thaw bench coldstart` found.
 #[derive(Clone, Debug)]
 pub struct Report {
-    /// The image reference.
-    pub image: String,
-    /// The process arguments that ran.
-    pub command: Vec<String>,
-    /// The readiness condition, in words.
-    pub readiness: String,
-    /// Cores, memory and kernel of this machine.
-    pub machine: String,
-    /// Whether the kernel page cache was dropped before each run.
-    pub page_cache_dropped: bool,
-    /// Latency added to every object store read, if any.
-    pub store_latency_ms: Option<u64>,
-    /// Seconds `thaw index image` took (ahead of time, not part of any start).
-    pub index_seconds: f64,
+    /// What ran, where and how.
+    pub setup: Setup,
     /// Per path, in run order.
     pub paths: Vec<(PathKind, Outcome)>,
 }
 
-/// `thaw bench coldstart --json`: the result `thaw bench utilisation --coldstart-json` reads.
-/// Only `paths[].name` and `paths[].ready_seconds` are required of a file written by hand.
+/// What a benchmark ran, on what machine, under which conditions.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ColdstartResult {
+pub struct Setup {
     /// The image reference.
     pub image: String,
     /// The process arguments that ran.
@@ -161,6 +148,16 @@ pub struct ColdstartResult {
     pub store_latency_ms: Option<u64>,
     /// Seconds `thaw index image` took (ahead of time, not part of any start).
     pub index_seconds: f64,
+}
+
+/// `thaw bench coldstart --json`: the result `thaw bench utilisation --coldstart-json` reads.
+/// Only `paths[].name` and `paths[].ready_seconds` are required of a file written by hand.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ColdstartResult {
+    /// What ran, where and how.
+    #[serde(flatten)]
+    pub setup: Setup,
     /// The measured paths, in run order.
     pub paths: Vec<PathResult>,
     /// The paths not measured, and why.
@@ -286,13 +283,7 @@ impl Report {
             })
             .collect();
         ColdstartResult {
-            image: self.image.clone(),
-            command: self.command.clone(),
-            readiness: self.readiness.clone(),
-            machine: self.machine.clone(),
-            page_cache_dropped: self.page_cache_dropped,
-            store_latency_ms: self.store_latency_ms,
-            index_seconds: self.index_seconds,
+            setup: self.setup.clone(),
             paths,
             skipped,
         }
@@ -302,16 +293,16 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!(
             "cold start of {} ({}), ready when {}\n{}; page cache {}; store latency {}\n\n",
-            self.image,
-            self.command.join(" "),
-            self.readiness,
-            self.machine,
-            if self.page_cache_dropped {
+            self.setup.image,
+            self.setup.command.join(" "),
+            self.setup.readiness,
+            self.setup.machine,
+            if self.setup.page_cache_dropped {
                 "dropped before each run"
             } else {
                 "NOT dropped (needs root)"
             },
-            match self.store_latency_ms {
+            match self.setup.store_latency_ms {
                 Some(ms) => format!("+{ms} ms per read"),
                 None => "none added".into(),
             },
@@ -362,7 +353,7 @@ impl Report {
         }
         out.push_str(&format!(
             "\nindexing the image took {:.2}s (ahead of time, e.g. in CI; not part of any start)\n",
-            self.index_seconds
+            self.setup.index_seconds
         ));
         out
     }
@@ -395,13 +386,15 @@ mod tests {
         assert_eq!(median_run(&runs).stages.fetch, 4.0);
         assert_eq!(median_run(&runs[..2]).stages.fetch, 1.0);
         let report = Report {
-            image: "oci:x".into(),
-            command: vec!["sh".into()],
-            readiness: "exit".into(),
-            machine: "m".into(),
-            page_cache_dropped: true,
-            store_latency_ms: None,
-            index_seconds: 1.0,
+            setup: Setup {
+                image: "oci:x".into(),
+                command: vec!["sh".into()],
+                readiness: "exit".into(),
+                machine: "m".into(),
+                page_cache_dropped: true,
+                store_latency_ms: None,
+                index_seconds: 1.0,
+            },
             paths: vec![
                 (PathKind::Naive, Outcome::Measured(runs)),
                 (PathKind::Lazy, Outcome::Measured(vec![run(0.0, 0.25)])),
