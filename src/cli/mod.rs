@@ -91,6 +91,10 @@ pub struct GlobalArgs {
     /// [default: 10].
     #[arg(long, global = true)]
     peer_refresh_secs: Option<u64>,
+    /// Control sockets, daemon logs and container directories [env: THAW_RUNTIME_DIR]
+    /// [default: /run/thaw for root, else $XDG_RUNTIME_DIR/thaw].
+    #[arg(long, global = true)]
+    runtime_dir: Option<PathBuf>,
     /// Wait this many milliseconds before every store read (to measure against a distant
     /// object store; benchmarks use 20) [env: THAW_STORE_READ_LATENCY_MS].
     #[arg(long, global = true, hide = true)]
@@ -141,6 +145,7 @@ impl GlobalArgs {
         );
         given(&mut peers.timeout_ms, &self.peer_timeout_ms);
         given(&mut peers.refresh_secs, &self.peer_refresh_secs);
+        given(&mut config.runtime.dir, &self.runtime_dir.clone().map(Some));
         Ok(GlobalOptions {
             config,
             quiet: self.quiet,
@@ -299,5 +304,55 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => runtime.block_on(run::run(global, args)),
         #[cfg(feature = "bench")]
         Command::Bench(cmd) => thaw_bench::run(&global.config, &runtime, cmd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_help_names_every_configuration_variable() {
+        let help = Cli::command().render_long_help().to_string();
+        for name in thaw_client::variable_names() {
+            // The injected store latency is for benchmarks and stays out of the help.
+            if name != "THAW_STORE_READ_LATENCY_MS" {
+                assert!(
+                    help.contains(name),
+                    "the global options' help does not name {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_configuration_they_are_applied_to() {
+        // An empty config file: only the defaults and the environment under the flags.
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let cli = Cli::try_parse_from([
+            "thaw",
+            "--config",
+            empty.path().to_str().unwrap(),
+            "--store",
+            "/flag/store",
+            "--no-disk-cache",
+            "--cache-bytes",
+            "1MiB",
+            "--peer-refresh-secs",
+            "3",
+            "--runtime-dir",
+            "/flag/run",
+            "tags",
+        ])
+        .unwrap();
+        let global = cli.global.resolve().unwrap();
+        let config = &global.config;
+        assert_eq!(config.store.url.as_deref(), Some("/flag/store"));
+        assert!(!config.cache.disk);
+        assert_eq!(config.cache.bytes, 1 << 20);
+        assert_eq!(config.peers.refresh_secs, 3);
+        assert_eq!(config.runtime_dir(), std::path::Path::new("/flag/run"));
     }
 }
