@@ -31,11 +31,11 @@ fn shown(path: &Option<PathBuf>) -> Option<String> {
     path.as_ref().map(|p| p.display().to_string())
 }
 
-/// `1`, `true`, `yes`, `on` and `0`, `false`, `no`, `off` (any case).
+/// `1`, `true`, `t`, `yes`, `y`, `on` and `0`, `false`, `f`, `no`, `n`, `off` (any case).
 fn boolean(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
+        "1" | "true" | "t" | "yes" | "y" | "on" => Ok(true),
+        "0" | "false" | "f" | "no" | "n" | "off" => Ok(false),
         _ => Err("expected true or false (1/0, yes/no, on/off)".into()),
     }
 }
