@@ -2,6 +2,8 @@
 //! back with extract, cat, ls, stats and verify.
 
 use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
 
 use crate::common::*;
 
@@ -244,4 +246,69 @@ fn a_config_file_supplies_defaults_that_the_environment_and_flags_override() {
     assert!(said.contains("bad.toml") && said.contains("size"), "{said}");
     let said = w.fails(&["--config", "/nonexistent/thaw.toml", "tags"]);
     assert!(said.contains("/nonexistent/thaw.toml"), "{said}");
+}
+
+#[test]
+fn a_full_cache_disk_fails_no_read_and_keeps_what_it_holds_sound() {
+    if !is_root() {
+        thaw_sys::skip::skipped("a full cache disk", "mounting a small tmpfs needs root");
+        return;
+    }
+    let w = World::local();
+    let src = w.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // More than RocksDB's memtable (64 MiB), so the cache writes files, on a 16 MiB disk.
+    for n in 0..3 {
+        fs::write(src.join(format!("part{n}")), random_bytes(40 << 20, 20 + n)).unwrap();
+    }
+    w.index("dir", &src, "big", &[]);
+    let cache = w.path("small-disk");
+    fs::create_dir_all(&cache).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs at {}", cache.display());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = thaw_sys::mount::unmount(&self.0, true);
+        }
+    }
+    let _unmount = Unmount(cache.clone());
+    let cache_dir = cache.join("chunks");
+    let extract = |to: &str| {
+        let out = w
+            .thaw()
+            .env("THAW_CACHE_DIR", &cache_dir)
+            .args([
+                "extract",
+                "big",
+                w.path(to).to_str().unwrap(),
+                "--quiet",
+                "--fill-cache",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "a read failed on a full cache disk: {}",
+            describe(&out)
+        );
+        for n in 0..3 {
+            let name = format!("part{n}");
+            assert!(
+                fs::read(w.path(to).join(&name)).unwrap() == fs::read(src.join(&name)).unwrap(),
+                "{to}/{name} differs from the source"
+            );
+        }
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = extract("first");
+    // 120 MiB cannot fit on 16 MiB: fills fail, and that is said once.
+    let warnings = said.matches("could not keep a chunk in the cache").count();
+    assert_eq!(warnings, 1, "a full disk is logged once:\n{said}");
+    // Whatever the cache kept is still served and sound (every chunk read is verified).
+    extract("second");
 }

@@ -98,6 +98,12 @@ impl Collector for TierCollector {
         )?;
         counter(
             &mut encoder,
+            "chunk_cache_fill_failures",
+            "Chunks a cache tier could not keep (a full cache disk); the reads went on",
+            &[(&[], c.fill_failures.load(Ordering::Relaxed))],
+        )?;
+        counter(
+            &mut encoder,
             "single_flight_joins",
             "Chunk requests that waited on a fetch of the same chunk already in flight",
             &[(&[], c.single_flight_joins.load(Ordering::Relaxed))],

@@ -292,13 +292,13 @@ impl ChunkSource for DiskCache {
             };
             let size = value.len() as u64;
             let seq = inner.lru.lock().expect("disk cache lock").touch(id, size);
-            // Last-use order is a hint: written without the WAL, it costs little on the read path.
+            // Last-use order is a hint: written without the WAL, it costs little on the read path,
+            // and a write that fails (a full disk) does not fail the read.
             let mut quiet = WriteOptions::default();
             quiet.disable_wal(true);
-            inner
-                .db
-                .put_opt(meta_key(&id), meta_value(seq, size), &quiet)
-                .map_err(|e| inner.db_error(e))?;
+            if let Err(e) = inner.db.put_opt(meta_key(&id), meta_value(seq, size), &quiet) {
+                tracing::debug!(chunk = %id, error = %e, "could not note a disk cache chunk's last use");
+            }
             Ok(Some(Bytes::from(value)))
         })
         .await

@@ -53,6 +53,8 @@ pub struct TierCounters {
     pub verify_failures: AtomicU64,
     /// Requests that joined a fetch already in flight.
     pub single_flight_joins: AtomicU64,
+    /// Chunks a cache tier could not keep (a full disk); each read still succeeded.
+    pub fill_failures: AtomicU64,
 }
 
 struct Inner {
@@ -61,6 +63,8 @@ struct Inner {
     origin: Arc<dyn ChunkSource>,
     in_flight: Mutex<HashMap<ChunkId, Flight>>,
     counters: TierCounters,
+    /// Cache tiers whose failed fill was logged (a full disk fails every fill: one warning).
+    fill_failures_logged: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Reads chunks through cache tiers, an optional peer tier and an origin; cheap to clone.
@@ -93,6 +97,7 @@ impl TieredStore {
                 origin,
                 in_flight: Mutex::new(HashMap::new()),
                 counters,
+                fill_failures_logged: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }
@@ -412,10 +417,22 @@ impl Inner {
         Ok(verified.into_bytes())
     }
 
+    /// Keeps `chunk` in each of `caches`. A fill that fails (a full cache disk) only costs the
+    /// next read of the chunk: it is logged once per tier, then counted.
     async fn fill(&self, caches: &[Arc<dyn ChunkCache>], chunk: &VerifiedChunk) {
         for cache in caches {
             if let Err(e) = cache.insert(chunk.clone()).await {
-                tracing::warn!(chunk = %chunk.id(), tier = cache.name(), error = %e, "could not keep chunk in cache");
+                self.counters.fill_failures.fetch_add(1, Ordering::Relaxed);
+                let first = self
+                    .fill_failures_logged
+                    .lock()
+                    .expect("fill log lock")
+                    .insert(cache.name().to_string());
+                if first {
+                    tracing::warn!(chunk = %chunk.id(), tier = cache.name(), error = %e, "could not keep a chunk in the cache; reads go on from the next tier (further failures are counted, not logged)");
+                } else {
+                    tracing::debug!(chunk = %chunk.id(), tier = cache.name(), error = %e, "could not keep a chunk in the cache");
+                }
             }
         }
     }
@@ -612,6 +629,57 @@ mod tests {
             data,
             "refilled with the good copy"
         );
+    }
+
+    /// A cache on a full disk: it holds nothing and every insert fails.
+    struct FullCache;
+
+    #[async_trait]
+    impl ChunkSource for FullCache {
+        fn name(&self) -> &str {
+            "full"
+        }
+        async fn fetch(&self, _chunk: &ChunkRef) -> Result<Option<Bytes>> {
+            Ok(None)
+        }
+    }
+
+    #[async_trait]
+    impl ChunkCache for FullCache {
+        async fn insert(&self, chunk: VerifiedChunk) -> Result<()> {
+            Err(Error::io(
+                "/cache",
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ))
+            .map(|()| drop(chunk))
+        }
+        async fn remove(&self, _id: &ChunkId) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_cannot_keep_chunks_fails_no_read() {
+        let data = Bytes::from_static(b"served however full the cache disk is");
+        let origin = Arc::new(CountingOrigin {
+            calls: AtomicU64::new(0),
+            data: data.clone(),
+        });
+        let memory: Arc<dyn ChunkCache> = Arc::new(MemoryCache::new(1 << 20));
+        let tiers = TieredStore::new(vec![Arc::new(FullCache), memory], origin.clone());
+        let chunk = ChunkRef {
+            id: ChunkId::of(&data),
+            raw_len: data.len() as u32,
+            location: None,
+        };
+        for _ in 0..3 {
+            assert_eq!(tiers.get(&chunk).await.unwrap(), data);
+        }
+        // Every read tried to fill the full tier (and was counted); the memory tier behind it
+        // kept the chunk, so the origin was asked once.
+        assert_eq!(tiers.counters().fill_failures.load(Ordering::Relaxed), 3);
+        assert_eq!(origin.calls.load(Ordering::Relaxed), 1);
+        assert_eq!(tiers.counters().cache_hits[1].load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
