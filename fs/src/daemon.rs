@@ -55,7 +55,12 @@ pub fn start_detached(
     args: impl IntoIterator<Item = OsString>,
     log_path: &Path,
 ) -> Result<Started, FsError> {
-    let fail = |reason: String| FsError::mount(log_path, reason);
+    let fail = |reason: String| {
+        FsError::Daemon(format!(
+            "starting the mount daemon (log {}): {reason}",
+            log_path.display()
+        ))
+    };
     if let Some(dir) = log_path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
@@ -82,9 +87,7 @@ pub fn start_detached(
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| fail(format!("starting the mount daemon: {e}")))?;
+    let mut child = command.spawn().map_err(|e| fail(e.to_string()))?;
     drop(ready_write);
     let mut answer = String::new();
     let _ = std::fs::File::from(ready_read).read_to_string(&mut answer);
