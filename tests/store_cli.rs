@@ -312,3 +312,14 @@ fn a_full_cache_disk_fails_no_read_and_keeps_what_it_holds_sound() {
     // Whatever the cache kept is still served and sound (every chunk read is verified).
     extract("second");
 }
+
+#[test]
+fn the_help_names_every_configuration_variable() {
+    let help = World::local().ok(&["--help"]);
+    for name in thaw_client::variable_names() {
+        // The injected store latency is for benchmarks and stays out of the help.
+        if name != "THAW_STORE_READ_LATENCY_MS" {
+            assert!(help.contains(name), "thaw --help does not name {name}");
+        }
+    }
+}

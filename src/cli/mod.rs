@@ -309,23 +309,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
-
-    #[test]
-    fn the_help_names_every_configuration_variable() {
-        let help = Cli::command().render_long_help().to_string();
-        for name in thaw_client::variable_names() {
-            // The injected store latency is for benchmarks and stays out of the help.
-            if name != "THAW_STORE_READ_LATENCY_MS" {
-                assert!(
-                    help.contains(name),
-                    "the global options' help does not name {name}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn flags_beat_the_configuration_they_are_applied_to() {
