@@ -152,13 +152,7 @@ fn a_disk_cache_filled_by_a_killed_process_still_serves_only_right_bytes() {
     let cache = w.path("cache");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let cached: u64 = fs::read_dir(&cache)
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let cached = crate::cache::object_bytes(&cache);
         if cached > 8 << 20 || child.try_wait().unwrap().is_some() {
             break;
         }
@@ -173,6 +167,18 @@ fn a_disk_cache_filled_by_a_killed_process_still_serves_only_right_bytes() {
         Some(libc::SIGKILL),
         "the extract finished before it could be killed"
     );
+    assert!(
+        cache.join("in-use").exists(),
+        "a killed holder leaves its marker"
+    );
+    let status = w.ok(&["cache", "status"]);
+    assert!(status.contains("in use:"), "{status}");
+    // The next open reconciles the index with the files; everything kept verifies, nothing
+    // half-written is left.
+    let checked = w.ok(&["cache", "check", "--quiet"]);
+    assert!(checked.contains(": 0 bad"), "{checked}");
+    assert!(fs::read_dir(cache.join("tmp")).unwrap().next().is_none());
+    assert!(!cache.join("in-use").exists(), "closed cleanly this time");
     // The reopened cache serves what it kept (verified) and the store the rest: all bytes right.
     let out = w.path("out");
     w.ok(&[

@@ -257,7 +257,7 @@ fn a_full_cache_disk_fails_no_read_and_keeps_what_it_holds_sound() {
     let w = World::local();
     let src = w.path("src");
     fs::create_dir_all(&src).unwrap();
-    // More than RocksDB's memtable (64 MiB), so the cache writes files, on a 16 MiB disk.
+    // 120 MiB of chunks for a cache on a 16 MiB disk.
     for n in 0..3 {
         fs::write(src.join(format!("part{n}")), random_bytes(40 << 20, 20 + n)).unwrap();
     }

@@ -8,6 +8,7 @@ mod common;
 
 mod bad_input;
 mod bench;
+mod cache;
 mod cluster;
 mod image;
 mod mount;

@@ -59,6 +59,15 @@ pub struct MountStatus {
     pub peer_bytes: u64,
     /// Prefetch hits so far.
     pub prefetch_hits: u64,
+    /// FUSE passthrough: `on`, or `off (why)`.
+    #[serde(default)]
+    pub passthrough: String,
+    /// Opens handed to the kernel (passthrough to a disk cache file).
+    #[serde(default)]
+    pub passthrough_opens: u64,
+    /// Opens whose reads came through thaw.
+    #[serde(default)]
+    pub fuse_opens: u64,
 }
 
 /// The absolute, symlink-free form of a mount point (as the kernel and the socket name see it).

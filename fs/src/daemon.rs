@@ -201,15 +201,7 @@ impl DaemonMount {
 
     /// The daemon's counters (chunks and bytes from the store and from peers so far).
     pub async fn status(&self) -> Result<MountStatus, FsError> {
-        let answer =
-            control::request(&self.runtime_dir, &self.dir, &ControlRequest::Status).await?;
-        match answer.status {
-            Some(status) if answer.ok => Ok(status),
-            _ => Err(FsError::mount(
-                &self.dir,
-                format!("no status: {}", answer.message),
-            )),
-        }
+        status(&self.runtime_dir, &self.dir).await
     }
 
     /// Unmounts and waits for the daemon to exit (its trace saved, its disk cache closed), so
@@ -262,5 +254,17 @@ impl Drop for DaemonMount {
         if self.mounted {
             self.unmount_now();
         }
+    }
+}
+
+/// The counters of the mount at `dir`, asked of its daemon through the control socket.
+pub async fn status(runtime_dir: &Path, dir: &Path) -> Result<MountStatus, FsError> {
+    let answer = control::request(runtime_dir, dir, &ControlRequest::Status).await?;
+    match answer.status {
+        Some(status) if answer.ok => Ok(status),
+        _ => Err(FsError::mount(
+            dir,
+            format!("no status: {}", answer.message),
+        )),
     }
 }

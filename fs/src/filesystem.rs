@@ -15,6 +15,7 @@ use fuser::{
 use thaw_core::manifest::{FileKind, Inode};
 
 use crate::attr::{file_attr, file_type, fuse_ino, manifest_ino, BLOCK_SIZE, TTL};
+use crate::passthrough::{OpenMode, Passthrough};
 use crate::volume::Volume;
 
 /// One extended attribute: name and value, borrowed from the manifest.
@@ -27,12 +28,21 @@ const MAX_REQUEST_BYTES: u32 = 1 << 20;
 pub struct ThawFs {
     volume: Arc<Volume>,
     runtime: tokio::runtime::Handle,
+    passthrough: Arc<Passthrough>,
 }
 
 impl ThawFs {
-    /// Serves `volume`; reads run on `runtime`.
-    pub fn new(volume: Arc<Volume>, runtime: tokio::runtime::Handle) -> Self {
-        ThawFs { volume, runtime }
+    /// Serves `volume`; reads run on `runtime`; opens use `passthrough` when they can.
+    pub(crate) fn new(
+        volume: Arc<Volume>,
+        runtime: tokio::runtime::Handle,
+        passthrough: Arc<Passthrough>,
+    ) -> Self {
+        ThawFs {
+            volume,
+            runtime,
+            passthrough,
+        }
     }
 
     /// The manifest inode behind a FUSE inode number, or the errno to answer with.
@@ -68,6 +78,7 @@ impl Filesystem for ThawFs {
         }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
+        self.passthrough.init(config);
         Ok(())
     }
 
@@ -115,12 +126,38 @@ impl Filesystem for ThawFs {
         }
     }
 
-    /// Opens cost nothing: answering ENOSYS once makes the kernel stop sending OPEN and
-    /// RELEASE for files ("zero-message open") and treat them as keep_cache. The mount is
-    /// read-only, so the kernel itself refuses opens for writing (EROFS). Reads find the file's
-    /// state by inode ([`Volume`] keeps it).
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.error(Errno::ENOSYS);
+    /// Without passthrough, opens cost nothing: answering ENOSYS once makes the kernel stop
+    /// sending OPEN and RELEASE for files ("zero-message open") and treat them as keep_cache.
+    /// With it, a file whose whole content is a trusted disk cache file is handed to the kernel
+    /// (see [`crate::passthrough`]); others open as keep_cache. The mount is read-only, so the
+    /// kernel itself refuses opens for writing (EROFS). Reads find the file's state by inode.
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if !self.passthrough.answers_opens() {
+            return reply.error(Errno::ENOSYS);
+        }
+        let Some(number) = manifest_ino(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.passthrough.open(&self.volume, number, reply) {
+            OpenMode::Passthrough => self.volume.metrics.passthrough_opens.inc(),
+            OpenMode::Fuse => self.volume.metrics.fuse_opens.inc(),
+        };
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+        if let Some(number) = manifest_ino(ino) {
+            self.passthrough.release(&self.volume, number, fh.0);
+        }
     }
 
     fn read(

@@ -17,6 +17,7 @@ pub mod daemon;
 mod filesystem;
 mod lookahead;
 pub mod metrics;
+mod passthrough;
 pub mod prefetch;
 mod read;
 pub mod session;

@@ -33,6 +33,10 @@ pub struct FsMetrics {
     pub prefetch_missed: Counter,
     /// First reads of a chunk not in the trace.
     pub unpredicted_reads: Counter,
+    /// Opens handed to the kernel (FUSE passthrough: reads never reach thaw).
+    pub passthrough_opens: Counter,
+    /// Opens whose reads come through thaw.
+    pub fuse_opens: Counter,
 }
 
 impl Default for FsMetrics {
@@ -49,6 +53,8 @@ impl Default for FsMetrics {
             prefetch_late: Counter::default(),
             prefetch_missed: Counter::default(),
             unpredicted_reads: Counter::default(),
+            passthrough_opens: Counter::default(),
+            fuse_opens: Counter::default(),
         }
     }
 }
@@ -94,6 +100,16 @@ impl FsMetrics {
                 "unpredicted_reads",
                 "First reads of a chunk not in the trace",
                 &m.unpredicted_reads,
+            ),
+            (
+                "fs_passthrough_opens",
+                "Opens handed to the kernel (FUSE passthrough to a disk cache file)",
+                &m.passthrough_opens,
+            ),
+            (
+                "fs_fuse_opens",
+                "Opens whose reads come through thaw",
+                &m.fuse_opens,
             ),
         ];
         for (name, help, counter) in counters {

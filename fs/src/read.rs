@@ -18,7 +18,7 @@ const READAHEAD_MAX: u64 = 64 << 20;
 const READAHEAD_FETCHES: usize = 4;
 
 /// A regular file being read: its extents (parsed once) and its readahead state. One per inode,
-/// shared by every reader of the file (opens cost no FUSE request: see `ThawFs::open`).
+/// shared by every reader of the file.
 pub(crate) struct FileReader {
     ino: InodeNo,
     size: u64,
@@ -66,6 +66,16 @@ impl FileReader {
             extents,
             readahead: Mutex::new(Readahead::default()),
         }
+    }
+
+    /// The file's size.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The file's extents, in file order.
+    pub(crate) fn extents(&self) -> &[Extent] {
+        &self.extents
     }
 
     /// The extents that overlap `offset..end`.

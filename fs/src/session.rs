@@ -16,6 +16,7 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::control::{self, ControlRequest, ControlResponse, MountStatus};
+use crate::passthrough::Passthrough;
 use crate::prefetch::{PrefetchReport, DEFAULT_PREFETCH_CONCURRENCY};
 use crate::trace::Trace;
 use crate::{FsError, ThawFs, Volume};
@@ -51,6 +52,9 @@ pub struct SessionOptions {
     pub ready_timeout: Duration,
     /// Where the control socket goes (the configuration's runtime dir).
     pub runtime_dir: PathBuf,
+    /// Hand files complete in the local disk cache to the kernel (FUSE passthrough; needs
+    /// root and a kernel that offers it, else reads go through thaw).
+    pub passthrough: bool,
 }
 
 impl SessionOptions {
@@ -69,6 +73,7 @@ impl SessionOptions {
             extra_metrics: Default::default(),
             ready_timeout: Duration::from_secs(10),
             runtime_dir: thaw_core::dirs::default_runtime_dir(),
+            passthrough: true,
         }
     }
 }
@@ -214,11 +219,12 @@ fn fuse_config(options: &SessionOptions) -> Config {
 /// answers; the receiver says when the session has ended.
 async fn mount_fuse(
     volume: Arc<Volume>,
+    passthrough: Arc<Passthrough>,
     mountpoint: &Path,
     options: &SessionOptions,
 ) -> Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>, FsError> {
     let device_before = device_of(mountpoint);
-    let fs = ThawFs::new(volume, tokio::runtime::Handle::current());
+    let fs = ThawFs::new(volume, tokio::runtime::Handle::current(), passthrough);
     let config = fuse_config(options);
     let target = mountpoint.to_path_buf();
     let session = tokio::task::spawn_blocking(move || fuser::Session::new(fs, &target, &config))
@@ -250,6 +256,7 @@ async fn mount_fuse(
 async fn handle_control(
     stream: tokio::net::UnixStream,
     volume: &Volume,
+    passthrough: &Passthrough,
     store: &Store,
     mountpoint: &Path,
 ) -> Option<tokio::net::unix::OwnedWriteHalf> {
@@ -266,7 +273,7 @@ async fn handle_control(
         Ok(ControlRequest::Status) => ControlResponse {
             ok: true,
             message: "mounted".into(),
-            status: Some(status(volume)),
+            status: Some(status(volume, passthrough)),
         },
         Ok(ControlRequest::SaveTrace) => save_answer(&volume.save_trace(store).await),
         Ok(ControlRequest::Unmount { lazy }) => match unmount(mountpoint, lazy) {
@@ -330,7 +337,13 @@ pub async fn run(
         None => None,
     };
 
-    let mut finished = mount_fuse(volume.clone(), &mountpoint, &options).await?;
+    let passthrough = Arc::new(Passthrough::new(
+        options.passthrough,
+        options.save_trace.then(|| volume.recorder.window_end()),
+        tokio::runtime::Handle::current(),
+    ));
+    let mut finished =
+        mount_fuse(volume.clone(), passthrough.clone(), &mountpoint, &options).await?;
     widen_kernel_readahead(&mountpoint);
     on_ready(&Ready {
         mountpoint: mountpoint.clone(),
@@ -357,7 +370,7 @@ pub async fn run(
             }
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    if let Some(write) = handle_control(stream, &volume, &store, &mountpoint).await {
+                    if let Some(write) = handle_control(stream, &volume, &passthrough, &store, &mountpoint).await {
                         waiting_for_unmount = Some(write);
                     }
                 }
@@ -406,7 +419,7 @@ fn stop(mountpoint: &Path, why: &str) {
     }
 }
 
-fn status(volume: &Volume) -> MountStatus {
+fn status(volume: &Volume, passthrough: &Passthrough) -> MountStatus {
     let counters = volume.tiers().counters();
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
@@ -419,6 +432,9 @@ fn status(volume: &Volume) -> MountStatus {
         peer_fetches: load(&counters.peer_fetches),
         peer_bytes: load(&counters.peer_bytes),
         prefetch_hits: volume.metrics.prefetch_hits.get(),
+        passthrough: passthrough.describe(),
+        passthrough_opens: volume.metrics.passthrough_opens.get(),
+        fuse_opens: volume.metrics.fuse_opens.get(),
     }
 }
 

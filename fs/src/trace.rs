@@ -183,6 +183,11 @@ impl TraceRecorder {
         true
     }
 
+    /// When the recording window closes.
+    pub(crate) fn window_end(&self) -> Instant {
+        self.started + self.window
+    }
+
     /// Whether the application has read chunk `index`.
     pub(crate) fn was_read(&self, index: u32) -> bool {
         self.read

@@ -1,6 +1,7 @@
 //! The command tree: global options (store, caches, logging) and one module per command group.
 
 mod browse;
+mod cache;
 mod cache_server;
 mod index;
 mod mount;
@@ -181,6 +182,9 @@ enum Command {
     Stats(browse::StatsArgs),
     /// Mount a tagged tree read-only (FUSE); chunks are fetched on first read.
     Mount(mount::MountArgs),
+    /// The local disk cache: status, check, prune.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Unmount a `thaw mount` (its daemon saves the access trace first).
     Umount(mount::UmountArgs),
     /// Access traces: what a start-up read, replayed as prefetch by the next mount.
@@ -229,9 +233,14 @@ impl GlobalOptions {
         Ok(connect::tiers(&self.config, store, fill_disk).await?)
     }
 
-    /// Mounts `tag` at `dir` in a background `thaw mount --daemon` with this configuration;
-    /// unmounted when the handle drops.
-    fn start_mount(&self, tag: &str, dir: &std::path::Path) -> anyhow::Result<DaemonMount> {
+    /// Mounts `tag` at `dir` in a background `thaw mount --daemon` with this configuration
+    /// and more `thaw mount` options; unmounted when the handle drops.
+    fn start_mount(
+        &self,
+        tag: &str,
+        dir: &std::path::Path,
+        options: &[&str],
+    ) -> anyhow::Result<DaemonMount> {
         let exe = std::env::current_exe().context("locating the thaw binary")?;
         let mut thaw = std::process::Command::new(exe);
         self.config.pass_to(&mut thaw);
@@ -240,7 +249,7 @@ impl GlobalOptions {
             &self.runtime_dir(),
             tag,
             dir,
-            &[],
+            options,
         )?)
     }
 
@@ -296,6 +305,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => runtime.block_on(verify::verify(global, args)),
         Command::Mount(args) => mount::mount(global, &runtime, args),
         Command::Umount(args) => runtime.block_on(mount::umount(global, args)),
+        Command::Cache(cmd) => cache::run(global, cmd),
         Command::Trace(cmd) => runtime.block_on(mount::trace(global, cmd)),
         Command::CacheServer(args) => runtime.block_on(cache_server::serve(global, args)),
         Command::Peers(cmd) => runtime.block_on(cache_server::peers(global, cmd)),

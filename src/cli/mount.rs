@@ -18,11 +18,16 @@ use thaw_fs::Volume;
 use super::GlobalOptions;
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct MountArgs {
-    /// Tag or manifest id.
-    name: String,
+    #[command(subcommand)]
+    action: Option<MountAction>,
+    /// Tag or manifest id (`thaw mount -- status DIR` mounts a tag named "status").
+    #[arg(required = true)]
+    name: Option<String>,
     /// Mount point (an existing directory).
-    mountpoint: PathBuf,
+    #[arg(required = true)]
+    mountpoint: Option<PathBuf>,
     /// Run in the background; exit 0 once the mount answers (its log goes to --log-file).
     #[arg(long, short = 'd')]
     daemon: bool,
@@ -51,6 +56,35 @@ pub struct MountArgs {
     /// Threads reading FUSE requests.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Read every file through thaw, even those whole in the disk cache that the kernel could
+    /// read directly (FUSE passthrough, used by default when running as root).
+    #[arg(long)]
+    no_passthrough: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum MountAction {
+    /// What a running mount has done: fetches, prefetch hits, and how its files were opened
+    /// (passthrough to the disk cache, or read through thaw).
+    Status {
+        /// Mount point of a running `thaw mount`.
+        mountpoint: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl MountArgs {
+    /// The tag and mount point (clap requires both unless a subcommand is given).
+    fn target(&self) -> (&str, &Path) {
+        let name = self.name.as_deref().expect("clap requires a name");
+        let dir = self
+            .mountpoint
+            .as_deref()
+            .expect("clap requires a mount point");
+        (name, dir)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -98,15 +132,43 @@ pub fn mount(
     runtime: &tokio::runtime::Runtime,
     args: MountArgs,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(MountAction::Status { mountpoint, json }) = &args.action {
+        return runtime.block_on(mount_status(global, mountpoint, *json));
+    }
     if args.daemon && !daemon::is_daemon_child() {
         return start_daemon(&global.runtime_dir(), &args);
     }
     runtime.block_on(mount_here(global, args))
 }
 
+/// `thaw mount status DIR`.
+async fn mount_status(global: &GlobalOptions, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let status = daemon::status(&global.runtime_dir(), dir).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "manifest:     {} (daemon pid {})",
+        status.manifest, status.pid
+    );
+    println!(
+        "fetched:      {} chunks from the store, {} from peers; {} prefetch hits",
+        status.store_fetches, status.peer_fetches, status.prefetch_hits
+    );
+    println!("passthrough:  {}", status.passthrough);
+    println!(
+        "opens:        {} passthrough (the kernel reads the cache file), {} through thaw",
+        status.passthrough_opens, status.fuse_opens
+    );
+    println!("trace:        {} chunks recorded", status.trace_entries);
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<ExitCode> {
+    let (name, dir) = args.target();
     let store = global.open_store()?;
-    let (manifest, map) = store.open_manifest(&args.name).await?;
+    let (manifest, map) = store.open_manifest(name).await?;
     let peers = global.peer_tier().await?;
     let mut extra_metrics = ExtraMetrics::default();
     if let Some(peers) = &peers {
@@ -125,7 +187,7 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
         .with_trace_profile(args.trace_profile.clone()),
     );
     let options = SessionOptions {
-        fs_name: format!("thaw:{}", args.name),
+        fs_name: format!("thaw:{name}"),
         prefetch: !args.no_prefetch,
         prefetch_concurrency: args.prefetch_concurrency,
         save_trace: !args.no_trace,
@@ -133,9 +195,9 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
         extra_metrics,
         dispatch_threads: args.threads,
         runtime_dir: global.runtime_dir(),
-        ..SessionOptions::new(&args.mountpoint)
+        passthrough: !args.no_passthrough,
+        ..SessionOptions::new(dir)
     };
-    let name = args.name.clone();
     let summary = session::run(volume, store, options, |ready| {
         let mut line = format!("mounted {name} at {}", ready.mountpoint.display());
         if ready.prefetch_chunks > 0 {
@@ -148,7 +210,7 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
         daemon::report_ready(&line);
     })
     .await
-    .with_context(|| format!("mounting {} at {}", args.name, args.mountpoint.display()))?;
+    .with_context(|| format!("mounting {name} at {}", dir.display()))?;
     match summary.trace_saved {
         Some((key, entries)) => eprintln!("thaw: unmounted; trace of {entries} chunks in {key}"),
         None => eprintln!("thaw: unmounted"),
@@ -161,7 +223,7 @@ fn start_daemon(runtime_dir: &Path, args: &MountArgs) -> anyhow::Result<ExitCode
     let log_path = args
         .log_file
         .clone()
-        .unwrap_or_else(|| control::runtime_file(runtime_dir, &args.mountpoint, "log"));
+        .unwrap_or_else(|| control::runtime_file(runtime_dir, args.target().1, "log"));
     let started = daemon::start_detached(std::env::args_os().skip(1), &log_path)?;
     eprintln!(
         "thaw: {} (pid {}, log {})",

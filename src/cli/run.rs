@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Keep the bundle and the overlay's upper directory after the container exits.
     #[arg(long)]
     keep: bool,
+    /// Mount the image without FUSE passthrough (for a container you will snapshot: CRIU
+    /// cannot dump a process whose files the kernel reads from disk cache files).
+    #[arg(long)]
+    no_passthrough: bool,
     /// Print how long each stage took (stderr).
     #[arg(long)]
     timing: bool,
@@ -73,7 +77,11 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<ExitCo
     );
     let dir = ContainerDir::create(global.runtime_dir().join("containers").join(&id), args.keep)?;
     let dir = dir.path();
-    let mount = global.start_mount(&args.name, &dir.join("image"))?;
+    let mount_options: &[&str] = match args.no_passthrough {
+        true => &["--no-passthrough"],
+        false => &[],
+    };
+    let mount = global.start_mount(&args.name, &dir.join("image"), mount_options)?;
     stage("image mounted");
     let overlay = Overlay::in_dir(mount.dir(), dir)?;
     let user = resolve_user(args.user.as_deref().unwrap_or(&image.user), overlay.dir())?;

@@ -199,9 +199,11 @@ impl ImageStore for StoreFolders<'_> {
     async fn get(&self, name: &str, dir: &Path, lazy: bool) -> Result<Images, StoreError> {
         if lazy {
             // The mount records what CRIU reads; the next lazy restore prefetches it.
-            return Ok(Images::Mounted(
-                self.global.start_mount(&tag_of(name), dir)?,
-            ));
+            return Ok(Images::Mounted(self.global.start_mount(
+                &tag_of(name),
+                dir,
+                &[],
+            )?));
         }
         let tiers = self.global.tiers(&self.store, true).await?;
         let (manifest, map) = self.store.open_manifest(&tag_of(name)).await?;

@@ -62,7 +62,7 @@ impl Root {
         let options = bench.child_options(false);
         let mount_options: &[&str] = match for_restore {
             true => &["--trace-profile", RESTORE_TRACE_PROFILE],
-            false => &["--no-prefetch", "--no-trace"],
+            false => &["--no-prefetch", "--no-trace", "--no-passthrough"],
         };
         let (image, overlay) = mount_image(&options, &bench.args.tag, dir, mount_options)?;
         let root = ChrootRoot::over(overlay)?;

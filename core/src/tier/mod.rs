@@ -12,7 +12,10 @@ mod tiered;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use disk::{DiskCache, DEFAULT_DISK_CACHE_BYTES};
+pub use disk::{
+    BadObject, CacheStatus, CheckReport, DiskCache, FileContent, FileSlice, ObjectKind,
+    PlacedChunk, PruneReport, WholeFile, DEFAULT_DISK_CACHE_BYTES,
+};
 pub use memory::{MemoryCache, DEFAULT_MEMORY_CACHE_BYTES};
 pub use origin::PackSource;
 pub use tiered::{Fetched, Served, TierCounters, TieredStore};
@@ -96,7 +99,7 @@ impl<C: ChunkCache> ChunkCache for ReadOnlyCache<C> {
 /// Where and how big the local caches are.
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
-    /// Directory of the RocksDB disk cache; `None` disables the disk tier.
+    /// Directory of the disk cache; `None` disables the disk tier.
     pub disk_dir: Option<std::path::PathBuf>,
     /// Disk budget in bytes.
     pub disk_bytes: u64,
@@ -128,18 +131,29 @@ pub fn tiers_for(
     if config.memory_bytes > 0 {
         caches.push(std::sync::Arc::new(MemoryCache::new(config.memory_bytes)));
     }
+    let mut local_files = None;
     if let Some(dir) = &config.disk_dir {
         match DiskCache::open(dir, config.disk_bytes) {
-            Ok(disk) if config.fill_disk => caches.push(std::sync::Arc::new(disk)),
-            Ok(disk) => caches.push(std::sync::Arc::new(ReadOnlyCache(disk))),
+            Ok(disk) => {
+                local_files = Some(disk.clone());
+                if config.fill_disk {
+                    caches.push(std::sync::Arc::new(disk));
+                } else {
+                    caches.push(std::sync::Arc::new(ReadOnlyCache(disk)));
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "running without the local disk cache"),
         }
     }
-    TieredStore::with_peers(
+    let tiers = TieredStore::with_peers(
         caches,
         peers,
         std::sync::Arc::new(PackSource::new(store.clone())),
-    )
+    );
+    match local_files {
+        Some(disk) => tiers.with_local_files(disk),
+        None => tiers,
+    }
 }
 
 /// Helpers for the tier tests.

@@ -71,6 +71,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct TieredStore {
     inner: Arc<Inner>,
+    local_files: Option<super::DiskCache>,
 }
 
 impl TieredStore {
@@ -99,7 +100,20 @@ impl TieredStore {
                 counters,
                 fill_failures_logged: Mutex::new(std::collections::HashSet::new()),
             }),
+            local_files: None,
         }
+    }
+
+    /// These tiers, naming `disk` (one of the cache tiers) as the local cache whose files
+    /// readers may use directly: whole files for FUSE passthrough, chunks read into place.
+    pub fn with_local_files(mut self, disk: super::DiskCache) -> Self {
+        self.local_files = Some(disk);
+        self
+    }
+
+    /// The local disk cache, when its files may be read directly.
+    pub fn local_files(&self) -> Option<&super::DiskCache> {
+        self.local_files.as_ref()
     }
 
     /// Where chunks came from so far.

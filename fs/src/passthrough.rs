@@ -1,0 +1,227 @@
+//! FUSE passthrough: a file whose whole content is one trusted object in the local disk cache
+//! is handed to the kernel at open, and every read of it then goes from the kernel to the cache
+//! file directly, with no request to this process (as a native file would).
+//!
+//! It needs the kernel's `FUSE_PASSTHROUGH` capability and root (registering a backing file is
+//! privileged); without either, opens stay "zero-message" (answered ENOSYS once, see
+//! `ThawFs::open`) and every read comes here. While a trace is being recorded, opens do not use
+//! passthrough (the trace would miss those reads). A file that is complete in the cache but not
+//! yet one object is prepared in the background, so its next open can use passthrough.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use fuser::{BackingId, FileHandle, FopenFlags, InitFlags, KernelConfig, ReplyOpen};
+use thaw_core::manifest::InodeNo;
+use thaw_core::tier::{DiskCache, FileContent, FileSlice, WholeFile};
+
+use crate::volume::Volume;
+
+/// The file handle of passthrough opens (the kernel reads them without us).
+const PASSTHROUGH_FH: u64 = 1;
+/// The file handle of opens read through this process.
+const FUSE_FH: u64 = 0;
+/// Whole files prepared at once in the background.
+const PREPARING_AT_ONCE: usize = 2;
+
+/// How opens are answered for one mount.
+pub(crate) struct Passthrough {
+    /// Asked for (option and root) and granted by the kernel.
+    on: AtomicBool,
+    /// Why passthrough is off, when it is.
+    off_reason: Mutex<Option<String>>,
+    /// Opens refuse passthrough until then (the trace recording window).
+    recording_until: Option<Instant>,
+    /// The backing file of each inode open in passthrough mode, and its open count.
+    backing: Mutex<HashMap<InodeNo, (BackingId, u32)>>,
+    preparing: Arc<tokio::sync::Semaphore>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// How one open was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    /// The kernel reads the cache file itself.
+    Passthrough,
+    /// Reads come to this process.
+    Fuse,
+}
+
+impl Passthrough {
+    /// Passthrough for a mount when `wanted`; opens use it only after `recording_until`;
+    /// whole files are prepared on `runtime`.
+    pub(crate) fn new(
+        wanted: bool,
+        recording_until: Option<Instant>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let off_reason = match (wanted, root) {
+            (false, _) => Some("off (--no-passthrough)".to_string()),
+            (true, false) => Some("off (needs root)".to_string()),
+            (true, true) => None,
+        };
+        Passthrough {
+            on: AtomicBool::new(off_reason.is_none()),
+            off_reason: Mutex::new(off_reason),
+            recording_until,
+            backing: Mutex::new(HashMap::new()),
+            preparing: Arc::new(tokio::sync::Semaphore::new(PREPARING_AT_ONCE)),
+            runtime,
+        }
+    }
+
+    /// Asks the kernel for passthrough at FUSE init; off when it does not offer it.
+    pub(crate) fn init(&self, config: &mut KernelConfig) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
+        let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        if !granted {
+            self.turn_off("off (the kernel does not offer FUSE passthrough)".into());
+        }
+    }
+
+    /// Whether opens are answered at all (else ENOSYS once makes them free).
+    pub(crate) fn answers_opens(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// `on`, or why not: for `thaw mount status`.
+    pub(crate) fn describe(&self) -> String {
+        self.off_reason
+            .lock()
+            .expect("lock")
+            .clone()
+            .unwrap_or_else(|| "on".into())
+    }
+
+    fn turn_off(&self, reason: String) {
+        tracing::warn!(%reason, "FUSE passthrough is off; reads go through thaw");
+        self.on.store(false, Ordering::Relaxed);
+        *self.off_reason.lock().expect("lock") = Some(reason);
+    }
+
+    /// Answers the open of regular file `ino`.
+    pub(crate) fn open(&self, volume: &Arc<Volume>, ino: InodeNo, reply: ReplyOpen) -> OpenMode {
+        let recording = self
+            .recording_until
+            .is_some_and(|until| Instant::now() < until);
+        let whole = match (volume.tiers().local_files(), content_of(volume, ino)) {
+            (Some(disk), Some(slices)) => Some((disk, slices)),
+            _ => None,
+        };
+        if let Some((disk, (size, slices))) = whole {
+            let content = FileContent {
+                size,
+                slices: &slices,
+            };
+            match disk.whole_file(&content) {
+                WholeFile::Ready(file) if !recording => {
+                    let mut backing = self.backing.lock().expect("backing lock");
+                    if let Some((id, opens)) = backing.get_mut(&ino) {
+                        *opens += 1;
+                        reply.opened_passthrough(
+                            FileHandle(PASSTHROUGH_FH),
+                            FopenFlags::empty(),
+                            id,
+                        );
+                        return OpenMode::Passthrough;
+                    }
+                    match reply.open_backing(&file) {
+                        Ok(id) => {
+                            reply.opened_passthrough(
+                                FileHandle(PASSTHROUGH_FH),
+                                FopenFlags::empty(),
+                                &id,
+                            );
+                            backing.insert(ino, (id, 1));
+                            return OpenMode::Passthrough;
+                        }
+                        Err(e) => {
+                            drop(backing);
+                            self.turn_off(format!("off (registering a backing file failed: {e})"));
+                        }
+                    }
+                }
+                WholeFile::Ready(_) | WholeFile::Missing => {}
+                WholeFile::Preparable => self.prepare(disk.clone(), size, slices),
+            }
+        }
+        reply.opened(FileHandle(FUSE_FH), FopenFlags::FOPEN_KEEP_CACHE);
+        OpenMode::Fuse
+    }
+
+    /// Notes the close of `ino`: frees its backing file after the last passthrough open, and
+    /// after a read through thaw prepares the file if its chunks are all cached now.
+    pub(crate) fn release(&self, volume: &Arc<Volume>, ino: InodeNo, fh: u64) {
+        if fh == PASSTHROUGH_FH {
+            let mut backing = self.backing.lock().expect("backing lock");
+            if let Some((_, opens)) = backing.get_mut(&ino) {
+                *opens -= 1;
+                if *opens == 0 {
+                    backing.remove(&ino);
+                }
+            }
+            return;
+        }
+        let (Some(disk), Some((size, slices))) =
+            (volume.tiers().local_files(), content_of(volume, ino))
+        else {
+            return;
+        };
+        let content = FileContent {
+            size,
+            slices: &slices,
+        };
+        if let WholeFile::Preparable = disk.whole_file(&content) {
+            self.prepare(disk.clone(), size, slices);
+        }
+    }
+
+    /// Verifies or assembles a whole file in the background, a few at a time.
+    fn prepare(&self, disk: DiskCache, size: u64, slices: Vec<FileSlice>) {
+        let permits = self.preparing.clone();
+        self.runtime.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let done = tokio::task::spawn_blocking(move || {
+                disk.prepare_whole(&FileContent {
+                    size,
+                    slices: &slices,
+                })
+            })
+            .await;
+            if let Ok(Err(e)) = done {
+                tracing::debug!(error = %e, "could not prepare a whole file in the disk cache");
+            }
+        });
+    }
+}
+
+/// File `ino`'s size and slices with their chunks, `None` when it is not a regular file with
+/// content (or its extents are unreadable: reads will say so).
+fn content_of(volume: &Volume, ino: InodeNo) -> Option<(u64, Vec<FileSlice>)> {
+    let reader = volume.reader(ino).ok().flatten()?;
+    if reader.size() == 0 {
+        return None;
+    }
+    let slices = reader
+        .extents()
+        .iter()
+        .map(|e| {
+            Some(FileSlice {
+                file_offset: e.file_offset,
+                chunk: crate::access::ChunkAccess::chunk_ref(volume, e.chunk).ok()?,
+                chunk_offset: e.chunk_offset,
+                len: e.len,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((reader.size(), slices))
+}
