@@ -19,16 +19,14 @@ pub(crate) trait ChunkAccess: Send + Sync + 'static {
         ino: InodeNo,
     ) -> impl Future<Output = Result<Bytes, ReadError>> + Send;
 
-    /// A background fetch of chunk `index` (readahead): no first-read accounting.
-    fn fetch_chunk(&self, index: u32) -> impl Future<Output = Result<Bytes, ReadError>> + Send;
-
     /// Whether an application has read chunk `index` already.
     fn was_read(&self, index: u32) -> bool;
 
     /// The tier request (id, length, pack location) of chunk `index`.
     fn chunk_ref(&self, index: u32) -> thaw_core::Result<ChunkRef>;
 
-    /// The verified bytes of several chunks at once, in order (prefetch).
+    /// The verified bytes of several chunks at once, in order (prefetch, readahead): no
+    /// first-read accounting.
     fn fetch_many(
         &self,
         chunks: &[ChunkRef],
@@ -74,11 +72,6 @@ pub(crate) mod fake {
     impl ChunkAccess for FakeVolume {
         async fn read_chunk(&self, index: u32, _ino: InodeNo) -> Result<Bytes, ReadError> {
             self.application_reads.lock().unwrap().push(index);
-            self.get(index).await
-        }
-
-        async fn fetch_chunk(&self, index: u32) -> Result<Bytes, ReadError> {
-            self.background_fetches.lock().unwrap().push(index);
             self.get(index).await
         }
 

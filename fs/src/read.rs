@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use thaw_core::manifest::{Extent, InodeNo};
+use thaw_core::pack::ChunkRef;
 
 use crate::access::ChunkAccess;
 use crate::ReadError;
@@ -14,8 +14,6 @@ use crate::ReadError;
 const READAHEAD_MIN: u64 = 1 << 20;
 /// ...and doubles with each further sequential read up to this.
 const READAHEAD_MAX: u64 = 64 << 20;
-/// Chunks one readahead fetches at once.
-const READAHEAD_FETCHES: usize = 4;
 
 /// A regular file being read: its extents (parsed once) and its readahead state. One per inode,
 /// shared by every reader of the file.
@@ -133,25 +131,21 @@ impl FileReader {
             .expect("readahead lock")
             .on_read(offset, end, self.size);
         let Some((start, stop)) = ahead else { return };
-        let chunks: Vec<u32> = self
+        let mut chunks: Vec<ChunkRef> = self
             .extents_in(start, stop)
             .iter()
-            .map(|e| e.chunk)
-            .filter(|&c| !volume.was_read(c))
+            .filter(|e| !volume.was_read(e.chunk))
+            .filter_map(|e| volume.chunk_ref(e.chunk).ok())
             .collect();
+        chunks.dedup_by_key(|c| c.id);
         if chunks.is_empty() {
             return;
         }
+        // One batch through the tiers: cache hits are skipped, the misses come in runs (one
+        // ranged read per run of adjacent frames), every frame decodes on its own core.
         let volume = volume.clone();
         tokio::spawn(async move {
-            futures::stream::iter(chunks)
-                .map(|c| {
-                    let volume = volume.clone();
-                    async move { volume.fetch_chunk(c).await }
-                })
-                .buffered(READAHEAD_FETCHES)
-                .for_each(|_| async {})
-                .await;
+            volume.fetch_many(&chunks).await;
         });
     }
 }

@@ -198,8 +198,7 @@ impl Volume {
         });
     }
 
-    /// Fetches chunk table entry `index` through the tiers, timing it (no first-read
-    /// accounting: readahead uses this directly).
+    /// Fetches chunk table entry `index` through the tiers, timing it.
     async fn fetch_timed(&self, index: u32) -> Result<Bytes, ReadError> {
         let started = Instant::now();
         let chunk = self.chunk_ref(index).map_err(|source| ReadError {
@@ -222,10 +221,6 @@ impl Volume {
 impl ChunkAccess for Volume {
     async fn read_chunk(&self, index: u32, ino: InodeNo) -> Result<Bytes, ReadError> {
         self.read_chunk_noted(index, ino).await
-    }
-
-    async fn fetch_chunk(&self, index: u32) -> Result<Bytes, ReadError> {
-        self.fetch_timed(index).await
     }
 
     fn was_read(&self, index: u32) -> bool {

@@ -9,7 +9,9 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::plan::Segment;
+use thaw_core::tier::ChunkInFile;
+
+use crate::plan::{ChunkJob, Segment};
 use crate::{Result, WeightsError};
 
 /// The kind of memory an allocation lives in.
@@ -74,6 +76,26 @@ pub trait Lane: Send {
     /// that every segment lies inside `chunk` and `target`.
     fn upload(&mut self, chunk: &[u8], target: &dyn Allocation, segments: &[Segment])
         -> Result<()>;
+    /// Reads `job`'s chunk from the disk cache file `source` into `target` (see
+    /// [`crate::in_place`]); `false` when the bytes there are not the chunk's (or cannot be
+    /// read), and the caller gets the chunk from the tiers instead. By default the chunk is
+    /// read into one buffer and uploaded.
+    fn read_into(
+        &mut self,
+        source: &ChunkInFile,
+        job: &ChunkJob,
+        target: &dyn Allocation,
+    ) -> Result<bool> {
+        let mut buffer = vec![0u8; job.chunk.raw_len as usize];
+        match crate::in_place::read_whole(source, job, &mut buffer) {
+            Ok(true) => self.upload(&buffer, target, &job.segments).map(|()| true),
+            Ok(false) => Ok(false),
+            Err(e) => {
+                tracing::debug!(chunk = %job.chunk.id, error = %e, "reading a disk cache file failed");
+                Ok(false)
+            }
+        }
+    }
     /// Waits until every copy this lane started is complete.
     fn finish(&mut self) -> Result<()>;
 }
@@ -255,6 +277,27 @@ impl Lane for HostLane {
             };
         }
         Ok(())
+    }
+
+    /// One positioned read per segment, straight into the allocation.
+    fn read_into(
+        &mut self,
+        source: &ChunkInFile,
+        job: &ChunkJob,
+        target: &dyn Allocation,
+    ) -> Result<bool> {
+        let base = target.address() as *mut u8;
+        let read = crate::in_place::read_segments(source, job, |segment| {
+            // SAFETY: the pipeline checked every segment against the allocation
+            // (`pipeline::check_segments`); the plan gives lanes disjoint destination ranges.
+            unsafe {
+                std::slice::from_raw_parts_mut(base.add(segment.dst as usize), segment.len as usize)
+            }
+        });
+        Ok(read.unwrap_or_else(|e| {
+            tracing::debug!(chunk = %job.chunk.id, error = %e, "reading a disk cache file failed");
+            false
+        }))
     }
 
     fn finish(&mut self) -> Result<()> {

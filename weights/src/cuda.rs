@@ -16,7 +16,9 @@ use std::time::Instant;
 use cudarc::driver::{result, sys, CudaContext, DriverError};
 
 use crate::backend::{Allocation, Backend, DeviceKind, Lane, Reference};
-use crate::plan::Segment;
+use thaw_core::tier::ChunkInFile;
+
+use crate::plan::{ChunkJob, Segment};
 use crate::{Result, WeightsError};
 
 /// Largest block the reference copy moves per call.
@@ -207,13 +209,16 @@ impl CudaLane {
     }
 }
 
-impl Lane for CudaLane {
-    fn upload(
+impl CudaLane {
+    /// Takes the next staging buffer once the copies that read it are complete, lets `fill`
+    /// write the chunk into it (`false`: the bytes are not the chunk's, nothing is copied),
+    /// then queues the segments' copies into `target` and records the buffer's event.
+    fn stage(
         &mut self,
-        chunk: &[u8],
         target: &dyn Allocation,
         segments: &[Segment],
-    ) -> Result<()> {
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) -> Result<bool> {
         self.ctx
             .bind_to_thread()
             .map_err(failed(&self.device, "cuCtxSetCurrent"))?;
@@ -225,10 +230,11 @@ impl Lane for CudaLane {
                 .map_err(failed(&self.device, "cuEventSynchronize"))?;
             buffer.pending = false;
         }
-        let n = chunk.len().min(buffer.len);
         // SAFETY: the buffer holds `len` bytes and no copy reads it any more (event waited).
         let staged = unsafe { std::slice::from_raw_parts_mut(buffer.ptr, buffer.len) };
-        staged[..n].copy_from_slice(&chunk[..n]);
+        if !fill(staged) {
+            return Ok(false);
+        }
         for segment in segments {
             let src = &staged[segment.chunk_offset as usize..][..segment.len as usize];
             // SAFETY: the pipeline checked the segment against the chunk (which fits the
@@ -241,7 +247,38 @@ impl Lane for CudaLane {
         unsafe { result::event::record(buffer.event, self.stream) }
             .map_err(failed(&self.device, "cuEventRecord"))?;
         buffer.pending = true;
-        Ok(())
+        Ok(true)
+    }
+}
+
+impl Lane for CudaLane {
+    fn upload(
+        &mut self,
+        chunk: &[u8],
+        target: &dyn Allocation,
+        segments: &[Segment],
+    ) -> Result<()> {
+        self.stage(target, segments, |staged| {
+            let n = chunk.len().min(staged.len());
+            staged[..n].copy_from_slice(&chunk[..n]);
+            true
+        })
+        .map(drop)
+    }
+
+    /// The chunk is read from its cache file straight into pinned staging memory.
+    fn read_into(
+        &mut self,
+        source: &ChunkInFile,
+        job: &ChunkJob,
+        target: &dyn Allocation,
+    ) -> Result<bool> {
+        self.stage(target, &job.segments, |staged| {
+            crate::in_place::read_whole(source, job, staged).unwrap_or_else(|e| {
+                tracing::debug!(chunk = %job.chunk.id, error = %e, "reading a disk cache file failed");
+                false
+            })
+        })
     }
 
     fn finish(&mut self) -> Result<()> {

@@ -4,7 +4,8 @@
 //! [`model::model_files`] reads and validates each file's header through the tiers,
 //! [`plan::Plan`] places every tensor in one allocation and maps each chunk's bytes to their
 //! destinations, and [`pipeline::load_model`] fetches the chunks concurrently (memory → disk →
-//! peers → object store, each chunk verified against its id), and copies them on several lanes:
+//! peers → object store, each chunk verified against its id; a chunk in a disk cache file is read
+//! straight into place by the lane itself), and copies them on several lanes:
 //! through pinned staging buffers and `cuMemcpyHtoDAsync` streams on a GPU ([`cuda`]), straight
 //! into host memory on the CPU ([`backend::HostBackend`]). CUDA is loaded at run time, so this
 //! crate builds and its tests run on machines with no GPU and no CUDA toolkit.
@@ -29,6 +30,7 @@
 pub mod backend;
 pub mod cuda;
 mod error;
+mod in_place;
 pub mod model;
 pub mod pipeline;
 pub mod plan;

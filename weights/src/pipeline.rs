@@ -4,7 +4,13 @@
 //! ```text
 //! tiers.get (N concurrent tasks) ──► channel (2 per lane) ──► lane threads ──► allocation
 //!   memory / disk / peer / store        bounded                 pinned staging, async copies
+//! disk cache file (offset)       ──►                            pread straight into place
 //! ```
+//!
+//! A chunk held in a disk cache file goes to a lane as (file, offset) and the lane reads it
+//! into the destination itself (host: into the allocation; GPU: into its staging buffer), so
+//! its bytes are copied once; a copy whose bytes prove wrong is dropped from the cache and
+//! the chunk fetched through the tiers.
 //!
 //! Memory stays bounded: at most `fetch_concurrency` chunks in flight, two per lane queued and
 //! two staging buffers per lane. The first error stops the fetches and is returned once every
@@ -18,7 +24,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use thaw_core::chunk_map::ChunkMap;
 use thaw_core::manifest::Manifest;
-use thaw_core::tier::{TierCounters, TieredStore};
+use thaw_core::tier::{ChunkInFile, TierCounters, TieredStore};
 use tokio::sync::mpsc;
 
 use crate::backend::{Allocation, Backend, DeviceKind, Lane};
@@ -228,8 +234,8 @@ pub async fn load_plan(
     })
 }
 
-/// Checks that a fetched chunk has the manifest's length, holds every byte `job` copies and
-/// that each copy lands inside `allocation`, so lanes can copy without bounds checks.
+/// Checks that a fetched chunk has the manifest's length and holds every byte `job` copies,
+/// then that each copy lands inside `allocation`, so lanes can copy without bounds checks.
 fn check_job(job: &ChunkJob, chunk: &Bytes, allocation: &dyn Allocation) -> Result<()> {
     // Staging buffers are sized by the manifest's lengths: a chunk must have its own.
     if chunk.len() as u64 != job.chunk.raw_len as u64 {
@@ -247,6 +253,20 @@ fn check_job(job: &ChunkJob, chunk: &Bytes, allocation: &dyn Allocation) -> Resu
             needed,
         });
     }
+    check_segments(job, allocation)
+}
+
+/// Checks that every segment of `job` lies inside its chunk (by the manifest's length) and
+/// inside `allocation`.
+fn check_segments(job: &ChunkJob, allocation: &dyn Allocation) -> Result<()> {
+    let needed = job.chunk_bytes_needed();
+    if needed > job.chunk.raw_len as u64 {
+        return Err(WeightsError::ShortChunk {
+            chunk: job.chunk.id.to_hex(),
+            len: job.chunk.raw_len as usize,
+            needed,
+        });
+    }
     for segment in &job.segments {
         let end = segment.dst + segment.len as u64;
         if end > allocation.len() {
@@ -259,30 +279,70 @@ fn check_job(job: &ChunkJob, chunk: &Bytes, allocation: &dyn Allocation) -> Resu
     Ok(())
 }
 
-type Receiver = Arc<Mutex<mpsc::Receiver<(usize, Bytes)>>>;
+/// What a lane gets for one job: the chunk's verified bytes, or its place in a disk cache file
+/// to read it from straight into the destination.
+enum Work {
+    Fetched(usize, Bytes),
+    InFile(usize, ChunkInFile),
+}
 
-/// One lane's loop: take fetched chunks until the channel closes, copy them, then wait for the
-/// copies. Sets `failed` on error so the fetches stop early.
+type Receiver = Arc<Mutex<mpsc::Receiver<Work>>>;
+
+/// How a lane gets a chunk whose disk cache file did not hold the right bytes: from the tiers
+/// (the disk cache's copy dropped first), on the runtime, from the lane's own thread.
+#[derive(Clone)]
+struct Refetch {
+    tiers: TieredStore,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Refetch {
+    fn get(&self, job: &ChunkJob) -> Result<Bytes> {
+        if let Some(disk) = self.tiers.local_files() {
+            disk.forget(&job.chunk.id)?;
+        }
+        Ok(self.runtime.block_on(self.tiers.get(&job.chunk))?)
+    }
+}
+
+/// One lane's loop: take work until the channel closes, copy or read it into place, then wait
+/// for the copies. Sets `failed` on error so the fetches stop early.
 fn run_lane(
     mut lane: Box<dyn Lane>,
     receiver: Receiver,
     plan: Arc<Plan>,
     allocation: Arc<dyn Allocation>,
+    refetch: Refetch,
     failed: Arc<AtomicBool>,
     on_bytes: Option<OnBytes>,
 ) -> Result<()> {
     let result = (|| {
         loop {
             let next = receiver.lock().expect("lane receiver").blocking_recv();
-            let Some((index, chunk)) = next else { break };
+            let Some(work) = next else { break };
             if failed.load(Ordering::Relaxed) {
                 break;
             }
-            let job = &plan.jobs[index];
-            check_job(job, &chunk, &*allocation)?;
-            lane.upload(&chunk, &*allocation, &job.segments)?;
+            let index = match work {
+                Work::Fetched(index, chunk) => {
+                    let job = &plan.jobs[index];
+                    check_job(job, &chunk, &*allocation)?;
+                    lane.upload(&chunk, &*allocation, &job.segments)?;
+                    index
+                }
+                Work::InFile(index, source) => {
+                    let job = &plan.jobs[index];
+                    check_segments(job, &*allocation)?;
+                    if !lane.read_into(&source, job, &*allocation)? {
+                        let chunk = refetch.get(job)?;
+                        check_job(job, &chunk, &*allocation)?;
+                        lane.upload(&chunk, &*allocation, &job.segments)?;
+                    }
+                    index
+                }
+            };
             if let Some(on_bytes) = &on_bytes {
-                on_bytes(job.copy_bytes());
+                on_bytes(plan.jobs[index].copy_bytes());
             }
         }
         lane.finish()
@@ -305,36 +365,50 @@ pub async fn stream_chunks(
 ) -> Result<()> {
     let lanes = options.lanes.max(1);
     let staging = usize::try_from(plan.largest_chunk()).unwrap_or(usize::MAX);
-    let (sender, receiver) = mpsc::channel::<(usize, Bytes)>(lanes * 2);
+    let (sender, receiver) = mpsc::channel::<Work>(lanes * 2);
     let receiver: Receiver = Arc::new(Mutex::new(receiver));
     let failed = Arc::new(AtomicBool::new(false));
+    let refetch = Refetch {
+        tiers: tiers.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
     let mut workers = Vec::with_capacity(lanes);
     for i in 0..lanes {
         let lane = backend.lane(staging)?;
-        let (receiver, plan, allocation, failed, on_bytes) = (
+        let (receiver, plan, allocation, refetch, failed, on_bytes) = (
             receiver.clone(),
             plan.clone(),
             allocation.clone(),
+            refetch.clone(),
             failed.clone(),
             on_bytes.clone(),
         );
         let worker = std::thread::Builder::new()
             .name(format!("thaw-weights-lane-{i}"))
-            .spawn(move || run_lane(lane, receiver, plan, allocation, failed, on_bytes))
+            .spawn(move || run_lane(lane, receiver, plan, allocation, refetch, failed, on_bytes))
             .map_err(|e| WeightsError::Worker(e.to_string()))?;
         workers.push(worker);
     }
     drop(receiver);
 
+    // Chunks read from disk cache files count as that tier's hits.
+    let disk_hits = tiers.cache_names().iter().position(|name| name == "disk");
     let fetches = futures::stream::iter(plan.jobs.iter().enumerate().map(|(index, job)| {
         let tiers = tiers.clone();
         let chunk = job.chunk;
         async move {
+            // A chunk in a disk cache file is read by a lane straight into place.
+            if let Some(source) = tiers.local_files().and_then(|d| d.chunk_file(&chunk.id)) {
+                if let Some(hits) = disk_hits {
+                    tiers.counters().cache_hits[hits].fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok::<_, WeightsError>(Work::InFile(index, source));
+            }
             // A task per chunk: decompression and verification run on every runtime thread.
             let bytes = tokio::spawn(async move { tiers.get(&chunk).await })
                 .await
                 .map_err(|e| WeightsError::Worker(e.to_string()))??;
-            Ok::<_, WeightsError>((index, bytes))
+            Ok(Work::Fetched(index, bytes))
         }
     }))
     .buffer_unordered(options.fetch_concurrency.max(1));

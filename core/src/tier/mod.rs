@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use disk::{
-    BadObject, CacheStatus, CheckReport, DiskCache, FileContent, FileSlice, ObjectKind,
-    PlacedChunk, PruneReport, WholeFile, DEFAULT_DISK_CACHE_BYTES,
+    BadObject, CacheStatus, CheckReport, ChunkInFile, DiskCache, FileContent, FileSlice,
+    ObjectKind, PlacedChunk, PruneReport, WholeFile, DEFAULT_DISK_CACHE_BYTES,
 };
 pub use memory::{MemoryCache, DEFAULT_MEMORY_CACHE_BYTES};
 pub use origin::PackSource;

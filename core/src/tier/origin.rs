@@ -43,7 +43,7 @@ impl ChunkSource for PackSource {
         let frame = self
             .read_range(&location.pack, location.frame_range(), chunk)
             .await?;
-        decode_frame(&frame, &chunk.id, &location).map(Some)
+        decode_off_runtime(frame, *chunk).await.map(Some)
     }
 
     /// Chunks with locations, grouped by pack, in offset order, split where frames are far
@@ -100,16 +100,34 @@ impl ChunkSource for PackSource {
                     .collect();
             }
         };
-        run.iter()
-            .map(|chunk| {
-                let location = located(chunk)?;
+        // Each frame decodes on a blocking thread of its own, so a run uses every core.
+        let decodes = run.iter().map(|chunk| {
+            let frame = chunk.location.map(|location| {
                 let range = location.frame_range();
-                let frame = bytes
-                    .slice((range.start - span.start) as usize..(range.end - span.start) as usize);
-                decode_frame(&frame, &chunk.id, &location).map(Some)
-            })
-            .collect()
+                bytes.slice((range.start - span.start) as usize..(range.end - span.start) as usize)
+            });
+            let chunk = *chunk;
+            async move {
+                match frame {
+                    Some(frame) => decode_off_runtime(frame, chunk).await.map(Some),
+                    None => located(&chunk).map(|_| None),
+                }
+            }
+        });
+        futures::future::join_all(decodes).await
     }
+}
+
+/// Decodes and verifies one frame on a blocking thread (zstd and blake3 of up to 16 MiB must not
+/// stall the async workers; several decode at once on several cores).
+async fn decode_off_runtime(frame: Bytes, chunk: ChunkRef) -> Result<Bytes> {
+    let location = located(&chunk)?;
+    tokio::task::spawn_blocking(move || decode_frame(&frame, &chunk.id, &location))
+        .await
+        .map_err(|e| Error::ChunkUnavailable {
+            id: chunk.id,
+            tried: format!("store: the decode task failed: {e}"),
+        })?
 }
 
 /// The chunk's pack location, or an error saying it has none.

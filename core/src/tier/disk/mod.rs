@@ -57,6 +57,18 @@ struct Inner {
     preparing: Mutex<std::collections::HashSet<ChunkId>>,
 }
 
+/// A chunk's bytes in one of the cache's files: `len` bytes (the chunk's) at `offset` of `file`.
+#[derive(Debug)]
+pub struct ChunkInFile {
+    /// The object file, open for reading.
+    pub file: std::fs::File,
+    /// Where the chunk starts in it.
+    pub offset: u64,
+    /// The object was written by this process, or one that closed cleanly, or verified since:
+    /// its bytes are the ones verified when it was written.
+    pub trusted: bool,
+}
+
 /// The file-backed chunk cache with a byte budget; survives restarts. One process opens a cache
 /// directory at a time (the index is locked); [`CacheStatus::read`] looks without opening it.
 #[derive(Clone)]
@@ -254,6 +266,36 @@ impl DiskCache {
                 WholeFile::Missing
             }
         }
+    }
+
+    /// Where chunk `id`'s bytes are in the cache's files, for a reader that reads them into
+    /// place itself (weights into their destination); counts a hit and touches the object.
+    /// `None` when the chunk is not held. Bytes of an untrusted object (see the module
+    /// documentation) must be checked against the id before use, and a bad copy reported
+    /// with [`DiskCache::forget`].
+    pub fn chunk_file(&self, id: &ChunkId) -> Option<ChunkInFile> {
+        let (loc, trusted) = {
+            let index = self.inner.index();
+            let loc = index.locate(id)?;
+            (loc, index.object(&loc.key)?.trusted)
+        };
+        let file = std::fs::File::open(self.inner.layout.path(loc.kind, &loc.key)).ok()?;
+        self.inner.note_use(&loc.key);
+        self.inner.hits.fetch_add(1, Ordering::Relaxed);
+        Some(ChunkInFile {
+            file,
+            offset: loc.offset,
+            trusted,
+        })
+    }
+
+    /// Drops the object holding chunk `id` (its bytes failed verification). Blocking.
+    pub fn forget(&self, id: &ChunkId) -> Result<()> {
+        let Some(loc) = self.inner.index().locate(id) else {
+            return Ok(());
+        };
+        tracing::warn!(chunk = %id, path = %self.inner.layout.path(loc.kind, &loc.key).display(), "dropping a disk cache object holding bad bytes");
+        self.inner.drop_object(&loc.key)
     }
 
     /// Makes `content` ready for [`DiskCache::whole_file`]: verifies its object when it is not
