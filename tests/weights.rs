@@ -146,7 +146,10 @@ fn a_model_streams_into_host_memory_byte_for_byte_then_warm_from_the_cache() {
     assert_eq!(loaded_digests(&after_crash), expected);
     assert_eq!(after_crash["report"]["sources"]["store_chunks"], 1);
     let kept = fs::read(victim).unwrap();
-    assert_ne!(kept, bytes, "the rotten copy was dropped (and the fetched chunk kept)");
+    assert_ne!(
+        kept, bytes,
+        "the rotten copy was dropped (and the fetched chunk kept)"
+    );
 
     // The table names both rows and a ratio.
     let table = w.ok(&["weights", "load", "m", "--device", "cpu", "--quiet"]);

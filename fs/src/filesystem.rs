@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fuser::{
-    Errno, FileHandle, FileType, Filesystem, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyXattr, Request,
+    Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use thaw_core::manifest::{FileKind, Inode};
 
@@ -23,6 +23,14 @@ type Xattr<'a> = (&'a [u8], &'a [u8]);
 
 /// Largest read request the kernel may send (it also sizes its readahead requests).
 const MAX_REQUEST_BYTES: u32 = 1 << 20;
+
+/// One directory entry as [`ThawFs::list_dir`] hands it out.
+struct Listed<'a> {
+    ino: INodeNo,
+    position: u64,
+    name: &'a OsStr,
+    inode: &'a Inode,
+}
 
 /// The file system the kernel talks to.
 pub struct ThawFs {
@@ -57,6 +65,58 @@ impl ThawFs {
         })
     }
 
+    /// Lists directory `ino` from entry `offset` on (1 is ".", 2 is "..", 3.. the entries; each
+    /// offset names the entry after it), handing each to `add` until it says the reply is full.
+    fn list_dir(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        mut add: impl FnMut(&Listed<'_>) -> bool,
+    ) -> Result<(), Errno> {
+        let dir = match self.inode(ino)? {
+            dir if dir.kind == FileKind::Directory => dir,
+            _ => return Err(Errno::ENOTDIR),
+        };
+        let manifest = &self.volume.manifest;
+        let entries = manifest.read_dir(&dir).map_err(|e| {
+            tracing::error!(path = %self.volume.path_of(dir.ino), error = %e, "directory read failed");
+            Errno::EIO
+        })?;
+        let mut position = 0u64;
+        for name in [".", ".."] {
+            position += 1;
+            let dot = Listed {
+                ino,
+                position,
+                name: OsStr::new(name),
+                inode: &dir,
+            };
+            if position > offset && add(&dot) {
+                return Ok(());
+            }
+        }
+        for entry in entries {
+            position += 1;
+            if position <= offset {
+                continue;
+            }
+            let child = manifest.inode(entry.ino).map_err(|e| {
+                tracing::error!(inode = entry.ino, error = %e, "inode read failed");
+                Errno::EIO
+            })?;
+            let listed = Listed {
+                ino: fuse_ino(entry.ino),
+                position,
+                name: OsStr::from_bytes(entry.name),
+                inode: &child,
+            };
+            if add(&listed) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The extended attributes of `inode`, or EIO (logged) when the manifest cannot say.
     fn xattrs(&self, inode: &Inode) -> Result<Vec<Xattr<'_>>, Errno> {
         self.volume.manifest.xattrs(inode).map_err(|e| {
@@ -76,6 +136,8 @@ impl Filesystem for ThawFs {
         if let Err(nearest) = config.set_max_readahead(MAX_REQUEST_BYTES) {
             let _ = config.set_max_readahead(nearest);
         }
+        // Directory listings carry attributes: a tree walk needs no LOOKUP per entry.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         self.passthrough.init(config);
@@ -238,53 +300,42 @@ impl Filesystem for ThawFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let dir = match self.inode(ino) {
-            Ok(dir) if dir.kind == FileKind::Directory => dir,
-            Ok(_) => return reply.error(Errno::ENOTDIR),
-            Err(errno) => return reply.error(errno),
-        };
-        let manifest = &self.volume.manifest;
-        let entries = match manifest.read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) => {
-                tracing::error!(path = %self.volume.path_of(dir.ino), error = %e, "directory read failed");
-                return reply.error(Errno::EIO);
-            }
-        };
-        // Offsets: 1 is ".", 2 is "..", 3.. are the entries; each names the one after it.
-        let dots = [
-            (ino, FileType::Directory, OsStr::new(".")),
-            (ino, FileType::Directory, OsStr::new("..")),
-        ];
-        let mut position = 0u64;
-        for (entry_ino, kind, name) in dots.into_iter() {
-            position += 1;
-            if position > offset && reply.add(entry_ino, position, kind, name) {
-                return reply.ok();
-            }
+        match self.list_dir(ino, offset, |entry| {
+            reply.add(
+                entry.ino,
+                entry.position,
+                file_type(entry.inode.kind),
+                entry.name,
+            )
+        }) {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
         }
-        for entry in entries {
-            position += 1;
-            if position <= offset {
-                continue;
-            }
-            let kind = match manifest.inode(entry.ino) {
-                Ok(child) => file_type(child.kind),
-                Err(e) => {
-                    tracing::error!(inode = entry.ino, error = %e, "inode read failed");
-                    return reply.error(Errno::EIO);
-                }
-            };
-            if reply.add(
-                fuse_ino(entry.ino),
-                position,
-                kind,
-                OsStr::from_bytes(entry.name),
-            ) {
-                break;
-            }
+    }
+
+    /// READDIR with every entry's attributes: the kernel caches them as if looked up, so a tree
+    /// walk (`find`, Python's imports) sends no LOOKUP per file.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.list_dir(ino, offset, |entry| {
+            reply.add(
+                entry.ino,
+                entry.position,
+                entry.name,
+                &TTL,
+                &file_attr(entry.inode),
+                Generation(0),
+            )
+        }) {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
         }
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
