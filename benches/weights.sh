@@ -71,36 +71,37 @@ rm -rf "$THAW_STORE" "$THAW_CACHE_DIR"
 stored=$(du -sb "$THAW_STORE" | cut -f1)
 echo "indexed: $(mib "$stored") MiB stored for $(mib "$bytes") MiB of files"
 
-# One load: prints "wall_seconds stream_seconds tensor_bytes reference_gbps".
+# One load: prints "wall_seconds stream_seconds tensor_bytes reference_gbps store_chunks
+# peak_rss_kib".
 thaw_load() {
   local t0 t1 json
   t0=$(now)
-  json=$("$THAW" weights load bench-model --device "$DEVICE" --json -q "$@")
+  json=$(/usr/bin/time -f %M -o "$work/rss" "$THAW" weights load bench-model --device "$DEVICE" --json -q "$@")
   t1=$(now)
   echo "$json" | python3 -c '
 import json, sys
 r = json.load(sys.stdin); t0, t1 = float(sys.argv[1]), float(sys.argv[2])
 ref, rep = r["reference"], r["report"]
 gbps = ref["bytes"] / ref["seconds"] / 1e9 if ref else 0
-print("%.4f %.4f %d %.3f %d" % (t1 - t0, rep["seconds"], rep["tensor_bytes"], gbps, rep["sources"]["store_chunks"]))' "$t0" "$t1"
+print("%.4f %.4f %d %.3f %d %s" % (t1 - t0, rep["seconds"], rep["tensor_bytes"], gbps, rep["sources"]["store_chunks"], sys.argv[3]))' "$t0" "$t1" "$(cat "$work/rss")"
 }
 timed() { local t0; t0=$(now); "$@" > /dev/null; awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.4f\n", b - a}'; }
 
 # Cold store: empty thaw cache, page cache dropped (fills the disk cache for the warm rows).
 drop_page_cache
-read -r cold_wall cold_stream tensor_bytes _ cold_store_chunks < <(thaw_load --no-reference)
+read -r cold_wall cold_stream tensor_bytes _ cold_store_chunks _ < <(thaw_load --no-reference)
 echo "cold (object store only, empty thaw cache): ${cold_wall}s wall, $(gbps "$tensor_bytes" "$cold_wall") GB/s, $cold_store_chunks chunks from the store"
 
-read -r _ _ _ reference_gbps _ < <(thaw_load)
+read -r _ _ _ reference_gbps _ _ < <(thaw_load)
 rows=()
 for cache in warm cold; do
   [ "$cache" = cold ] && [ "$can_drop" != yes ] && { echo "(cold page cache rows need root: skipped)"; continue; }
-  thaw_w=(); thaw_s=(); cat_w=(); st_w=()
+  thaw_w=(); thaw_s=(); cat_w=(); st_w=(); rss_k=()
   for _ in $(seq "$RUNS"); do
     [ "$cache" = cold ] && drop_page_cache
-    read -r w s _ _ store_chunks < <(thaw_load --no-reference)
+    read -r w s _ _ store_chunks rss < <(thaw_load --no-reference)
     [ "$store_chunks" = 0 ] || echo "warning: a warm load read $store_chunks chunks from the store" >&2
-    thaw_w+=("$w"); thaw_s+=("$s")
+    thaw_w+=("$w"); thaw_s+=("$s"); rss_k+=("$rss")
     [ "$cache" = cold ] && drop_page_cache
     cat_w+=("$(timed cat "${files[@]}")")
     [ "$cache" = cold ] && drop_page_cache
@@ -112,6 +113,8 @@ for cache in warm cold; do
   rows+=("$(printf '%-5s %-44s %8s %7s' "$cache" "  of which streaming (report.seconds)" "$ts" "$(gbps "$tensor_bytes" "$ts")")")
   rows+=("$(printf '%-5s %-44s %8s %7s' "$cache" "cat FILES > /dev/null" "$cw" "$(gbps "$bytes" "$cw")")")
   rows+=("$(printf '%-5s %-44s %8s %7s' "$cache" "safetensors crate: mmap + copy to host" "$sw" "$(gbps "$tensor_bytes" "$sw")")")
+  rss=$(printf '%s\n' "${rss_k[@]}" | median)
+  rows+=("$(printf '%-5s %-44s %8s MiB (model %s MiB)' "$cache" "thaw weights load: peak RSS" "$((rss / 1024))" "$(mib "$tensor_bytes")")")
 done
 echo
 printf '%-5s %-44s %8s %7s\n' "page" "path" "seconds" "GB/s"

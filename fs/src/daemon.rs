@@ -122,11 +122,21 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Unmounts the mount at `mountpoint`: asks its daemon (which saves its trace first) and, when
 /// no daemon answers (one that died leaves a mount answering "Transport endpoint is not
-/// connected"), unmounts it directly and removes its stale socket. Returns what happened.
+/// connected"), unmounts it directly and removes its stale socket. Unless `lazy` (files may
+/// stay open there), it then waits for the daemon to exit, so its disk cache is closed and the
+/// next mount of the same cache can open it. Returns what happened.
 pub async fn unmount(runtime_dir: &Path, mountpoint: &Path, lazy: bool) -> Result<String, FsError> {
+    let pid = status(runtime_dir, mountpoint).await.ok().map(|s| s.pid);
     let request = ControlRequest::Unmount { lazy };
     match control::request(runtime_dir, mountpoint, &request).await {
-        Ok(answer) if answer.ok => Ok(answer.message),
+        Ok(answer) if answer.ok => {
+            if let (Some(pid), false) = (pid, lazy) {
+                if !thaw_sys::process::wait_gone(pid, STOP_WAIT).await {
+                    tracing::warn!(pid, "the mount daemon has not exited yet");
+                }
+            }
+            Ok(answer.message)
+        }
         Ok(answer) => Err(FsError::mount(mountpoint, answer.message)),
         Err(e) => {
             tracing::info!(error = %e, "no daemon answered; unmounting directly");

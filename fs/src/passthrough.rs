@@ -37,6 +37,8 @@ pub(crate) struct Passthrough {
     /// The backing file of each inode open in passthrough mode, and its open count.
     backing: Mutex<HashMap<InodeNo, (BackingId, u32)>>,
     preparing: Arc<tokio::sync::Semaphore>,
+    /// Preparations queued or running, and a wake-up for [`Passthrough::settle`].
+    pending: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -70,6 +72,7 @@ impl Passthrough {
             recording_until,
             backing: Mutex::new(HashMap::new()),
             preparing: Arc::new(tokio::sync::Semaphore::new(PREPARING_AT_ONCE)),
+            pending: Arc::default(),
             runtime,
         }
     }
@@ -186,21 +189,42 @@ impl Passthrough {
     /// Verifies or assembles a whole file in the background, a few at a time.
     fn prepare(&self, disk: DiskCache, size: u64, slices: Vec<FileSlice>) {
         let permits = self.preparing.clone();
+        let pending = self.pending.clone();
+        pending.0.fetch_add(1, Ordering::AcqRel);
         self.runtime.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            let done = tokio::task::spawn_blocking(move || {
-                disk.prepare_whole(&FileContent {
-                    size,
-                    slices: &slices,
+            if let Ok(_permit) = permits.acquire_owned().await {
+                let done = tokio::task::spawn_blocking(move || {
+                    disk.prepare_whole(&FileContent {
+                        size,
+                        slices: &slices,
+                    })
                 })
-            })
-            .await;
-            if let Ok(Err(e)) = done {
-                tracing::debug!(error = %e, "could not prepare a whole file in the disk cache");
+                .await;
+                if let Ok(Err(e)) = done {
+                    tracing::debug!(error = %e, "could not prepare a whole file in the disk cache");
+                }
+            }
+            if pending.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+                pending.1.notify_waiters();
             }
         });
+    }
+
+    /// Waits (at most `limit`) until no whole file is being prepared: an ending mount finishes
+    /// what it started, so the next mount's opens find those files ready.
+    pub(crate) async fn settle(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.pending.1.notified();
+            let left = self.pending.0.load(Ordering::Acquire);
+            if left == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::info!(left, "stopped waiting for whole files being prepared");
+                return;
+            }
+        }
     }
 }
 

@@ -24,6 +24,9 @@ use crate::{FsError, ThawFs, Volume};
 /// How long a control client has to send its request line.
 const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an ending mount waits for the whole files it is preparing in the disk cache.
+const PREPARE_SETTLE: Duration = Duration::from_secs(30);
+
 /// `f_type` of a FUSE file system in `statfs`.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -377,6 +380,8 @@ pub async fn run(
             }
         }
     }
+    // Whole files being prepared are finished, so the next mount finds them ready.
+    passthrough.settle(PREPARE_SETTLE).await;
     let saved = if options.save_trace {
         let saved = volume.save_trace(&store).await;
         if let Err(e) = &saved {
