@@ -9,6 +9,7 @@
 //! yet one object is prepared in the background, so its next open can use passthrough.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -34,12 +35,58 @@ pub(crate) struct Passthrough {
     off_reason: Mutex<Option<String>>,
     /// Opens refuse passthrough until then (the trace recording window).
     recording_until: Option<Instant>,
-    /// The backing file of each inode open in passthrough mode, and its open count.
-    backing: Mutex<HashMap<InodeNo, (BackingId, u32)>>,
+    /// Backing files registered with the kernel, by inode.
+    backing: Mutex<Backing>,
     preparing: Arc<tokio::sync::Semaphore>,
     /// Preparations queued or running, and a wake-up for [`Passthrough::settle`].
     pending: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
     runtime: tokio::runtime::Handle,
+}
+
+/// Backing files idle (their inode closed) kept registered, so the next open of the inode
+/// needs no cache lookup, file open or registration: each costs a few microseconds, and a tree
+/// is often opened more than once (a walk, then the program).
+const IDLE_BACKING_KEPT: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
+
+/// The backing files registered with the kernel: those of open inodes with their open count,
+/// and recently closed ones. The kernel wants one backing id per inode while it is open.
+struct Backing {
+    open: HashMap<InodeNo, (BackingId, u32)>,
+    idle: lru::LruCache<InodeNo, BackingId>,
+}
+
+impl Default for Backing {
+    fn default() -> Self {
+        Backing {
+            open: HashMap::new(),
+            idle: lru::LruCache::new(IDLE_BACKING_KEPT),
+        }
+    }
+}
+
+impl Backing {
+    /// The backing id of `ino` for one more open, if one is registered.
+    fn acquire(&mut self, ino: InodeNo) -> Option<&BackingId> {
+        if let Some(id) = self.idle.pop(&ino) {
+            self.open.insert(ino, (id, 0));
+        }
+        let (id, opens) = self.open.get_mut(&ino)?;
+        *opens += 1;
+        Some(id)
+    }
+
+    /// One open of `ino` ended; after the last one its backing id goes idle (the least recently
+    /// closed beyond [`IDLE_BACKING_KEPT`] is unregistered).
+    fn release(&mut self, ino: InodeNo) {
+        let Some((_, opens)) = self.open.get_mut(&ino) else {
+            return;
+        };
+        *opens -= 1;
+        if *opens == 0 {
+            let (id, _) = self.open.remove(&ino).expect("present");
+            self.idle.put(ino, id);
+        }
+    }
 }
 
 /// How one open was answered.
@@ -70,7 +117,7 @@ impl Passthrough {
             on: AtomicBool::new(off_reason.is_none()),
             off_reason: Mutex::new(off_reason),
             recording_until,
-            backing: Mutex::new(HashMap::new()),
+            backing: Mutex::new(Backing::default()),
             preparing: Arc::new(tokio::sync::Semaphore::new(PREPARING_AT_ONCE)),
             pending: Arc::default(),
             runtime,
@@ -114,6 +161,13 @@ impl Passthrough {
         let recording = self
             .recording_until
             .is_some_and(|until| Instant::now() < until);
+        if !recording {
+            let mut backing = self.backing.lock().expect("backing lock");
+            if let Some(id) = backing.acquire(ino) {
+                reply.opened_passthrough(FileHandle(PASSTHROUGH_FH), FopenFlags::empty(), id);
+                return OpenMode::Passthrough;
+            }
+        }
         let whole = match (volume.tiers().local_files(), content_of(volume, ino)) {
             (Some(disk), Some(slices)) => Some((disk, slices)),
             _ => None,
@@ -126,8 +180,8 @@ impl Passthrough {
             match disk.whole_file(&content) {
                 WholeFile::Ready(file) if !recording => {
                     let mut backing = self.backing.lock().expect("backing lock");
-                    if let Some((id, opens)) = backing.get_mut(&ino) {
-                        *opens += 1;
+                    if let Some(id) = backing.acquire(ino) {
+                        // Registered by a concurrent open meanwhile.
                         reply.opened_passthrough(
                             FileHandle(PASSTHROUGH_FH),
                             FopenFlags::empty(),
@@ -142,7 +196,7 @@ impl Passthrough {
                                 FopenFlags::empty(),
                                 &id,
                             );
-                            backing.insert(ino, (id, 1));
+                            backing.open.insert(ino, (id, 1));
                             return OpenMode::Passthrough;
                         }
                         Err(e) => {
@@ -159,17 +213,11 @@ impl Passthrough {
         OpenMode::Fuse
     }
 
-    /// Notes the close of `ino`: frees its backing file after the last passthrough open, and
+    /// Notes the close of `ino`: its backing file goes idle after the last passthrough open, and
     /// after a read through thaw prepares the file if its chunks are all cached now.
     pub(crate) fn release(&self, volume: &Arc<Volume>, ino: InodeNo, fh: u64) {
         if fh == PASSTHROUGH_FH {
-            let mut backing = self.backing.lock().expect("backing lock");
-            if let Some((_, opens)) = backing.get_mut(&ino) {
-                *opens -= 1;
-                if *opens == 0 {
-                    backing.remove(&ino);
-                }
-            }
+            self.backing.lock().expect("backing lock").release(ino);
             return;
         }
         let (Some(disk), Some((size, slices))) =
