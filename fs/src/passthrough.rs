@@ -229,7 +229,7 @@ impl Passthrough {
             size,
             slices: &slices,
         };
-        if let WholeFile::Preparable = disk.whole_file(&content) {
+        if disk.whole_is_preparable(&content) {
             self.prepare(disk.clone(), size, slices);
         }
     }

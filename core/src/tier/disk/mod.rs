@@ -231,31 +231,11 @@ impl DiskCache {
     /// What the cache can do for a file about to be opened: hand over its whole content
     /// (touching it as used), prepare it, or nothing.
     pub fn whole_file(&self, content: &FileContent<'_>) -> WholeFile {
-        let (kind, key) = match content.single_chunk() {
-            Some(chunk) => (ObjectKind::Chunk, chunk.id),
-            None => (ObjectKind::File, content.key()),
-        };
-        {
-            let mut index = self.inner.index();
-            match index.object(&key) {
-                Some(object) if object.kind == kind && object.trusted => {
-                    index.touch(&key);
-                }
-                Some(object) if object.kind == kind => return WholeFile::Preparable,
-                _ => {
-                    let all_cached = content
-                        .slices
-                        .iter()
-                        .all(|s| index.locate(&s.chunk.id).is_some());
-                    let worth = content.size > 0 && content.size <= self.inner.budget / 2;
-                    return if all_cached && worth {
-                        WholeFile::Preparable
-                    } else {
-                        WholeFile::Missing
-                    };
-                }
-            }
+        let (kind, key) = whole_key(content);
+        if !self.whole_is_ready(content) {
+            return self.whole_state(content);
         }
+        self.inner.index().touch(&key);
         match std::fs::File::open(self.inner.layout.path(kind, &key)) {
             Ok(file) => {
                 self.inner.hits.fetch_add(1, Ordering::Relaxed);
@@ -264,6 +244,42 @@ impl DiskCache {
             Err(_) => {
                 let _ = self.inner.drop_object(&key);
                 WholeFile::Missing
+            }
+        }
+    }
+
+    /// Whether `content` could be made ready ([`WholeFile::Preparable`]), without opening or
+    /// touching anything: for a caller that only wants to start the preparation.
+    pub fn whole_is_preparable(&self, content: &FileContent<'_>) -> bool {
+        matches!(self.whole_state(content), WholeFile::Preparable)
+    }
+
+    /// True when `content` is one trusted object.
+    fn whole_is_ready(&self, content: &FileContent<'_>) -> bool {
+        let (kind, key) = whole_key(content);
+        self.inner
+            .index()
+            .object(&key)
+            .is_some_and(|o| o.kind == kind && o.trusted)
+    }
+
+    /// [`WholeFile::Preparable`] or [`WholeFile::Missing`] for content that is not ready.
+    fn whole_state(&self, content: &FileContent<'_>) -> WholeFile {
+        let (kind, key) = whole_key(content);
+        let index = self.inner.index();
+        match index.object(&key) {
+            Some(object) if object.kind == kind && !object.trusted => WholeFile::Preparable,
+            Some(object) if object.kind == kind => WholeFile::Missing,
+            _ => {
+                let all_cached = content
+                    .slices
+                    .iter()
+                    .all(|s| index.locate(&s.chunk.id).is_some());
+                let worth = content.size > 0 && content.size <= self.inner.budget / 2;
+                match all_cached && worth {
+                    true => WholeFile::Preparable,
+                    false => WholeFile::Missing,
+                }
             }
         }
     }
@@ -302,10 +318,7 @@ impl DiskCache {
     /// trusted yet, or assembles it from its cached chunks (each verified on the way). Returns
     /// whether the file is now ready. Blocking; one caller per file at a time does the work.
     pub fn prepare_whole(&self, content: &FileContent<'_>) -> Result<bool> {
-        let (kind, key) = match content.single_chunk() {
-            Some(chunk) => (ObjectKind::Chunk, chunk.id),
-            None => (ObjectKind::File, content.key()),
-        };
+        let (kind, key) = whole_key(content);
         if !self.inner.preparing.lock().expect("lock").insert(key) {
             return Ok(false);
         }
@@ -536,6 +549,15 @@ impl Inner {
             }
         }
         Ok(report)
+    }
+}
+
+/// The object that holds `content` whole: its chunk object when it is one whole chunk, else
+/// its file object.
+fn whole_key(content: &FileContent<'_>) -> (ObjectKind, ChunkId) {
+    match content.single_chunk() {
+        Some(chunk) => (ObjectKind::Chunk, chunk.id),
+        None => (ObjectKind::File, content.key()),
     }
 }
 
