@@ -9,25 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// Every regular file under `root`, relative, sorted.
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let kind = entry.file_type().unwrap();
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() {
-                out.push(entry.path().strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A tree of large (many-chunk) and small (batched) files.
 fn mixed_tree(w: &World) -> PathBuf {
     let src = w.path("src");
@@ -43,20 +24,6 @@ fn mixed_tree(w: &World) -> PathBuf {
     }
     fs::write(src.join("empty"), b"").unwrap();
     src
-}
-
-/// Bytes of the object files under the cache directory (what the budget must bound).
-pub fn object_bytes(cache: &Path) -> u64 {
-    ["chunks", "files"]
-        .iter()
-        .filter(|d| cache.join(d).is_dir())
-        .flat_map(|d| {
-            files_under(&cache.join(d))
-                .into_iter()
-                .map(move |f| cache.join(d).join(f))
-        })
-        .map(|p| fs::metadata(p).unwrap().len())
-        .sum()
 }
 
 /// What `thaw mount status` says of passthrough on the mount at `mnt`.
@@ -189,12 +156,7 @@ fn cache_check_finds_a_flipped_byte_in_a_cache_file_and_the_next_read_is_right()
     assert!(clean.contains(": 0 bad"), "{clean}");
 
     // Flip one byte in the middle of the largest chunk file.
-    let chunks = cache.join("chunks");
-    let victim = files_under(&chunks)
-        .into_iter()
-        .map(|f| chunks.join(f))
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let victim = largest_chunk_file(&cache);
     let mut bytes = fs::read(&victim).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;

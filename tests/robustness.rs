@@ -152,7 +152,7 @@ fn a_disk_cache_filled_by_a_killed_process_still_serves_only_right_bytes() {
     let cache = w.path("cache");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let cached = crate::cache::object_bytes(&cache);
+        let cached = object_bytes(&cache);
         if cached > 8 << 20 || child.try_wait().unwrap().is_some() {
             break;
         }

@@ -132,20 +132,24 @@ fn a_model_streams_into_host_memory_byte_for_byte_then_warm_from_the_cache() {
     // After an unclean shutdown the cache files are not trusted: a byte rotted in one of them
     // is caught while it is read into place, the file dropped and the chunk fetched again.
     let cache = w.path("cache");
-    let chunk_files: Vec<_> = walk_files(&cache.join("chunks"));
-    let victim = chunk_files
-        .iter()
+    // A tensor chunk, not a file's first chunk: headers are read (and a rotted one replaced)
+    // through the tiers before streaming starts.
+    let chunks = cache.join("chunks");
+    let victim = files_under(&chunks)
+        .into_iter()
+        .map(|f| chunks.join(f))
+        .filter(|p| fs::read(p).unwrap().get(8) != Some(&b'{'))
         .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut bytes = fs::read(victim).unwrap();
+        .expect("a tensor chunk in the cache");
+    let mut bytes = fs::read(&victim).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
-    fs::write(victim, &bytes).unwrap();
+    fs::write(&victim, &bytes).unwrap();
     fs::write(cache.join("in-use"), "1").unwrap();
     let after_crash = load_json(&w, "m", "cpu");
     assert_eq!(loaded_digests(&after_crash), expected);
     assert_eq!(after_crash["report"]["sources"]["store_chunks"], 1);
-    let kept = fs::read(victim).unwrap();
+    let kept = fs::read(&victim).unwrap();
     assert_ne!(
         kept, bytes,
         "the rotten copy was dropped (and the fetched chunk kept)"
@@ -252,21 +256,4 @@ fn a_model_streams_into_gpu_memory_where_a_gpu_exists() {
     let loaded = load_json(&w, "m", "cuda:0");
     assert_eq!(loaded_digests(&loaded), expected);
     assert_eq!(loaded["reference"]["name"], "pinned H2D copy");
-}
-
-/// Every file under `dir`, recursively.
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }

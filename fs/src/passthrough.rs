@@ -164,8 +164,7 @@ impl Passthrough {
         if !recording {
             let mut backing = self.backing.lock().expect("backing lock");
             if let Some(id) = backing.acquire(ino) {
-                reply.opened_passthrough(FileHandle(PASSTHROUGH_FH), FopenFlags::empty(), id);
-                return OpenMode::Passthrough;
+                return opened_passthrough(reply, id);
             }
         }
         let whole = match (volume.tiers().local_files(), content_of(volume, ino)) {
@@ -182,22 +181,13 @@ impl Passthrough {
                     let mut backing = self.backing.lock().expect("backing lock");
                     if let Some(id) = backing.acquire(ino) {
                         // Registered by a concurrent open meanwhile.
-                        reply.opened_passthrough(
-                            FileHandle(PASSTHROUGH_FH),
-                            FopenFlags::empty(),
-                            id,
-                        );
-                        return OpenMode::Passthrough;
+                        return opened_passthrough(reply, id);
                     }
                     match reply.open_backing(&file) {
                         Ok(id) => {
-                            reply.opened_passthrough(
-                                FileHandle(PASSTHROUGH_FH),
-                                FopenFlags::empty(),
-                                &id,
-                            );
+                            let mode = opened_passthrough(reply, &id);
                             backing.open.insert(ino, (id, 1));
-                            return OpenMode::Passthrough;
+                            return mode;
                         }
                         Err(e) => {
                             drop(backing);
@@ -274,6 +264,12 @@ impl Passthrough {
             }
         }
     }
+}
+
+/// Answers an open with the inode's registered backing file: the kernel reads it directly.
+fn opened_passthrough(reply: ReplyOpen, id: &BackingId) -> OpenMode {
+    reply.opened_passthrough(FileHandle(PASSTHROUGH_FH), FopenFlags::empty(), id);
+    OpenMode::Passthrough
 }
 
 /// File `ino`'s size and slices with their chunks, `None` when it is not a regular file with

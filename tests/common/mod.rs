@@ -1,9 +1,10 @@
 //! Shared harness for the end-to-end tests, by concern: a private world (store, cache, runtime
 //! dir) per test running the real `thaw` binary ([`world`]), test trees and files ([`trees`]),
-//! mounts ([`mounts`]), loopback networking ([`net`]), a real S3-compatible server ([`s3`]),
+//! mounts ([`mounts`]), disk cache directories ([`disk_cache`]), loopback networking ([`net`]), a real S3-compatible server ([`s3`]),
 //! peer cache servers ([`peers`]) and OCI images ([`oci`]).
 #![allow(dead_code)]
 
+pub mod disk_cache;
 pub mod mounts;
 pub mod net;
 pub mod oci;
@@ -12,6 +13,7 @@ pub mod s3;
 pub mod trees;
 pub mod world;
 
+pub use disk_cache::*;
 pub use mounts::*;
 pub use net::*;
 pub use peers::*;

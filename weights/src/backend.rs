@@ -87,14 +87,11 @@ pub trait Lane: Send {
         target: &dyn Allocation,
     ) -> Result<bool> {
         let mut buffer = vec![0u8; job.chunk.raw_len as usize];
-        match crate::in_place::read_whole(source, job, &mut buffer) {
-            Ok(true) => self.upload(&buffer, target, &job.segments).map(|()| true),
-            Ok(false) => Ok(false),
-            Err(e) => {
-                tracing::debug!(chunk = %job.chunk.id, error = %e, "reading a disk cache file failed");
-                Ok(false)
-            }
+        let read = crate::in_place::read_whole(source, job, &mut buffer);
+        if !crate::in_place::usable(read, job) {
+            return Ok(false);
         }
+        self.upload(&buffer, target, &job.segments).map(|()| true)
     }
     /// Waits until every copy this lane started is complete.
     fn finish(&mut self) -> Result<()>;
@@ -294,10 +291,7 @@ impl Lane for HostLane {
                 std::slice::from_raw_parts_mut(base.add(segment.dst as usize), segment.len as usize)
             }
         });
-        Ok(read.unwrap_or_else(|e| {
-            tracing::debug!(chunk = %job.chunk.id, error = %e, "reading a disk cache file failed");
-            false
-        }))
+        Ok(crate::in_place::usable(read, job))
     }
 
     fn finish(&mut self) -> Result<()> {

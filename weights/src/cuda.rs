@@ -274,10 +274,7 @@ impl Lane for CudaLane {
         target: &dyn Allocation,
     ) -> Result<bool> {
         self.stage(target, &job.segments, |staged| {
-            crate::in_place::read_whole(source, job, staged).unwrap_or_else(|e| {
-                tracing::debug!(chunk = %job.chunk.id, error = %e, "reading a disk cache file failed");
-                false
-            })
+            crate::in_place::usable(crate::in_place::read_whole(source, job, staged), job)
         })
     }
 

@@ -77,6 +77,15 @@ pub(crate) fn read_whole(
     Ok(source.trusted || ChunkId::of(chunk) == job.chunk.id)
 }
 
+/// The outcome of a read into place as the lanes use it: `false` (get the chunk from the tiers)
+/// for bytes that are not the chunk's and for a cache file that cannot be read (logged).
+pub(crate) fn usable(read: std::io::Result<bool>, job: &ChunkJob) -> bool {
+    read.unwrap_or_else(|e| {
+        tracing::debug!(chunk = %job.chunk.id, error = %e, "reading a disk cache file failed");
+        false
+    })
+}
+
 /// Fills `buf` from chunk offset `at`; `false` when the file ends first.
 fn read_exact(source: &ChunkInFile, at: u64, buf: &mut [u8]) -> std::io::Result<bool> {
     match source.file.read_exact_at(buf, source.offset + at) {

@@ -42,6 +42,18 @@ pub(crate) struct Object {
 }
 
 impl Object {
+    /// A chunk object of `size` bytes (its key is the chunk's id).
+    pub(crate) fn chunk(size: u64, trusted: bool) -> Object {
+        Object {
+            kind: ObjectKind::Chunk,
+            size,
+            content: None,
+            chunks: Arc::from(Vec::new()),
+            seq: 0,
+            trusted,
+        }
+    }
+
     /// The hash the whole content must have.
     pub(crate) fn content_id(&self, key: &ChunkId) -> ChunkId {
         self.content.unwrap_or(*key)
@@ -297,23 +309,12 @@ pub(crate) fn decode_pair(bytes: &[u8]) -> Option<(u64, u64)> {
 mod tests {
     use super::*;
 
-    fn chunk_object(size: u64) -> Object {
-        Object {
-            kind: ObjectKind::Chunk,
-            size,
-            content: None,
-            chunks: Arc::from(Vec::new()),
-            seq: 0,
-            trusted: true,
-        }
-    }
-
     #[test]
     fn a_file_object_holds_its_chunks_until_removed_and_then_the_chunk_objects_do_again() {
         let (a, b) = (ChunkId::of(b"a"), ChunkId::of(b"b"));
         let file = ChunkId::of(b"file");
         let mut index = Index::default();
-        index.add(a, chunk_object(10));
+        index.add(a, Object::chunk(10, true));
         let placed = [
             PlacedChunk {
                 id: a,

@@ -83,10 +83,6 @@ fn db_error(dir: &Path, e: rocksdb::Error) -> Error {
     }
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> Error {
-    Error::io(path, e)
-}
-
 /// Writes without the write-ahead log: the index may forget its newest records in a crash
 /// (reconciled with the files at the next open), and fills write half the bytes.
 fn no_wal() -> WriteOptions {
@@ -100,7 +96,7 @@ impl DiskCache {
     /// (RocksDB values in `dir` itself) is discarded.
     pub fn open(dir: &Path, budget: u64) -> Result<Self> {
         discard_old_format(dir)?;
-        let layout = Layout::create(dir).map_err(|e| io_error(dir, e))?;
+        let layout = Layout::create(dir).map_err(|e| Error::io(dir, e))?;
         let mut options = Options::default();
         options.create_if_missing(true);
         options.set_compression_type(rocksdb::DBCompressionType::None);
@@ -109,7 +105,7 @@ impl DiskCache {
         let marker = layout.open_marker();
         let unclean = marker.exists();
         std::fs::write(&marker, std::process::id().to_string())
-            .map_err(|e| io_error(&marker, e))?;
+            .map_err(|e| Error::io(&marker, e))?;
         let (objects, past) = load_records(&db, dir)?;
         let inner = Inner {
             db,
@@ -125,7 +121,7 @@ impl DiskCache {
             tracing::warn!(path = %dir.display(), "the disk cache was not closed cleanly; checking its files against its index");
             inner.reconcile(objects)?
         } else {
-            inner.layout.clear_tmp().map_err(|e| io_error(dir, e))?;
+            inner.layout.clear_tmp().map_err(|e| Error::io(dir, e))?;
             objects
         };
         {
@@ -307,11 +303,7 @@ impl DiskCache {
 
     /// Drops the object holding chunk `id` (its bytes failed verification). Blocking.
     pub fn forget(&self, id: &ChunkId) -> Result<()> {
-        let Some(loc) = self.inner.index().locate(id) else {
-            return Ok(());
-        };
-        tracing::warn!(chunk = %id, path = %self.inner.layout.path(loc.kind, &loc.key).display(), "dropping a disk cache object holding bad bytes");
-        self.inner.drop_object(&loc.key)
+        self.inner.drop_bad_chunk(id)
     }
 
     /// Makes `content` ready for [`DiskCache::whole_file`]: verifies its object when it is not
@@ -388,14 +380,14 @@ impl Inner {
         let file = match std::fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(&path, e)),
+            Err(e) => return Err(Error::io(&path, e)),
         };
         let mut buf = vec![0u8; loc.len as usize];
         match file.read_exact_at(&mut buf, loc.offset) {
             Ok(()) => Ok(Some(buf)),
             // Shorter than its record: not what was written; the caller's verify drops it.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Some(Vec::new())),
-            Err(e) => Err(io_error(&path, e)),
+            Err(e) => Err(Error::io(&path, e)),
         }
     }
 
@@ -458,18 +450,8 @@ impl Inner {
         let path = self.layout.path(ObjectKind::Chunk, &id);
         self.layout
             .write_object(ObjectKind::Chunk, &id, |file| file.write_all_at(data, 0))
-            .map_err(|e| io_error(&path, e))?;
-        self.record(
-            id,
-            Object {
-                kind: ObjectKind::Chunk,
-                size,
-                content: None,
-                chunks: Arc::from(Vec::new()),
-                seq: 0,
-                trusted: true,
-            },
-        )?;
+            .map_err(|e| Error::io(&path, e))?;
+        self.record(id, Object::chunk(size, true))?;
         Ok(())
     }
 
@@ -496,6 +478,15 @@ impl Inner {
         ))
     }
 
+    /// Drops the object holding chunk `id`, whose bytes failed verification, naming its file.
+    fn drop_bad_chunk(&self, id: &ChunkId) -> Result<()> {
+        let Some(loc) = self.index().locate(id) else {
+            return Ok(());
+        };
+        tracing::warn!(chunk = %id, path = %self.layout.path(loc.kind, &loc.key).display(), "dropping a disk cache object holding bad bytes");
+        self.drop_object(&loc.key)
+    }
+
     /// Forgets object `key` and deletes its file.
     fn drop_object(&self, key: &ChunkId) -> Result<()> {
         let Some(object) = self.index().remove(key) else {
@@ -510,7 +501,7 @@ impl Inner {
         let path = self.layout.path(object.kind, key);
         self.layout
             .remove(object.kind, key)
-            .map_err(|e| io_error(&path, e))
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// Evicts least recently used objects until `incoming` more bytes fit in the budget.
@@ -603,13 +594,7 @@ impl ChunkCache for DiskCache {
 
     async fn remove(&self, id: &ChunkId) -> Result<()> {
         let id = *id;
-        self.blocking(move |inner| {
-            let Some(loc) = inner.index().locate(&id) else {
-                return Ok(());
-            };
-            inner.drop_object(&loc.key)
-        })
-        .await
+        self.blocking(move |inner| inner.drop_bad_chunk(&id)).await
     }
 }
 

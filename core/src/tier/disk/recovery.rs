@@ -8,8 +8,8 @@ use rocksdb::{IteratorMode, Options, WriteBatch, DB};
 
 use super::index::{self, Object};
 use super::layout::ObjectKind;
-use super::{db_error, io_error, no_wal, Inner};
-use crate::{ChunkId, Result};
+use super::{db_error, no_wal, Inner};
+use crate::{ChunkId, Error, Result};
 
 /// Object records loaded from the index: key and object.
 pub(super) type Records = Vec<(ChunkId, Object)>;
@@ -77,8 +77,8 @@ impl Inner {
     /// verified before use like every other object from that run).
     pub(super) fn reconcile(&self, records: Records) -> Result<Records> {
         let root = self.layout.root();
-        let cleared = self.layout.clear_tmp().map_err(|e| io_error(root, e))?;
-        let scan = self.layout.scan().map_err(|e| io_error(root, e))?;
+        let cleared = self.layout.clear_tmp().map_err(|e| Error::io(root, e))?;
+        let scan = self.layout.scan().map_err(|e| Error::io(root, e))?;
         let on_disk: std::collections::HashMap<(ObjectKind, ChunkId), u64> = scan
             .objects
             .iter()
@@ -103,21 +103,14 @@ impl Inner {
                 continue;
             }
             if kind == ObjectKind::Chunk && size <= crate::chunker::MAX_CHUNK_BYTES as u64 {
-                let object = Object {
-                    kind,
-                    size,
-                    content: None,
-                    chunks: Arc::from(Vec::new()),
-                    seq: 0,
-                    trusted: false,
-                };
+                let object = Object::chunk(size, false);
                 batch.put(index::object_key(&key), index::encode_object(&object));
                 kept.push((key, object));
                 adopted += 1;
             } else {
                 self.layout
                     .remove(kind, &key)
-                    .map_err(|e| io_error(root, e))?;
+                    .map_err(|e| Error::io(root, e))?;
                 deleted += 1;
             }
         }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::index::{Object, PlacedChunk};
 use super::layout::ObjectKind;
-use super::{io_error, Inner};
+use super::Inner;
 use crate::pack::ChunkRef;
-use crate::{ChunkId, Result};
+use crate::{ChunkId, Error, Result};
 
 /// One slice of a chunk placed at an offset of a file (a manifest extent, with its chunk).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,10 +152,7 @@ impl Inner {
             return Ok(None);
         };
         if ChunkId::of(&bytes) != chunk.id {
-            if let Some(loc) = self.index().locate(&chunk.id) {
-                tracing::warn!(chunk = %chunk.id, path = %self.layout.path(loc.kind, &loc.key).display(), "dropping a disk cache object holding bad bytes");
-                self.drop_object(&loc.key)?;
-            }
+            self.drop_bad_chunk(&chunk.id)?;
             return Ok(None);
         }
         Ok(Some(bytes))
@@ -191,7 +188,7 @@ impl Inner {
                 let _ = self.layout.remove(ObjectKind::File, &key);
                 return Ok(false);
             }
-            Err(e) => return Err(io_error(&path, e)),
+            Err(e) => return Err(Error::io(&path, e)),
         };
         let placed: Vec<PlacedChunk> = content
             .slices
