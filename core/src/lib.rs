@@ -29,6 +29,7 @@ pub mod error;
 pub mod manifest;
 pub mod metrics;
 pub mod pack;
+pub mod related;
 pub mod safetensors;
 pub mod stats;
 pub mod store;

@@ -331,24 +331,67 @@ impl Store {
         Ok(map)
     }
 
-    /// Points tag `name` at `manifest` (last writer wins).
+    /// Points tag `name` at `manifest` (last writer wins), keeping the manifests it named
+    /// before as its history (newest first, at most [`TAG_HISTORY`]): a tag object is one
+    /// 64-hex id per line, the current one first. Re-pointing a tag at the manifest it already
+    /// names changes nothing.
     pub async fn set_tag(&self, name: &str, manifest: &ChunkId) -> Result<()> {
         validate_tag(name)?;
-        self.put(
-            &format!("tags/{name}"),
-            Bytes::from(format!("{}\n", manifest.to_hex())),
-        )
-        .await
+        let mut ids = match self.tag_versions(name).await {
+            Ok(ids) => ids,
+            Err(e) if e.is_not_found() => Vec::new(),
+            // An unreadable tag is replaced: its history is a hint, the new id is what counts.
+            Err(e) => {
+                tracing::warn!(tag = name, error = %e, "replacing an unreadable tag");
+                Vec::new()
+            }
+        };
+        if ids.first() == Some(manifest) {
+            return Ok(());
+        }
+        ids.retain(|id| id != manifest);
+        ids.insert(0, *manifest);
+        ids.truncate(TAG_HISTORY + 1);
+        let text: String = ids.iter().map(|id| format!("{}\n", id.to_hex())).collect();
+        self.put(&format!("tags/{name}"), Bytes::from(text)).await
     }
 
     /// The manifest a tag names.
     pub async fn get_tag(&self, name: &str) -> Result<ChunkId> {
+        Ok(self.tag_versions(name).await?[0])
+    }
+
+    /// The manifests tag `name` named before its current one, newest first (the versions a
+    /// new version of an image or model follows).
+    pub async fn tag_history(&self, name: &str) -> Result<Vec<ChunkId>> {
+        Ok(self.tag_versions(name).await?.split_off(1))
+    }
+
+    /// Every id of tag `name`: the current one first, then its history.
+    async fn tag_versions(&self, name: &str) -> Result<Vec<ChunkId>> {
         validate_tag(name)?;
         let key = format!("tags/{name}");
         let bytes = self.get(&key).await?;
-        let text = std::str::from_utf8(&bytes).unwrap_or_default().trim();
-        text.parse()
-            .map_err(|_| Error::corrupt(key, 0, "tag does not hold a 64-hex manifest id"))
+        let text = std::str::from_utf8(&bytes).unwrap_or_default();
+        let mut ids = Vec::new();
+        let mut offset = 0u64;
+        for line in text.split_inclusive('\n') {
+            let id = line.trim();
+            if !id.is_empty() {
+                ids.push(id.parse().map_err(|_| {
+                    Error::corrupt(&key, offset, "tag line does not hold a 64-hex manifest id")
+                })?);
+            }
+            offset += line.len() as u64;
+        }
+        if ids.is_empty() {
+            return Err(Error::corrupt(
+                key,
+                0,
+                "tag does not hold a 64-hex manifest id",
+            ));
+        }
+        Ok(ids)
     }
 
     /// Removes tag `name`; an unknown tag is an error. The manifest and its chunks stay (other
@@ -357,11 +400,17 @@ impl Store {
         validate_tag(name)?;
         let key = format!("tags/{name}");
         self.size(&key).await?;
+        self.delete(&key).await
+    }
+
+    /// Deletes object `key` (a missing object is not an error: the store may be shared, and
+    /// another node may have deleted it first).
+    pub async fn delete(&self, key: &str) -> Result<()> {
         self.requests.other.fetch_add(1, Ordering::Relaxed);
-        self.objects
-            .delete(&self.path(&key))
-            .await
-            .map_err(|e| Error::object_store(&key, e))
+        match self.objects.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::object_store(key, e)),
+        }
     }
 
     /// Every tag with the manifest it names, sorted by name.
@@ -402,6 +451,9 @@ impl Store {
         Ok((manifest, map))
     }
 }
+
+/// Previous manifests a tag remembers ([`Store::tag_history`]).
+pub const TAG_HISTORY: usize = 16;
 
 /// Checks a tag name: 1-200 characters of `A-Z a-z 0-9 . _ - : @ + /`, no empty, `.` or `..`
 /// component.
@@ -455,10 +507,41 @@ mod tests {
             store.list_tags().await.unwrap(),
             vec![("t/one".to_string(), id)]
         );
+        assert!(store.tag_history("t/one").await.unwrap().is_empty());
         assert!(store.get("nope").await.unwrap_err().is_not_found());
         assert!(matches!(
             store.resolve("missing").await,
             Err(Error::UnknownName(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_tag_remembers_what_it_named_before_newest_first_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::local(dir.path().join("s"))).unwrap();
+        let ids: Vec<ChunkId> = (0..20u8).map(|i| ChunkId::of(&[i])).collect();
+        store.set_tag("app", &ids[0]).await.unwrap();
+        store.set_tag("app", &ids[1]).await.unwrap();
+        store.set_tag("app", &ids[1]).await.unwrap();
+        assert_eq!(store.get_tag("app").await.unwrap(), ids[1]);
+        assert_eq!(store.tag_history("app").await.unwrap(), vec![ids[0]]);
+        // Back to an earlier version: it moves to the front, not listed twice.
+        store.set_tag("app", &ids[0]).await.unwrap();
+        assert_eq!(store.tag_history("app").await.unwrap(), vec![ids[1]]);
+        for id in &ids[2..] {
+            store.set_tag("app", id).await.unwrap();
+        }
+        let history = store.tag_history("app").await.unwrap();
+        assert_eq!(history.len(), TAG_HISTORY);
+        assert_eq!(history[0], ids[18]);
+        // A tag written by an older thaw (one id) still reads.
+        store
+            .put("tags/old", Bytes::from(format!("{}\n", ids[3].to_hex())))
+            .await
+            .unwrap();
+        assert_eq!(store.get_tag("old").await.unwrap(), ids[3]);
+        store.put("tags/bad", Bytes::from("x\n")).await.unwrap();
+        let err = store.get_tag("bad").await.unwrap_err().to_string();
+        assert!(err.contains("tags/bad"), "{err}");
     }
 }

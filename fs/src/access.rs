@@ -4,18 +4,18 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use thaw_core::manifest::InodeNo;
+use thaw_core::manifest::{Extent, InodeNo};
 use thaw_core::pack::ChunkRef;
 
 use crate::ReadError;
 
 /// How chunks of a mounted manifest are read, by chunk table index.
 pub(crate) trait ChunkAccess: Send + Sync + 'static {
-    /// An application's read of chunk `index` for file `ino`: its first read is noted (access
-    /// trace, prefetch accounting), then the verified bytes come through the tiers.
+    /// An application's read of the chunk of `extent` for file `ino`: its first read is noted
+    /// (access trace, prefetch accounting), then the verified bytes come through the tiers.
     fn read_chunk(
         &self,
-        index: u32,
+        extent: &Extent,
         ino: InodeNo,
     ) -> impl Future<Output = Result<Bytes, ReadError>> + Send;
 
@@ -24,6 +24,9 @@ pub(crate) trait ChunkAccess: Send + Sync + 'static {
 
     /// The tier request (id, length, pack location) of chunk `index`.
     fn chunk_ref(&self, index: u32) -> thaw_core::Result<ChunkRef>;
+
+    /// Whether the local disk cache holds this chunk already (background work skips it).
+    fn is_cached(&self, chunk: &ChunkRef) -> bool;
 
     /// The verified bytes of several chunks at once, in order (prefetch, readahead): no
     /// first-read accounting.
@@ -38,7 +41,9 @@ pub(crate) trait ChunkAccess: Send + Sync + 'static {
 #[cfg(test)]
 pub(crate) mod fake {
     use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use super::*;
     use thaw_core::ChunkId;
@@ -51,9 +56,26 @@ pub(crate) mod fake {
         pub(crate) failing: HashSet<u32>,
         pub(crate) application_reads: Mutex<Vec<u32>>,
         pub(crate) background_fetches: Mutex<Vec<u32>>,
+        /// How long each background fetch takes.
+        pub(crate) delay: Option<Duration>,
+        pub(crate) in_flight: AtomicUsize,
+        pub(crate) peak: AtomicUsize,
     }
 
     impl FakeVolume {
+        /// `count` chunks of 10 bytes, chunk `i` all `i`.
+        pub(crate) fn with_chunks(count: usize) -> Self {
+            FakeVolume {
+                chunks: (0..count).map(|i| Bytes::from(vec![i as u8; 10])).collect(),
+                ..FakeVolume::default()
+            }
+        }
+
+        /// The most background fetches that were in flight at once.
+        pub(crate) fn peak_in_flight(&self) -> usize {
+            self.peak.load(Ordering::SeqCst)
+        }
+
         async fn get(&self, index: u32) -> Result<Bytes, ReadError> {
             match self.failing.contains(&index) {
                 true => Err(ReadError {
@@ -70,13 +92,17 @@ pub(crate) mod fake {
     }
 
     impl ChunkAccess for FakeVolume {
-        async fn read_chunk(&self, index: u32, _ino: InodeNo) -> Result<Bytes, ReadError> {
-            self.application_reads.lock().unwrap().push(index);
-            self.get(index).await
+        async fn read_chunk(&self, extent: &Extent, _ino: InodeNo) -> Result<Bytes, ReadError> {
+            self.application_reads.lock().unwrap().push(extent.chunk);
+            self.get(extent.chunk).await
         }
 
         fn was_read(&self, index: u32) -> bool {
             self.already_read.contains(&index)
+        }
+
+        fn is_cached(&self, _chunk: &ChunkRef) -> bool {
+            false
         }
 
         fn chunk_ref(&self, index: u32) -> thaw_core::Result<ChunkRef> {
@@ -106,6 +132,12 @@ pub(crate) mod fake {
                     index
                 })
                 .collect::<Vec<_>>();
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            if let Some(delay) = self.delay {
+                tokio::time::sleep(delay).await;
+            }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             let mut out = Vec::new();
             for index in indexes {
                 out.push(self.get(index).await.map_err(|e| e.source));

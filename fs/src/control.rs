@@ -68,6 +68,21 @@ pub struct MountStatus {
     /// Opens whose reads came through thaw.
     #[serde(default)]
     pub fuse_opens: u64,
+    /// Chunks the application has read (first reads; `prefetch_hits` of them were prefetched).
+    #[serde(default)]
+    pub first_reads: u64,
+    /// The traces prefetch came from (the mount's own, or related manifests' carried over).
+    #[serde(default)]
+    pub prefetch_sources: Vec<crate::trace::TraceSource>,
+    /// Whether opening a file fetches it whole and listing a directory its small files.
+    #[serde(default)]
+    pub fetch_on_open: bool,
+    /// Whether the full background fetch is still going.
+    #[serde(default)]
+    pub fetching_all: bool,
+    /// What each class of background work did (`trace`, `opened`, `listed`, `all`).
+    #[serde(default)]
+    pub background: std::collections::BTreeMap<String, crate::background::ClassReport>,
 }
 
 /// The absolute, symlink-free form of a mount point (as the kernel and the socket name see it).

@@ -15,7 +15,7 @@ use fuser::{
 use thaw_core::manifest::{FileKind, Inode};
 
 use crate::attr::{file_attr, file_type, fuse_ino, manifest_ino, BLOCK_SIZE, TTL};
-use crate::passthrough::{OpenMode, Passthrough};
+use crate::passthrough::{opened_through_thaw, OpenMode, Passthrough};
 use crate::volume::Volume;
 
 /// One extended attribute: name and value, borrowed from the manifest.
@@ -77,6 +77,9 @@ impl ThawFs {
             dir if dir.kind == FileKind::Directory => dir,
             _ => return Err(Errno::ENOTDIR),
         };
+        if offset == 0 {
+            self.volume.listed(&dir);
+        }
         let manifest = &self.volume.manifest;
         let entries = manifest.read_dir(&dir).map_err(|e| {
             tracing::error!(path = %self.volume.path_of(dir.ino), error = %e, "directory read failed");
@@ -194,15 +197,26 @@ impl Filesystem for ThawFs {
     /// (see [`crate::passthrough`]); others open as keep_cache. The mount is read-only, so the
     /// kernel itself refuses opens for writing (EROFS). Reads find the file's state by inode.
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if !self.passthrough.answers_opens() {
+        let passthrough = self.passthrough.answers_opens();
+        if !passthrough && !self.volume.fetches_on_open() {
+            // Nothing to do at open: the kernel stops asking.
             return reply.error(Errno::ENOSYS);
         }
         let Some(number) = manifest_ino(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.passthrough.open(&self.volume, number, reply) {
-            OpenMode::Passthrough => self.volume.metrics.passthrough_opens.inc(),
-            OpenMode::Fuse => self.volume.metrics.fuse_opens.inc(),
+        let mode = match passthrough {
+            true => self.passthrough.open(&self.volume, number, reply),
+            false => opened_through_thaw(reply),
+        };
+        match mode {
+            OpenMode::Passthrough => {
+                self.volume.metrics.passthrough_opens.inc();
+            }
+            OpenMode::Fuse => {
+                self.volume.metrics.fuse_opens.inc();
+                self.volume.opened(number);
+            }
         };
     }
 

@@ -12,6 +12,7 @@
 
 mod access;
 mod attr;
+pub mod background;
 pub mod control;
 pub mod daemon;
 mod filesystem;
@@ -25,7 +26,7 @@ pub mod trace;
 mod volume;
 
 pub use filesystem::ThawFs;
-pub use volume::Volume;
+pub use volume::{OpenAhead, Volume};
 
 use thaw_core::ChunkId;
 

@@ -25,6 +25,12 @@ pub struct FsMetrics {
     pub chunk_fetch_seconds: Histogram,
     /// Chunks the trace prefetcher fetched.
     pub prefetched_chunks: Counter,
+    /// Chunks queued because their file was opened (fetched whole ahead of the reads).
+    pub opened_prefetch_chunks: Counter,
+    /// Chunks queued because their directory was listed (its small files).
+    pub listed_prefetch_chunks: Counter,
+    /// Chunks the full fetch (`--fetch-all`) fetched.
+    pub fetch_all_chunks: Counter,
     /// First reads of a chunk prefetch had already fetched.
     pub prefetch_hits: Counter,
     /// First reads of a chunk prefetch was fetching.
@@ -49,6 +55,9 @@ impl Default for FsMetrics {
             read_seconds: seconds(),
             chunk_fetch_seconds: seconds(),
             prefetched_chunks: Counter::default(),
+            opened_prefetch_chunks: Counter::default(),
+            listed_prefetch_chunks: Counter::default(),
+            fetch_all_chunks: Counter::default(),
             prefetch_hits: Counter::default(),
             prefetch_late: Counter::default(),
             prefetch_missed: Counter::default(),
@@ -80,6 +89,21 @@ impl FsMetrics {
                 "prefetch_chunks",
                 "Chunks fetched by trace prefetch",
                 &m.prefetched_chunks,
+            ),
+            (
+                "fs_opened_prefetch_chunks",
+                "Chunks queued for fetch because their file was opened",
+                &m.opened_prefetch_chunks,
+            ),
+            (
+                "fs_listed_prefetch_chunks",
+                "Chunks queued for fetch because their directory was listed",
+                &m.listed_prefetch_chunks,
+            ),
+            (
+                "fs_fetch_all_chunks",
+                "Chunks fetched by the full background fetch",
+                &m.fetch_all_chunks,
             ),
             (
                 "prefetch_hits",

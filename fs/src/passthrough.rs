@@ -199,8 +199,7 @@ impl Passthrough {
                 WholeFile::Preparable => self.prepare(disk.clone(), size, slices),
             }
         }
-        reply.opened(FileHandle(FUSE_FH), FopenFlags::FOPEN_KEEP_CACHE);
-        OpenMode::Fuse
+        opened_through_thaw(reply)
     }
 
     /// Notes the close of `ino`: its backing file goes idle after the last passthrough open, and
@@ -267,6 +266,12 @@ impl Passthrough {
 }
 
 /// Answers an open with the inode's registered backing file: the kernel reads it directly.
+/// Answers an open whose reads come through thaw (the page cache keeps what they read).
+pub(crate) fn opened_through_thaw(reply: ReplyOpen) -> OpenMode {
+    reply.opened(FileHandle(FUSE_FH), FopenFlags::FOPEN_KEEP_CACHE);
+    OpenMode::Fuse
+}
+
 fn opened_passthrough(reply: ReplyOpen, id: &BackingId) -> OpenMode {
     reply.opened_passthrough(FileHandle(PASSTHROUGH_FH), FopenFlags::empty(), id);
     OpenMode::Passthrough

@@ -1,29 +1,58 @@
-//! Replaying an access trace as prefetch, and telling whether it arrived in time.
+//! The prefetch state of every chunk, and telling whether background fetching arrived in time.
 //!
-//! Each chunk has a state: not in the trace, queued for prefetch, being fetched, or fetched. An
+//! Each chunk is not queued, queued by one [`Class`] of background work, being fetched, or
+//! fetched. Work of a higher class takes over a chunk a lower class queued (an opened file's
+//! chunks jump ahead of the full fetch), and only one fetch ever claims a chunk. An
 //! application's first read of a chunk looks at that state to count a prefetch hit (fetched
-//! before it was asked for), a late prefetch (asked for while in flight), a miss (the prefetcher
-//! had not reached it) or an unpredicted read (not in the trace).
+//! before it was asked for), a late prefetch (asked for while in flight), a miss (queued, not
+//! reached yet) or an unpredicted read (nothing had queued it).
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 
-use futures::StreamExt;
+const NOT_QUEUED: u8 = 0;
+// 1..=4: queued by the class of that rank + 1.
+const IN_FLIGHT: u8 = 10;
+const FETCHED: u8 = 11;
 
-use crate::access::ChunkAccess;
-use crate::metrics::FsMetrics;
-
-const NOT_PREDICTED: u8 = 0;
-const QUEUED: u8 = 1;
-const IN_FLIGHT: u8 = 2;
-const FETCHED: u8 = 3;
-
-/// Windows of the trace fetched at once by the prefetcher when not told otherwise.
+/// Windows of the trace fetched at once when not told otherwise.
 pub const DEFAULT_PREFETCH_CONCURRENCY: usize = 8;
 
-/// Trace entries per window. A window's chunks are fetched together: adjacent frames of one
-/// pack with one request, the window's requests all at once.
-const WINDOW_CHUNKS: usize = 32;
+/// Why a chunk is fetched in the background, highest priority first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Class {
+    /// The access trace (the mount's own, or carried over from related manifests).
+    Trace,
+    /// A file an application opened: fetched whole.
+    Opened,
+    /// The small files of a directory an application listed.
+    Listed,
+    /// Everything else, in chunk table order (`--fetch-all`).
+    All,
+}
+
+impl Class {
+    /// Every class, highest priority first.
+    pub const ALL: [Class; 4] = [Class::Trace, Class::Opened, Class::Listed, Class::All];
+
+    /// Position in [`Class::ALL`].
+    pub fn rank(self) -> usize {
+        self as usize
+    }
+
+    /// Its name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Trace => "trace",
+            Class::Opened => "opened",
+            Class::Listed => "listed",
+            Class::All => "all",
+        }
+    }
+
+    fn queued(self) -> u8 {
+        self.rank() as u8 + 1
+    }
+}
 
 /// What an application's first read of a chunk found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +61,9 @@ pub(crate) enum FirstRead {
     Prefetched,
     /// Prefetch was fetching it; the read joined that fetch.
     InFlight,
-    /// It was in the trace but prefetch had not started on it.
+    /// It was queued but prefetch had not started on it.
     Queued,
-    /// It was not in the trace.
+    /// Nothing had queued it.
     NotPredicted,
 }
 
@@ -46,166 +75,94 @@ pub(crate) struct PrefetchState {
 impl PrefetchState {
     pub(crate) fn new(chunks: usize) -> Self {
         PrefetchState {
-            states: (0..chunks).map(|_| AtomicU8::new(NOT_PREDICTED)).collect(),
+            states: (0..chunks).map(|_| AtomicU8::new(NOT_QUEUED)).collect(),
         }
     }
 
-    pub(crate) fn set(&self, index: u32, state: u8) {
-        if let Some(slot) = self.states.get(index as usize) {
-            slot.store(state, Ordering::Release);
+    fn slot(&self, index: u32) -> Option<&AtomicU8> {
+        self.states.get(index as usize)
+    }
+
+    /// Queues chunk `index` for `class`: true when it was not queued, or queued by a lower
+    /// class (which will skip it now); false when a class at least as high has it, or it is
+    /// being fetched or fetched.
+    pub(crate) fn queue(&self, index: u32, class: Class) -> bool {
+        let Some(slot) = self.slot(index) else {
+            return false;
+        };
+        let mine = class.queued();
+        slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            let lower = now == NOT_QUEUED || (now > mine && now < IN_FLIGHT);
+            lower.then_some(mine)
+        })
+        .is_ok()
+    }
+
+    /// Claims chunk `index` for a fetch by `class`: true when `class` had it queued (or, for
+    /// [`Class::All`], when nothing had).
+    pub(crate) fn claim(&self, index: u32, class: Class) -> bool {
+        let Some(slot) = self.slot(index) else {
+            return false;
+        };
+        let mine = class.queued();
+        slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            let ours = now == mine || (class == Class::All && now == NOT_QUEUED);
+            ours.then_some(IN_FLIGHT)
+        })
+        .is_ok()
+    }
+
+    /// A claimed chunk arrived (`true`) or could not be fetched (`false`: anyone may queue it
+    /// again; the application's own read retries it).
+    pub(crate) fn finish(&self, index: u32, fetched: bool) {
+        if let Some(slot) = self.slot(index) {
+            slot.store(
+                if fetched { FETCHED } else { NOT_QUEUED },
+                Ordering::Release,
+            );
         }
     }
 
     pub(crate) fn on_first_read(&self, index: u32) -> FirstRead {
-        match self
-            .states
-            .get(index as usize)
-            .map(|s| s.load(Ordering::Acquire))
-        {
+        match self.slot(index).map(|s| s.load(Ordering::Acquire)) {
             Some(FETCHED) => FirstRead::Prefetched,
             Some(IN_FLIGHT) => FirstRead::InFlight,
-            Some(QUEUED) => FirstRead::Queued,
-            _ => FirstRead::NotPredicted,
+            Some(NOT_QUEUED) | None => FirstRead::NotPredicted,
+            Some(_) => FirstRead::Queued,
         }
     }
-}
-
-/// What a prefetch run did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PrefetchReport {
-    /// Chunks fetched (from any tier).
-    pub fetched: u64,
-    /// Chunks skipped because the application had already read them.
-    pub skipped: u64,
-    /// Chunks that could not be fetched (logged; the application's own read will retry).
-    pub failed: u64,
-}
-
-/// Fetches `chunks` (chunk table indexes, in trace order) through `volume`, in windows of
-/// trace entries, `concurrency` windows at a time, starting them in order so the earliest reads
-/// are served first; `state` records each chunk's progress for the first-read accounting.
-pub(crate) async fn prefetch<V: ChunkAccess>(
-    volume: Arc<V>,
-    state: Arc<PrefetchState>,
-    metrics: Arc<FsMetrics>,
-    chunks: Vec<u32>,
-    concurrency: usize,
-) -> PrefetchReport {
-    for &index in &chunks {
-        state.set(index, QUEUED);
-    }
-    let started = std::time::Instant::now();
-    let windows: Vec<Vec<u32>> = chunks.chunks(WINDOW_CHUNKS).map(<[u32]>::to_vec).collect();
-    let mut reports = futures::stream::iter(windows.into_iter().map(|window| {
-        let (volume, state, metrics) = (volume.clone(), state.clone(), metrics.clone());
-        async move { prefetch_window(&*volume, &state, &metrics, window).await }
-    }))
-    .buffered(concurrency.max(1));
-    let mut report = PrefetchReport::default();
-    while let Some(window) = reports.next().await {
-        report.fetched += window.fetched;
-        report.skipped += window.skipped;
-        report.failed += window.failed;
-    }
-    tracing::info!(
-        fetched = report.fetched,
-        skipped = report.skipped,
-        failed = report.failed,
-        seconds = started.elapsed().as_secs_f64(),
-        "prefetch done"
-    );
-    report
-}
-
-/// Fetches one window of the trace: the chunks the application has not read yet.
-async fn prefetch_window<V: ChunkAccess>(
-    volume: &V,
-    state: &PrefetchState,
-    metrics: &FsMetrics,
-    window: Vec<u32>,
-) -> PrefetchReport {
-    let mut report = PrefetchReport::default();
-    let mut wanted = Vec::with_capacity(window.len());
-    let mut refs = Vec::with_capacity(window.len());
-    for index in window {
-        if volume.was_read(index) {
-            report.skipped += 1;
-            continue;
-        }
-        match volume.chunk_ref(index) {
-            Ok(chunk) => {
-                state.set(index, IN_FLIGHT);
-                wanted.push(index);
-                refs.push(chunk);
-            }
-            Err(e) => {
-                report.failed += 1;
-                tracing::warn!(chunk = index, error = %e, "prefetch: no such chunk");
-            }
-        }
-    }
-    let results = volume.fetch_many(&refs).await;
-    for (index, result) in wanted.into_iter().zip(results) {
-        match result {
-            Ok(_) => {
-                state.set(index, FETCHED);
-                report.fetched += 1;
-                metrics.prefetched_chunks.inc();
-            }
-            Err(e) => {
-                state.set(index, QUEUED);
-                report.failed += 1;
-                tracing::warn!(chunk = index, error = %e, "prefetch could not fetch a chunk");
-            }
-        }
-    }
-    report
 }
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
-    use crate::access::fake::FakeVolume;
 
-    #[tokio::test]
-    async fn prefetch_skips_what_was_read_and_records_what_arrived() {
-        let volume = Arc::new(FakeVolume {
-            chunks: (0..5u8).map(|i| Bytes::from(vec![i; 10])).collect(),
-            already_read: [1].into(),
-            failing: [3].into(),
-            ..FakeVolume::default()
-        });
-        let state = Arc::new(PrefetchState::new(5));
-        let metrics = Arc::new(FsMetrics::default());
-        let report = prefetch(
-            volume.clone(),
-            state.clone(),
-            metrics.clone(),
-            vec![0, 1, 2, 3],
-            2,
-        )
-        .await;
-        assert_eq!(
-            report,
-            PrefetchReport {
-                fetched: 2,
-                skipped: 1,
-                failed: 1
-            }
+    #[test]
+    fn a_higher_class_takes_over_a_queued_chunk_and_only_one_fetch_claims_it() {
+        let state = PrefetchState::new(4);
+        assert!(state.queue(0, Class::All));
+        assert!(state.queue(0, Class::Opened), "an opened file jumps ahead");
+        assert!(
+            !state.queue(0, Class::Listed),
+            "a lower class does not take it back"
         );
+        assert!(!state.claim(0, Class::All), "the full fetch skips it now");
+        assert!(state.claim(0, Class::Opened));
+        assert!(!state.claim(0, Class::Opened), "claimed once");
+        assert!(!state.queue(0, Class::Trace), "in flight: nothing to queue");
+        assert_eq!(state.on_first_read(0), FirstRead::InFlight);
+        state.finish(0, true);
         assert_eq!(state.on_first_read(0), FirstRead::Prefetched);
-        assert_eq!(state.on_first_read(2), FirstRead::Prefetched);
-        assert_eq!(
-            state.on_first_read(3),
-            FirstRead::Queued,
-            "a failed fetch is queued again"
+
+        assert!(
+            state.claim(1, Class::All),
+            "the full fetch takes what nobody queued"
         );
-        assert_eq!(state.on_first_read(4), FirstRead::NotPredicted);
-        assert_eq!(metrics.prefetched_chunks.get(), 2);
-        let mut fetched = volume.background_fetches.lock().unwrap().clone();
-        fetched.sort();
-        assert_eq!(fetched, [0, 2, 3], "the chunk already read is not fetched");
+        state.finish(1, false);
+        assert_eq!(state.on_first_read(1), FirstRead::NotPredicted);
+        assert!(state.queue(2, Class::Trace));
+        assert_eq!(state.on_first_read(2), FirstRead::Queued);
+        assert!(!state.claim(3, Class::Opened), "not queued by that class");
+        assert!(!state.queue(9, Class::Trace), "out of range");
     }
 }

@@ -103,7 +103,7 @@ impl FileReader {
         let extents = self.extents_in(offset, end);
         let ino = self.ino;
         let chunks =
-            futures::future::try_join_all(extents.iter().map(|e| volume.read_chunk(e.chunk, ino)))
+            futures::future::try_join_all(extents.iter().map(|e| volume.read_chunk(e, ino)))
                 .await?;
         // One extent covering the whole range: hand out a slice of the chunk, no copy.
         if let ([extent], [chunk]) = (extents, chunks.as_slice()) {

@@ -1,6 +1,7 @@
-//! One mount from start to end: mount and wait until it answers, replay the stored trace as
-//! prefetch, serve metrics and the control socket, unmount on SIGTERM/SIGINT or on request, and
-//! save the recorded trace when the mount ends.
+//! One mount from start to end: mount and wait until it answers, start the background fetching
+//! (the stored or carried-over trace as prefetch, fetching on open, the full fetch), serve
+//! metrics and the control socket, unmount on SIGTERM/SIGINT or on request, and save the
+//! recorded trace when the mount ends.
 
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
@@ -17,8 +18,8 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::control::{self, ControlRequest, ControlResponse, MountStatus};
 use crate::passthrough::Passthrough;
-use crate::prefetch::{PrefetchReport, DEFAULT_PREFETCH_CONCURRENCY};
-use crate::trace::Trace;
+use crate::prefetch::Class;
+use crate::trace::{carry, TraceSource};
 use crate::{FsError, ThawFs, Volume};
 
 /// How long a control client has to send its request line.
@@ -41,10 +42,17 @@ pub struct SessionOptions {
     pub allow_other: bool,
     /// Threads reading FUSE requests (reads themselves run on the async runtime).
     pub dispatch_threads: usize,
-    /// Replay the stored access trace as prefetch.
+    /// Fetch in the background at all: the stored (or carried-over) access trace, files as
+    /// they are opened, the full fetch.
     pub prefetch: bool,
-    /// Windows of the trace (32 chunks each) prefetched at once.
-    pub prefetch_concurrency: usize,
+    /// The tag the manifest was mounted by (its history names earlier versions whose traces
+    /// apply).
+    pub tag: Option<String>,
+    /// With no trace of the mount's own, fetch opened files whole and listed directories'
+    /// small files.
+    pub fetch_on_open: bool,
+    /// When to fetch the whole manifest in the background.
+    pub fetch_all: FetchAll,
     /// Save the recorded trace into the store when the mount ends.
     pub save_trace: bool,
     /// Serve Prometheus metrics here.
@@ -60,6 +68,22 @@ pub struct SessionOptions {
     pub passthrough: bool,
 }
 
+/// When a mount fetches its whole manifest into the local cache in the background, behind
+/// everything else: the floor that keeps a start without a trace from being slower than a pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchAll {
+    /// Never.
+    Never,
+    /// Always.
+    Always,
+    /// When no trace applies, the disk cache is on and its budget holds the manifest's bytes,
+    /// and they are at most this many.
+    NoTraceBelow(u64),
+}
+
+/// The default of [`FetchAll`]: manifests up to 8 GiB with no trace are fetched whole.
+pub const DEFAULT_FETCH_ALL_BELOW: u64 = 8 << 30;
+
 impl SessionOptions {
     /// Defaults for a mount at `mountpoint`.
     pub fn new(mountpoint: impl Into<PathBuf>) -> Self {
@@ -70,7 +94,9 @@ impl SessionOptions {
             allow_other: unsafe { libc::geteuid() } == 0,
             dispatch_threads: 2,
             prefetch: true,
-            prefetch_concurrency: DEFAULT_PREFETCH_CONCURRENCY,
+            tag: None,
+            fetch_on_open: true,
+            fetch_all: FetchAll::NoTraceBelow(DEFAULT_FETCH_ALL_BELOW),
             save_trace: true,
             metrics_addr: None,
             extra_metrics: Default::default(),
@@ -92,6 +118,10 @@ pub struct Ready {
     pub metrics_addr: Option<SocketAddr>,
     /// Trace entries queued for prefetch.
     pub prefetch_chunks: usize,
+    /// The traces they came from.
+    pub prefetch_sources: Vec<TraceSource>,
+    /// Whether the whole manifest is being fetched in the background.
+    pub fetch_all: bool,
 }
 
 /// How a mount ended.
@@ -99,8 +129,6 @@ pub struct Ready {
 pub struct Summary {
     /// Store key and entry count of the saved trace, if one was saved.
     pub trace_saved: Option<(String, usize)>,
-    /// What prefetch did, if it ran to the end.
-    pub prefetch: Option<PrefetchReport>,
 }
 
 /// Unmounts `mountpoint`: `lazy` detaches it even while files are open. Works on a mount whose
@@ -187,16 +215,52 @@ async fn bind_control(
     Ok((listener, socket))
 }
 
-/// Loads the stored trace of the volume's manifest as chunk indexes to prefetch.
-async fn trace_to_replay(volume: &Volume, store: &Store) -> Vec<u32> {
-    match Trace::load(store, &volume.manifest().id(), volume.trace_profile()).await {
-        Ok(Some(trace)) => trace.chunks_for(volume.manifest()),
-        Ok(None) => Vec::new(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not prefetching: the stored trace is unreadable");
-            Vec::new()
-        }
+/// Starts the background fetching of a mount: the trace (its own or carried over) queued
+/// first, fetching on open when no own trace says what is read, the full fetch when asked or
+/// when nothing is known; returns the workers and what the starter is told.
+async fn start_background(
+    volume: &Arc<Volume>,
+    store: &Store,
+    options: &SessionOptions,
+) -> (Vec<AbortOnDrop>, usize, Vec<TraceSource>, bool) {
+    if !options.prefetch {
+        return (Vec::new(), 0, Vec::new(), false);
     }
+    let workers = volume
+        .start_background(&tokio::runtime::Handle::current())
+        .into_iter()
+        .map(AbortOnDrop)
+        .collect();
+    let plan = carry::plan(
+        store,
+        volume.manifest(),
+        options.tag.as_deref(),
+        volume.trace_profile(),
+    )
+    .await;
+    let own = plan.has_own_trace();
+    let no_trace = plan.sources.is_empty();
+    let sources = plan.sources.clone();
+    let queued = volume.prefetch(plan);
+    volume.fetch_on_open(options.fetch_on_open && !own);
+    let fits_the_cache = |bytes: u64| {
+        volume
+            .tiers()
+            .local_files()
+            .is_some_and(|disk| disk.budget() >= bytes)
+    };
+    let fetch_all = match options.fetch_all {
+        FetchAll::Never => false,
+        FetchAll::Always => true,
+        FetchAll::NoTraceBelow(max) => {
+            let bytes = volume.logical_bytes();
+            no_trace && bytes <= max && fits_the_cache(bytes)
+        }
+    };
+    if fetch_all {
+        volume.fetch_all();
+    }
+    (workers, queued, sources, fetch_all)
 }
 
 fn fuse_config(options: &SessionOptions) -> Config {
@@ -312,19 +376,8 @@ pub async fn run(
     let (listener, socket) = bind_control(&options.runtime_dir, &mountpoint).await?;
     let _remove_socket = RemoveOnDrop(socket.clone());
 
-    let replay = if options.prefetch {
-        trace_to_replay(&volume, &store).await
-    } else {
-        Vec::new()
-    };
-    let prefetch_chunks = replay.len();
-    let mut prefetch_task = (!replay.is_empty()).then(|| {
-        tokio::spawn(
-            volume
-                .clone()
-                .prefetch(replay, options.prefetch_concurrency),
-        )
-    });
+    let (_workers, prefetch_chunks, prefetch_sources, fetch_all) =
+        start_background(&volume, &store, &options).await;
 
     let metrics = match options.metrics_addr {
         Some(addr) => {
@@ -353,6 +406,8 @@ pub async fn run(
         control_socket: socket.clone(),
         metrics_addr: metrics.as_ref().map(|(addr, _)| *addr),
         prefetch_chunks,
+        prefetch_sources,
+        fetch_all,
     });
 
     let mut summary = Summary::default();
@@ -367,10 +422,6 @@ pub async fn run(
             }
             _ = terminate.recv() => stop(&mountpoint, "SIGTERM"),
             _ = interrupt.recv() => stop(&mountpoint, "SIGINT"),
-            report = async { prefetch_task.as_mut().expect("guarded").await }, if prefetch_task.is_some() => {
-                prefetch_task = None;
-                summary.prefetch = report.ok();
-            }
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
                     if let Some(write) = handle_control(stream, &volume, &passthrough, &store, &mountpoint).await {
@@ -440,6 +491,14 @@ fn status(volume: &Volume, passthrough: &Passthrough) -> MountStatus {
         passthrough: passthrough.describe(),
         passthrough_opens: volume.metrics.passthrough_opens.get(),
         fuse_opens: volume.metrics.fuse_opens.get(),
+        first_reads: volume.recorder.chunks_read(),
+        prefetch_sources: volume.trace_sources(),
+        fetch_on_open: volume.fetches_on_open(),
+        fetching_all: volume.fetching_all(),
+        background: Class::ALL
+            .iter()
+            .map(|class| (class.name().to_string(), volume.background_report(*class)))
+            .collect(),
     }
 }
 

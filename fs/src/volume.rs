@@ -1,33 +1,60 @@
 //! [`Volume`]: one mounted manifest with everything its reads share (chunk map, tiers, the
-//! per-chunk first-read and prefetch state, the trace recorder and metrics).
+//! per-chunk first-read and prefetch state, the background fetch queues, the trace recorder and
+//! metrics).
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use thaw_core::chunk_map::ChunkMap;
-use thaw_core::manifest::{FileKind, InodeNo, Manifest};
+use thaw_core::manifest::{Extent, FileKind, InodeNo, Manifest};
 use thaw_core::pack::ChunkRef;
 use thaw_core::tier::TieredStore;
 
 use thaw_core::store::Store;
 
 use crate::access::ChunkAccess;
+use crate::background::{Background, ClassReport, Limits};
 use crate::lookahead::Lookahead;
 use crate::metrics::FsMetrics;
-use crate::prefetch::{self, FirstRead, PrefetchReport, PrefetchState};
+use crate::prefetch::{Class, FirstRead};
 use crate::read::FileReader;
-use crate::trace::{self, Trace, TraceRecorder};
+use crate::trace::carry::PrefetchPlan;
+use crate::trace::recorder::TraceRecorder;
+use crate::trace::{RunSummary, Trace, TraceLog, TraceSource};
 use crate::{FsError, ReadError};
+
+/// What is fetched ahead of the application when no trace says what it will read.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenAhead {
+    /// A regular file opened through thaw is fetched whole, in the background, when it is at
+    /// most this big (larger ones are left to readahead and the full fetch).
+    pub whole_file_max: u64,
+    /// A listed directory queues its regular files of at most this size...
+    pub listed_file_max: u64,
+    /// ...at most this many of them.
+    pub listed_files: usize,
+}
+
+impl Default for OpenAhead {
+    fn default() -> Self {
+        OpenAhead {
+            whole_file_max: 1 << 30,
+            listed_file_max: 256 << 10,
+            listed_files: 256,
+        }
+    }
+}
 
 /// A mounted manifest: shared by the FUSE handlers, the read workers and the prefetcher.
 pub struct Volume {
     pub(crate) manifest: Manifest,
     pub(crate) map: ChunkMap,
     pub(crate) tiers: TieredStore,
-    pub(crate) prefetch: Arc<PrefetchState>,
+    pub(crate) background: Arc<Background>,
     pub(crate) recorder: TraceRecorder,
     pub(crate) metrics: Arc<FsMetrics>,
     paths: OnceLock<HashMap<InodeNo, String>>,
@@ -35,6 +62,9 @@ pub struct Volume {
     readers: Mutex<lru::LruCache<InodeNo, Arc<FileReader>>>,
     lookahead: Lookahead,
     trace_profile: Option<String>,
+    open_ahead: OpenAhead,
+    opening_fetches: AtomicBool,
+    trace_sources: Mutex<Vec<TraceSource>>,
 }
 
 /// Files whose parsed extents and readahead state are kept.
@@ -52,7 +82,7 @@ impl Volume {
     ) -> Self {
         let chunks = manifest.chunk_count() as usize;
         Volume {
-            prefetch: Arc::new(PrefetchState::new(chunks)),
+            background: Arc::new(Background::new(chunks, Limits::default())),
             recorder: TraceRecorder::new(chunks, Instant::now(), trace_window),
             manifest,
             map,
@@ -63,7 +93,21 @@ impl Volume {
             readers: Mutex::new(lru::LruCache::new(READERS_KEPT)),
             lookahead: Lookahead::default(),
             trace_profile: None,
+            open_ahead: OpenAhead::default(),
+            opening_fetches: AtomicBool::new(false),
+            trace_sources: Mutex::new(Vec::new()),
         }
+    }
+
+    /// This volume with background fetching kept to `limits`, and `open_ahead` for what an
+    /// open or a listing fetches ahead (when [`Volume::fetch_on_open`] turns it on).
+    pub fn with_background(mut self, limits: Limits, open_ahead: OpenAhead) -> Self {
+        self.background = Arc::new(Background::new(
+            self.manifest.chunk_count() as usize,
+            limits,
+        ));
+        self.open_ahead = open_ahead;
+        self
     }
 
     /// This volume recording and replaying the trace of `profile` instead of the default one
@@ -108,7 +152,7 @@ impl Volume {
     }
 
     /// Bytes of all distinct chunks (what `statfs` reports as used).
-    pub(crate) fn logical_bytes(&self) -> u64 {
+    pub fn logical_bytes(&self) -> u64 {
         *self.logical_bytes.get_or_init(|| {
             self.manifest
                 .chunks()
@@ -136,10 +180,22 @@ impl Volume {
             .unwrap_or_else(|| format!("<inode {ino}>"))
     }
 
-    /// What this mount has recorded so far, as a one-run trace.
+    /// What this mount has recorded so far, as a one-run trace (with what it prefetched from
+    /// and how many of its first reads that predicted).
     pub fn recorded_trace(&self) -> Trace {
-        self.recorder
-            .to_trace(&self.manifest, |ino| self.path_of(ino))
+        let mut trace = self
+            .recorder
+            .to_trace(&self.manifest, |ino| self.path_of(ino));
+        trace.history.push(RunSummary {
+            saved_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            first_reads: self.recorder.chunks_read(),
+            prefetch_hits: self.metrics.prefetch_hits.get(),
+            sources: self.trace_sources(),
+        });
+        trace
     }
 
     /// Merges what this mount recorded into the stored trace; returns the key and the merged
@@ -149,24 +205,116 @@ impl Volume {
             return Ok(None);
         }
         let recorded = self.recorded_trace();
-        let id = self.manifest.id();
-        trace::save_merged(store, &id, self.trace_profile(), recorded)
+        TraceLog::new(store, self.manifest.id(), self.trace_profile())
+            .save_run(&recorded)
             .await
             .map(Some)
     }
 
-    /// Prefetches `chunks` (chunk table indexes, in trace order), `concurrency` windows at a
-    /// time; reads meanwhile count as prefetch hits, late or missed.
-    pub async fn prefetch(self: Arc<Self>, chunks: Vec<u32>, concurrency: usize) -> PrefetchReport {
-        let (state, metrics) = (self.prefetch.clone(), self.metrics.clone());
-        prefetch::prefetch(self, state, metrics, chunks, concurrency).await
+    /// Starts the background workers on `runtime` (stopped when the handles are aborted).
+    pub fn start_background(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.background
+            .start(self.clone(), self.metrics.clone(), runtime)
     }
 
-    /// Chunk table entry `index` for an application read of file `ino`: notes the first read
-    /// (trace, prefetch accounting) and fetches the verified bytes through the tiers.
-    async fn read_chunk_noted(&self, index: u32, ino: InodeNo) -> Result<Bytes, ReadError> {
-        if self.recorder.note_read(index, ino) {
-            match self.prefetch.on_first_read(index) {
+    /// Queues the chunks of `plan` for prefetch (first in the background) and remembers which
+    /// traces they came from; returns how many were queued.
+    pub fn prefetch(&self, plan: PrefetchPlan) -> usize {
+        *self.trace_sources.lock().expect("sources lock") = plan.sources;
+        self.background.queue(Class::Trace, plan.chunks)
+    }
+
+    /// The traces this mount prefetched from.
+    pub fn trace_sources(&self) -> Vec<TraceSource> {
+        self.trace_sources.lock().expect("sources lock").clone()
+    }
+
+    /// Turns fetching ahead by what is opened and listed on or off.
+    pub fn fetch_on_open(&self, on: bool) {
+        self.opening_fetches.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether opens and listings fetch ahead.
+    pub fn fetches_on_open(&self) -> bool {
+        self.opening_fetches.load(Ordering::Relaxed)
+    }
+
+    /// Fetches every chunk in the background, behind everything else.
+    pub fn fetch_all(&self) {
+        self.background.fetch_all(self.manifest.chunk_count());
+    }
+
+    /// What the background class `class` did so far.
+    pub fn background_report(&self, class: Class) -> ClassReport {
+        self.background.report(class)
+    }
+
+    /// Whether the full fetch is still going.
+    pub fn fetching_all(&self) -> bool {
+        self.background.fetching_all()
+    }
+
+    /// An application opened regular file `ino`: queue its chunks whole (if on and small
+    /// enough).
+    pub(crate) fn opened(&self, ino: InodeNo) {
+        if !self.fetches_on_open() {
+            return;
+        }
+        let Ok(Some(reader)) = self.reader(ino) else {
+            return;
+        };
+        if reader.size() > self.open_ahead.whole_file_max {
+            return;
+        }
+        let mut chunks: Vec<u32> = reader.extents().iter().map(|e| e.chunk).collect();
+        chunks.dedup();
+        let queued = self.background.queue(Class::Opened, chunks);
+        self.metrics.opened_prefetch_chunks.inc_by(queued as u64);
+    }
+
+    /// An application listed directory `dir`: queue its small regular files (if on).
+    pub(crate) fn listed(&self, dir: &thaw_core::manifest::Inode) {
+        if !self.fetches_on_open() {
+            return;
+        }
+        let Ok(entries) = self.manifest.read_dir(dir) else {
+            return;
+        };
+        let mut chunks = Vec::new();
+        let mut files = 0;
+        for entry in entries {
+            let Ok(inode) = self.manifest.inode(entry.ino) else {
+                continue;
+            };
+            if inode.kind != FileKind::Regular
+                || inode.size == 0
+                || inode.size > self.open_ahead.listed_file_max
+            {
+                continue;
+            }
+            if let Ok(extents) = self.manifest.extents(&inode) {
+                chunks.extend(extents.iter().map(|e| e.chunk));
+            }
+            files += 1;
+            if files == self.open_ahead.listed_files {
+                break;
+            }
+        }
+        chunks.dedup();
+        let queued = self.background.queue(Class::Listed, chunks);
+        self.metrics.listed_prefetch_chunks.inc_by(queued as u64);
+    }
+
+    /// The chunk of `extent` for an application read of file `ino`: notes the first read
+    /// (trace, prefetch accounting) and fetches the verified bytes through the tiers, counted
+    /// as a demand read meanwhile (the lowest background work steps back).
+    async fn read_chunk_noted(&self, extent: &Extent, ino: InodeNo) -> Result<Bytes, ReadError> {
+        let index = extent.chunk;
+        if self.recorder.note_read(extent, ino) {
+            match self.background.state().on_first_read(index) {
                 FirstRead::Prefetched => self.metrics.prefetch_hits.inc(),
                 FirstRead::InFlight => self.metrics.prefetch_late.inc(),
                 FirstRead::Queued => self.metrics.prefetch_missed.inc(),
@@ -174,6 +322,7 @@ impl Volume {
             };
             self.look_ahead(index);
         }
+        let _reading = self.background.demand();
         self.fetch_timed(index).await
     }
 
@@ -219,8 +368,8 @@ impl Volume {
 }
 
 impl ChunkAccess for Volume {
-    async fn read_chunk(&self, index: u32, ino: InodeNo) -> Result<Bytes, ReadError> {
-        self.read_chunk_noted(index, ino).await
+    async fn read_chunk(&self, extent: &Extent, ino: InodeNo) -> Result<Bytes, ReadError> {
+        self.read_chunk_noted(extent, ino).await
     }
 
     fn was_read(&self, index: u32) -> bool {
@@ -229,6 +378,12 @@ impl ChunkAccess for Volume {
 
     fn chunk_ref(&self, index: u32) -> thaw_core::Result<ChunkRef> {
         self.map.chunk_ref(&self.manifest, index)
+    }
+
+    fn is_cached(&self, chunk: &ChunkRef) -> bool {
+        self.tiers
+            .local_files()
+            .is_some_and(|disk| disk.contains(&chunk.id))
     }
 
     async fn fetch_many(&self, chunks: &[ChunkRef]) -> Vec<thaw_core::Result<Bytes>> {

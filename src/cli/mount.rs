@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use thaw_fs::background::Limits;
 use thaw_fs::control;
 use thaw_fs::daemon;
 use thaw_fs::metrics::{ExtraMetrics, FsMetrics};
-use thaw_fs::session::{self, SessionOptions};
-use thaw_fs::trace::{Trace, DEFAULT_TRACE_WINDOW};
-use thaw_fs::Volume;
+use thaw_fs::session::{self, FetchAll, SessionOptions};
+use thaw_fs::trace::{carry, Trace, TraceLog, TraceSource, DEFAULT_TRACE_WINDOW};
+use thaw_fs::{OpenAhead, Volume};
 
 use super::GlobalOptions;
 
@@ -37,12 +38,24 @@ pub struct MountArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101) at /metrics.
     #[arg(long)]
     metrics: Option<SocketAddr>,
-    /// Do not replay the stored access trace as prefetch.
+    /// Fetch nothing in the background: no trace prefetch, nothing fetched on open, no full
+    /// fetch (every chunk comes on its first read).
     #[arg(long)]
     no_prefetch: bool,
-    /// Windows of the trace (32 chunks each) prefetched at once.
+    /// Batches of background fetching (up to 32 chunks or 8 MiB each) in flight at once.
     #[arg(long, default_value_t = thaw_fs::prefetch::DEFAULT_PREFETCH_CONCURRENCY)]
     prefetch_concurrency: usize,
+    /// With no trace of this manifest's own, do not fetch opened files whole or the small
+    /// files of listed directories.
+    #[arg(long)]
+    no_fetch_on_open: bool,
+    /// Fetch the whole tree into the local cache in the background, behind the reads.
+    #[arg(long, conflicts_with = "fetch_all_below")]
+    fetch_all: bool,
+    /// Fetch the whole tree in the background when no trace applies and it is at most this big
+    /// (and fits the disk cache budget); 0 never.
+    #[arg(long, default_value = "8GiB")]
+    fetch_all_below: bytesize::ByteSize,
     /// Record first reads for this many seconds after mount.
     #[arg(long, default_value_t = DEFAULT_TRACE_WINDOW.as_secs())]
     trace_window: u64,
@@ -162,6 +175,46 @@ async fn mount_status(global: &GlobalOptions, dir: &Path, json: bool) -> anyhow:
         status.passthrough_opens, status.fuse_opens
     );
     println!("trace:        {} chunks recorded", status.trace_entries);
+    let hits = match status.first_reads {
+        0 => 0.0,
+        n => 100.0 * status.prefetch_hits as f64 / n as f64,
+    };
+    println!(
+        "first reads:  {} chunks, {} of them prefetched ({hits:.0}%)",
+        status.first_reads, status.prefetch_hits
+    );
+    match status.prefetch_sources.as_slice() {
+        [] => println!("prefetch:     no trace applied"),
+        sources => {
+            for source in sources {
+                println!("prefetch:     {}", describe_source(source));
+            }
+        }
+    }
+    let background: Vec<String> = status
+        .background
+        .iter()
+        .filter(|(_, report)| report.queued + report.fetched > 0)
+        .map(|(class, r)| format!("{class} {} fetched, {} failed", r.fetched, r.failed))
+        .collect();
+    println!(
+        "background:   {}{}{}",
+        if background.is_empty() {
+            "nothing".to_string()
+        } else {
+            background.join("; ")
+        },
+        if status.fetch_on_open {
+            "; fetching files as they are opened"
+        } else {
+            ""
+        },
+        if status.fetching_all {
+            "; the full fetch is running"
+        } else {
+            ""
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -184,12 +237,28 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
             Duration::from_secs(args.trace_window),
             Arc::new(FsMetrics::default()),
         )
-        .with_trace_profile(args.trace_profile.clone()),
+        .with_trace_profile(args.trace_profile.clone())
+        .with_background(
+            Limits {
+                workers: args.prefetch_concurrency.max(1),
+                ..Limits::default()
+            },
+            OpenAhead::default(),
+        ),
     );
+    let fetch_all = match (args.fetch_all, args.fetch_all_below.as_u64()) {
+        (true, _) => FetchAll::Always,
+        (false, 0) => FetchAll::Never,
+        (false, below) => FetchAll::NoTraceBelow(below),
+    };
     let options = SessionOptions {
         fs_name: format!("thaw:{name}"),
         prefetch: !args.no_prefetch,
-        prefetch_concurrency: args.prefetch_concurrency,
+        tag: thaw_core::store::validate_tag(name)
+            .is_ok()
+            .then(|| name.to_string()),
+        fetch_on_open: !args.no_fetch_on_open,
+        fetch_all,
         save_trace: !args.no_trace,
         metrics_addr: args.metrics,
         extra_metrics,
@@ -201,7 +270,20 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
     let summary = session::run(volume, store, options, |ready| {
         let mut line = format!("mounted {name} at {}", ready.mountpoint.display());
         if ready.prefetch_chunks > 0 {
-            line.push_str(&format!(" (prefetching {} chunks)", ready.prefetch_chunks));
+            let from: Vec<&str> = ready
+                .prefetch_sources
+                .iter()
+                .map(|s| s.relation.as_str())
+                .filter(|relation| *relation != "own")
+                .collect();
+            line.push_str(&format!(" (prefetching {} chunks", ready.prefetch_chunks));
+            if !from.is_empty() {
+                line.push_str(&format!(" from the traces of: {}", from.join(", ")));
+            }
+            line.push(')');
+        }
+        if ready.fetch_all {
+            line.push_str("; fetching the whole tree in the background");
         }
         if let Some(addr) = ready.metrics_addr {
             line.push_str(&format!("; metrics on http://{addr}/metrics"));
@@ -256,8 +338,9 @@ pub async fn trace(global: &GlobalOptions, command: TraceCommand) -> anyhow::Res
         } => {
             let store = global.open_store()?;
             let id = store.resolve(&name).await?;
-            let Some(trace) = Trace::load(&store, &id, profile.as_deref()).await? else {
-                bail!("{name}: no access trace stored yet (mount it and run the program once)");
+            let profile = profile.as_deref();
+            let Some(trace) = TraceLog::new(&store, id, profile).load().await? else {
+                return show_carried(&store, &name, &id, profile, json).await;
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&trace)?);
@@ -267,6 +350,48 @@ pub async fn trace(global: &GlobalOptions, command: TraceCommand) -> anyhow::Res
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `thaw trace show` of a manifest with no trace of its own: the related traces a mount of it
+/// would prefetch from, or an error when there are none.
+async fn show_carried(
+    store: &thaw_core::store::Store,
+    name: &str,
+    id: &thaw_core::ChunkId,
+    profile: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let manifest = store.get_manifest(id).await?;
+    let tag = thaw_core::store::validate_tag(name).is_ok().then_some(name);
+    let plan = carry::plan(store, &manifest, tag, profile).await;
+    if plan.sources.is_empty() {
+        bail!("{name}: no access trace stored yet, and none of a related manifest (mount it and run the program once)");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan.sources)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "manifest {id}: no trace of its own; a mount prefetches {} chunks carried over from:",
+        plan.chunks.len()
+    );
+    for source in &plan.sources {
+        println!("  {}", describe_source(source));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line about a trace a mount prefetched from.
+pub(super) fn describe_source(source: &TraceSource) -> String {
+    let matched = source.by_id + source.by_path;
+    let percent = match source.entries {
+        0 => 0.0,
+        n => 100.0 * matched as f64 / n as f64,
+    };
+    format!(
+        "{} ({}): {matched} of {} entries apply ({percent:.0}%: {} by chunk id, {} by path)",
+        source.key, source.relation, source.entries, source.by_id, source.by_path
+    )
 }
 
 fn print_trace(trace: &Trace) {
@@ -282,6 +407,27 @@ fn print_trace(trace: &Trace) {
             entry.at_ms as f64 / 1000.0,
             &entry.id[..16.min(entry.id.len())],
             entry.path
+        );
+    }
+    if trace.history.is_empty() {
+        return;
+    }
+    println!("runs (oldest first): first reads, prefetch hits, what they prefetched from");
+    for run in &trace.history {
+        let from = match run.sources.as_slice() {
+            [] => "no trace".to_string(),
+            sources => sources
+                .iter()
+                .map(describe_source)
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        println!(
+            "  run saved at {} ms: {} first reads, {} prefetched ({:.0}% hit ratio); from {from}",
+            run.saved_unix_ms,
+            run.first_reads,
+            run.prefetch_hits,
+            100.0 * run.hit_ratio()
         );
     }
 }

@@ -269,8 +269,15 @@ pub fn index_image(
     let (mut builder, locations) = flatten::flatten(chunker, &layers)?;
     builder.annotate("org.thaw.source.kind", "image");
     builder.annotate(CONFIG_ANNOTATION, runtime_config(&resolved.config));
+    let diff_ids: Vec<&str> = resolved.layers.iter().map(|l| l.diff_id.as_str()).collect();
+    builder.annotate(
+        thaw_core::related::IMAGE_LAYERS_ANNOTATION,
+        serde_json::to_string(&diff_ids).expect("strings"),
+    );
     let (manifest, _map): (Manifest, ChunkMap) =
         seal_manifest(store, runtime, builder, &Written::default(), &locations)?;
+    // Images sharing a layer find each other (their access traces seed each other's prefetch).
+    runtime.block_on(thaw_core::related::record_layer_users(store, &manifest))?;
     if let Some(tag) = tag {
         runtime.block_on(store.set_tag(tag, &manifest.id()))?;
     }
