@@ -88,11 +88,13 @@ pub(crate) struct Background {
     counts: [Counts; 4],
 }
 
-/// One batch a worker took: its class, chunk indexes and tier requests.
+/// One batch a worker took: its class, chunk indexes and tier requests, and the chunks it
+/// found in the local cache already (ready, nothing to fetch).
 struct Batch {
     class: Class,
     chunks: Vec<u32>,
     refs: Vec<ChunkRef>,
+    cached: Vec<u32>,
 }
 
 /// Counts an application read as in flight while it lives.
@@ -204,12 +206,21 @@ impl Background {
     async fn work<V: ChunkAccess>(self: Arc<Self>, volume: Arc<V>, metrics: Arc<FsMetrics>) {
         loop {
             let batch = self.next_batch(&*volume).await;
-            let results = volume.fetch_many(&batch.refs).await;
+            let results = if batch.refs.is_empty() {
+                Vec::new()
+            } else {
+                volume.fetch_many(&batch.refs).await
+            };
             let counts = &self.counts[batch.class.rank()];
-            for (index, result) in batch.chunks.iter().zip(results) {
-                self.state.finish(*index, result.is_ok());
-                match result {
-                    Ok(_) => {
+            let fetched = batch
+                .chunks
+                .iter()
+                .zip(results.iter().map(|r| r.as_ref().err()));
+            let cached = batch.cached.iter().map(|index| (index, None));
+            for (index, error) in fetched.chain(cached) {
+                self.state.finish(*index, error.is_none());
+                match error {
+                    None => {
                         match batch.class {
                             Class::Trace => metrics.prefetched_chunks.inc(),
                             Class::All => metrics.fetch_all_chunks.inc(),
@@ -217,7 +228,7 @@ impl Background {
                         };
                         counts.fetched.fetch_add(1, Ordering::Relaxed)
                     }
-                    Err(e) => {
+                    Some(e) => {
                         tracing::debug!(chunk = index, class = batch.class.name(), error = %e, "background fetch failed");
                         counts.failed.fetch_add(1, Ordering::Relaxed)
                     }
@@ -254,7 +265,7 @@ impl Background {
                 continue;
             }
             let batch = self.take_from(&mut queues, class, volume);
-            if !batch.chunks.is_empty() {
+            if !batch.chunks.is_empty() || !batch.cached.is_empty() {
                 if is_low(class) {
                     self.low_in_flight.fetch_add(1, Ordering::AcqRel);
                 }
@@ -270,6 +281,7 @@ impl Background {
             class,
             chunks: Vec::new(),
             refs: Vec::new(),
+            cached: Vec::new(),
         };
         let mut bytes = 0u64;
         let limits = self.limits;
@@ -278,7 +290,7 @@ impl Background {
                 return true;
             }
             match volume.chunk_ref(index) {
-                Ok(chunk) if volume.is_cached(&chunk) => self.state.finish(index, true),
+                Ok(chunk) if volume.is_cached(&chunk) => batch.cached.push(index),
                 Ok(chunk) => {
                     bytes += chunk.raw_len as u64;
                     batch.chunks.push(index);
@@ -289,7 +301,8 @@ impl Background {
                     tracing::warn!(chunk = index, error = %e, "background fetch: no such chunk");
                 }
             }
-            batch.chunks.len() < limits.batch_chunks && bytes < limits.batch_bytes
+            batch.chunks.len() + batch.cached.len() < limits.batch_chunks
+                && bytes < limits.batch_bytes
         };
         match class {
             Class::Trace => {
