@@ -77,6 +77,10 @@ pub struct ColdstartArgs {
     /// Tag the image is indexed under.
     #[arg(long, default_value = "bench/coldstart")]
     tag: String,
+    /// An earlier version of the image: indexed under the same tag first and started once
+    /// (unmeasured) to record its trace, which the `first` path then carries over.
+    #[arg(long)]
+    previous_image: Option<String>,
     /// Scratch directory (caches, unpacked images, logs), removed afterwards unless given
     /// [default: bench-coldstart-PID next to thaw's cache directory].
     #[arg(long)]
@@ -216,6 +220,23 @@ struct Bench<'a> {
     index_seconds: f64,
     peer: Option<PeerServer>,
     containers: usize,
+    /// Manifest id of `--previous-image`, until its trace is recorded.
+    previous: Option<String>,
+}
+
+/// Indexes `image` under the benchmark's tag (ahead of time, not part of a start).
+async fn index_image(global: &Config, args: &ColdstartArgs, image: &str) -> anyhow::Result<()> {
+    eprintln!("thaw: indexing {image} as {}", args.tag);
+    let mut index = vec!["index", "image", image, "--tag", &args.tag, "-q"];
+    if args.insecure {
+        index.push("--insecure");
+    }
+    if let Some(platform) = &args.platform {
+        index.extend(["--platform", platform]);
+    }
+    thaw_command(global, &index, &format!("indexing {image}"))
+        .await
+        .map(drop)
 }
 
 fn current_exe() -> anyhow::Result<PathBuf> {
@@ -331,18 +352,17 @@ impl<'a> Bench<'a> {
         let readiness =
             Readiness::from_options(args.ready_file.as_deref(), args.ready_url.as_deref());
         let runtime = Runtime::find(args.runtime.as_deref())?;
-        eprintln!("thaw: indexing {} as {}", args.image, args.tag);
-        let indexed = Instant::now();
-        let mut index = vec!["index", "image", &args.image, "--tag", &args.tag, "-q"];
-        if args.insecure {
-            index.push("--insecure");
-        }
-        if let Some(platform) = &args.platform {
-            index.extend(["--platform", platform]);
-        }
-        thaw_command(global, &index, &format!("indexing {}", args.image)).await?;
-        let index_seconds = indexed.elapsed().as_secs_f64();
         let store = thaw_client::connect::open_store(global)?;
+        let previous = match &args.previous_image {
+            Some(image) => {
+                index_image(global, args, image).await?;
+                Some(store.resolve(&args.tag).await?.to_hex())
+            }
+            None => None,
+        };
+        let indexed = Instant::now();
+        index_image(global, args, &args.image).await?;
+        let index_seconds = indexed.elapsed().as_secs_f64();
         let (manifest, _) = store.open_manifest(&args.tag).await?;
         let image = ImageRuntime::of_manifest(&args.tag, &manifest)?;
         let process_args = image.args(&args.command, None);
@@ -366,6 +386,7 @@ impl<'a> Bench<'a> {
             index_seconds,
             peer: None,
             containers: 0,
+            previous,
         })
     }
 
@@ -406,7 +427,7 @@ impl<'a> Bench<'a> {
                 .find(|tool| thaw_sys::which(tool).is_none())
                 .map(|tool| format!("{tool} is not installed (the naive path pulls with skopeo and unpacks with umoci)")),
             PathKind::Snapshot => snapshot::unavailable(self),
-            PathKind::Lazy | PathKind::Trace | PathKind::Peer => None,
+            PathKind::First | PathKind::Lazy | PathKind::Trace | PathKind::Peer => None,
         }
     }
 
@@ -415,6 +436,7 @@ impl<'a> Bench<'a> {
         let mut snapshot = None;
         match kind {
             PathKind::Peer => self.warm_peer().await?,
+            PathKind::First => self.record_previous().await?,
             PathKind::Snapshot => match snapshot::Snapshot::take(self).await {
                 Ok(taken) => snapshot = Some(taken),
                 Err(e) => {
@@ -605,13 +627,21 @@ impl<'a> Bench<'a> {
     /// Paths 2-4: a lazy mount of the indexed image (no prefetch for `lazy`; the recorded trace
     /// for `trace`; that and the warm peer for `peer`) with a writable overlay, then run.
     async fn thaw(&mut self, kind: PathKind, dir: &Path) -> anyhow::Result<Run> {
+        let tag = self.args.tag.clone();
+        self.thaw_start(kind, &tag, dir).await
+    }
+
+    /// A thaw path's start of `name` (a tag or manifest id).
+    async fn thaw_start(&mut self, kind: PathKind, name: &str, dir: &Path) -> anyhow::Result<Run> {
         let options = self.child_options(kind == PathKind::Peer);
         let mount_options: &[&str] = match kind {
             PathKind::Lazy => &["--no-prefetch"],
+            // Never its own trace: every run is a first start.
+            PathKind::First => &["--no-trace"],
             _ => &[],
         };
         let mounted = Instant::now();
-        let (image, overlay) = mount_image(&options, &self.args.tag, dir, mount_options)?;
+        let (image, overlay) = mount_image(&options, name, dir, mount_options)?;
         let mount = mounted.elapsed().as_secs_f64();
         let rootfs = overlay.dir().to_path_buf();
         let started = self.start_container(dir, &rootfs).await;
@@ -634,6 +664,26 @@ impl<'a> Bench<'a> {
             },
             output,
         })
+    }
+
+    /// Records the trace of `--previous-image` with one (unmeasured) start of it, once.
+    async fn record_previous(&mut self) -> anyhow::Result<()> {
+        let Some(previous) = self.previous.take() else {
+            return Ok(());
+        };
+        eprintln!("thaw: recording the previous version's trace with one start of it");
+        self.reset_node();
+        let dir = self.work.join("previous-warm-up");
+        let run = self
+            .thaw_start(PathKind::Trace, &previous, &dir)
+            .await
+            .context("starting the previous version")?;
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!(
+            "thaw: previous version ready in {:.3}s",
+            run.stages.total()
+        );
+        Ok(())
     }
 
     /// Starts the peer and warms it with one (unmeasured) start through it.

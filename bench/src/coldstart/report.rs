@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 pub enum PathKind {
     /// Pull the whole image, unpack it, run.
     Naive,
+    /// thaw mount with its default background fetching and no trace of the image's own (it
+    /// never records one): the trace of a related manifest carried over (the previous version
+    /// given with `--previous-image`), else fetching on open and the full fetch.
+    First,
     /// thaw lazy mount, cold local cache, no prefetch: every chunk from the object store.
     Lazy,
     /// As `lazy`, with the access trace the previous mount recorded replayed as prefetch.
@@ -21,8 +25,9 @@ pub enum PathKind {
 
 impl PathKind {
     /// Every path, in run order.
-    pub const ALL: [PathKind; 5] = [
+    pub const ALL: [PathKind; 6] = [
         PathKind::Naive,
+        PathKind::First,
         PathKind::Lazy,
         PathKind::Trace,
         PathKind::Peer,
@@ -33,6 +38,7 @@ impl PathKind {
     pub fn name(self) -> &'static str {
         match self {
             PathKind::Naive => "naive",
+            PathKind::First => "thaw-first",
             PathKind::Lazy => "thaw-lazy",
             PathKind::Trace => "thaw-trace",
             PathKind::Peer => "thaw-peer",
@@ -44,6 +50,7 @@ impl PathKind {
     pub fn label(self) -> &'static str {
         match self {
             PathKind::Naive => "naive: pull + unpack + run",
+            PathKind::First => "thaw: first start, no own trace",
             PathKind::Lazy => "thaw: lazy mount, cold cache",
             PathKind::Trace => "thaw: + trace prefetch",
             PathKind::Peer => "thaw: + warm peer cache",

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The first start without a trace (issue 18): a torch inference image in two versions, started
+# from a cold node with `thaw bench coldstart` against a distant store.
+#
+#   layer 1  the host's CPython (its prefix without site-packages) and the libraries it loads
+#   layer 2  torch and its dependencies from PyPI (the CUDA build: PyPI has no CPU-only wheel;
+#            it imports and runs on a CPU), pip install --target /opt/site
+#   layer 3  server.py: imports torch, builds a small MLP, runs one inference, answers HTTP
+# Version 2 rebuilds layer 2 with one package at another version (filelock) and changes
+# server.py: what a new deploy of the same service looks like.
+#
+# Rows, for each STORE_LATENCY_MS (default "20 50"), each start from an empty local cache:
+#   naive          skopeo copy of version 2 + umoci unpack + run
+#   first (v1)     version 2 mounted with no trace of its own: version 1's trace carried over
+#   lazy           version 2, nothing fetched ahead (records version 2's own trace)
+#   trace          version 2 with its own trace
+#   first (none)   version 2 in a store where no related trace exists: fetching on open and
+#                  the full background fetch only
+#
+#   benches/firststart.sh    needs root, umoci, skopeo, runc, pigz, PyPI (once, for the wheels)
+# Env: RUNS (default 1), BENCH_DIR, STORE_LATENCY_MS, WHEELS (a folder of pre-downloaded
+#      wheels for `pip install --no-index --find-links`).
+set -euo pipefail
+RUNS=${RUNS:-1}
+source "$(dirname "$0")/common.sh"
+[ "$can_drop" = yes ] || { echo "benches/firststart.sh needs root" >&2; exit 1; }
+require_tools scripts/setup umoci skopeo runc
+PYTHON_PREFIX=${PYTHON_PREFIX:-$(python3 -c 'import sys; print(sys.base_prefix)')}
+PYVER=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+PORT=${PORT:-18741}
+work="$BENCH_DIR/firststart"
+layout="$work/layout"
+mkdir -p "$work"
+pip_from=()
+[ -n "${WHEELS:-}" ] && pip_from=(--no-index --find-links "$WHEELS")
+
+if [ ! -e "$layout/.complete" ]; then
+  rm -rf "$layout" "$work/layers"
+  mkdir -p "$work/layers"
+  echo "building the torch reference image, two versions (once)"
+  python=$work/layers/python
+  mkdir -p "$python$PYTHON_PREFIX"
+  tar -C "$PYTHON_PREFIX" --exclude="./lib/python$PYVER/site-packages" --exclude='./lib/python*/test' -cf - . |
+    tar -C "$python$PYTHON_PREFIX" -xf -
+  mkdir -p "$python$PYTHON_PREFIX/lib/python$PYVER/site-packages" "$python/usr/bin" "$python/tmp" "$python/etc"
+  ln -sf "$PYTHON_PREFIX/bin/python3" "$python/usr/bin/python3"
+  echo 'root:x:0:0::/root:/bin/sh' > "$python/etc/passwd"
+
+  site1=$work/layers/site-v1
+  python3 -m pip install --quiet --no-warn-script-location "${pip_from[@]}" --target "$site1/opt/site" torch numpy
+  # The shared libraries the interpreter and the extension modules load, from the host.
+  libs=$( { find "$python$PYTHON_PREFIX" "$site1/opt/site" -name '*.so*' -type f -print0
+            printf '%s\0' "$PYTHON_PREFIX/bin/python$PYVER"; } |
+    xargs -0 ldd 2>/dev/null | awk '/=> \// {print $3}' | sort -u |
+    { grep -v -e "^$PYTHON_PREFIX" -e "^$work" || true; })
+  for lib in $libs; do mkdir -p "$python$(dirname "$lib")"; cp -L "$lib" "$python$lib"; done
+  mkdir -p "$python/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$python/lib64/"
+
+  # Version 2: the same install with one package at another version.
+  site2=$work/layers/site-v2
+  cp -al "$site1" "$site2"
+  rm -rf "$site2"/opt/site/filelock "$site2"/opt/site/filelock-*.dist-info
+  python3 -m pip install --quiet --no-deps --no-warn-script-location --target "$work/layers/filelock" 'filelock<4'
+  cp -a "$work/layers/filelock/." "$site2/opt/site/"
+
+  for version in 1 2; do
+    app=$work/layers/app-v$version
+    mkdir -p "$app/app"
+    cat > "$app/app/server.py" <<PY
+"""Inference server, version $version: a small torch MLP, one answer per GET."""
+import json
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import torch
+
+torch.manual_seed(7)
+model = torch.nn.Sequential(
+    torch.nn.Linear(512, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 512)
+).eval()
+
+
+def infer(text):
+    x = torch.tensor([[float(b) for b in text.encode()[:512].ljust(512, b" ")]])
+    with torch.no_grad():
+        return {"version": $version, "norm": float(model(x).norm())}
+
+
+infer("warm up")
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(infer(self.path)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+port = int(os.environ.get("PORT", "8080"))
+print(f"ready on {port}: torch {torch.__version__}, version $version", flush=True)
+HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+PY
+    cat > "$work/layers/config.json" <<JSON
+{"Cmd": ["python3", "/app/server.py"], "WorkingDir": "/app",
+ "Env": ["PYTHONPATH=/opt/site", "PATH=/usr/bin:/bin", "PORT=$PORT"]}
+JSON
+    python3 "$(dirname "$0")/oci_layout.py" "$layout" "v$version" "$work/layers/config.json" \
+      "$python" "$work/layers/site-v$version" "$app"
+  done
+  du -sb "$site1" | awk '{printf "layer 2 unpacked: %.0f MiB\n", $1 / 1048576}'
+  rm -rf "$work/layers"
+  touch "$layout/.complete"
+fi
+
+ready=(--ready-url "http://127.0.0.1:$PORT/ready" --expect-output "version 2" --runs "$RUNS")
+for latency in ${STORE_LATENCY_MS:-20 50}; do
+  echo "== store latency ${latency} ms"
+  export THAW_STORE="$work/store"
+  rm -rf "$THAW_STORE"
+  "$THAW" bench coldstart "oci:$layout:v2" --previous-image "oci:$layout:v1" \
+    --paths naive,first,lazy,trace --store-latency-ms "$latency" --tag bench/torch \
+    "${ready[@]}" --work-dir "$work/bench" --save-json "$work/carried-${latency}ms.json"
+  echo "-- the same version 2 in a store with no related trace"
+  rm -rf "$THAW_STORE"
+  "$THAW" bench coldstart "oci:$layout:v2" --paths first --store-latency-ms "$latency" \
+    --tag bench/torch "${ready[@]}" --work-dir "$work/bench" --save-json "$work/none-${latency}ms.json"
+done
