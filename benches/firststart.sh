@@ -130,3 +130,33 @@ for latency in ${STORE_LATENCY_MS:-20 50}; do
   "$THAW" bench coldstart "oci:$layout:v2" --paths first --store-latency-ms "$latency" \
     --tag bench/torch "${ready[@]}" --work-dir "$work/bench" --save-json "$work/none-${latency}ms.json"
 done
+
+# What the full fetch costs the application's own reads: 40 cold reads of torch's .py files
+# (median and slowest, ms) on a mount that fetches everything in the background, against the
+# same reads on a mount that fetches nothing ahead. Fetching on open is off in both, so every
+# read is a demand read of its own.
+probe() {
+  rm -rf "$work/probe-cache"; mkdir -p "$work/probe-mnt"; drop_page_cache
+  "$THAW" --cache-dir "$work/probe-cache" --store-read-latency-ms "$latency" mount bench/torch \
+    "$work/probe-mnt" --daemon --no-trace --no-fetch-on-open "$@" 2>/dev/null
+  python3 - "$work/probe-mnt/opt/site/torch" <<'PY'
+import os, sys, time
+files = sorted(os.path.join(d, f) for d, _, names in os.walk(sys.argv[1]) for f in names if f.endswith(".py"))
+picked = files[:: max(1, len(files) // 40)][:40]
+times = []
+for path in picked:
+    started = time.perf_counter()
+    with open(path, "rb") as f:
+        f.read()
+    times.append(1000 * (time.perf_counter() - started))
+times.sort()
+print(f"{times[len(times) // 2]:.1f} {times[-1]:.1f}")
+PY
+  "$THAW" umount "$work/probe-mnt" 2>/dev/null
+}
+for latency in ${STORE_LATENCY_MS:-20 50}; do
+  during=$(probe --fetch-all)
+  alone=$(probe --no-prefetch)
+  echo "demand reads at ${latency} ms, median / slowest: during the full fetch ${during/ / / } ms, with nothing in the background ${alone/ / / } ms" \
+    "(median ratio $(awk -v a="${during%% *}" -v b="${alone%% *}" 'BEGIN {printf "%.2f", a / b}')x)"
+done

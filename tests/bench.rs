@@ -232,7 +232,13 @@ fn coldstart_measures_every_path_of_a_tiny_image_from_a_registry() {
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let paths = json["paths"].as_array().unwrap();
     let names: Vec<&str> = paths.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    let mut expected = vec!["naive", "thaw-lazy", "thaw-trace", "thaw-peer"];
+    let mut expected = vec![
+        "naive",
+        "thaw-first",
+        "thaw-lazy",
+        "thaw-trace",
+        "thaw-peer",
+    ];
     if criu_installed() {
         expected.push("thaw-snapshot");
     } else {
@@ -278,7 +284,7 @@ fn coldstart_measures_every_path_of_a_tiny_image_from_a_registry() {
             // The whole image, exactly as the registry holds it.
             "naive" => assert_eq!((registry, store, peers), (pulled_bytes, 0, 0), "{json}"),
             // Everything the command read (the model at least), never more than the image.
-            "thaw-lazy" | "thaw-trace" => {
+            "thaw-first" | "thaw-lazy" | "thaw-trace" => {
                 assert_eq!((registry, peers), (0, 0), "{name}: {json}");
                 assert!(
                     store >= model_bytes && store <= unpacked_bytes,

@@ -679,10 +679,7 @@ impl<'a> Bench<'a> {
             .await
             .context("starting the previous version")?;
         let _ = std::fs::remove_dir_all(&dir);
-        eprintln!(
-            "thaw: previous version ready in {:.3}s",
-            run.stages.total()
-        );
+        eprintln!("thaw: previous version ready in {:.3}s", run.stages.total());
         Ok(())
     }
 
