@@ -35,10 +35,12 @@ pip_from=()
 [ -n "${WHEELS:-}" ] && pip_from=(--no-index --find-links "$WHEELS")
 
 if [ ! -e "$layout/.complete" ]; then
-  rm -rf "$layout" "$work/layers"
+  rm -rf "$layout"
+  [ -e "$work/layers/site-v1/.installed" ] || rm -rf "$work/layers"
   mkdir -p "$work/layers"
   echo "building the torch reference image, two versions (once)"
   python=$work/layers/python
+  rm -rf "$python" "$work/layers/site-v2" "$work/layers/filelock" "$work/layers"/app-v*
   mkdir -p "$python$PYTHON_PREFIX"
   tar -C "$PYTHON_PREFIX" --exclude="./lib/python$PYVER/site-packages" --exclude='./lib/python*/test' -cf - . |
     tar -C "$python$PYTHON_PREFIX" -xf -
@@ -47,11 +49,14 @@ if [ ! -e "$layout/.complete" ]; then
   echo 'root:x:0:0::/root:/bin/sh' > "$python/etc/passwd"
 
   site1=$work/layers/site-v1
-  python3 -m pip install --quiet --no-warn-script-location "${pip_from[@]}" --target "$site1/opt/site" torch numpy
+  if [ ! -e "$site1/.installed" ]; then
+    python3 -m pip install --quiet --no-warn-script-location "${pip_from[@]}" --target "$site1/opt/site" torch numpy
+    touch "$site1/.installed"
+  fi
   # The shared libraries the interpreter and the extension modules load, from the host.
   libs=$( { find "$python$PYTHON_PREFIX" "$site1/opt/site" -name '*.so*' -type f -print0
             printf '%s\0' "$PYTHON_PREFIX/bin/python$PYVER"; } |
-    xargs -0 ldd 2>/dev/null | awk '/=> \// {print $3}' | sort -u |
+    { xargs -0 ldd 2>/dev/null || true; } | awk '/=> \// {print $3}' | sort -u |
     { grep -v -e "^$PYTHON_PREFIX" -e "^$work" || true; })
   for lib in $libs; do mkdir -p "$python$(dirname "$lib")"; cp -L "$lib" "$python$lib"; done
   mkdir -p "$python/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$python/lib64/"
@@ -59,6 +64,7 @@ if [ ! -e "$layout/.complete" ]; then
   # Version 2: the same install with one package at another version.
   site2=$work/layers/site-v2
   cp -al "$site1" "$site2"
+  rm -f "$site2/.installed"
   rm -rf "$site2"/opt/site/filelock "$site2"/opt/site/filelock-*.dist-info
   python3 -m pip install --quiet --no-deps --no-warn-script-location --target "$work/layers/filelock" 'filelock<4'
   cp -a "$work/layers/filelock/." "$site2/opt/site/"

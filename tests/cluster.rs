@@ -534,3 +534,72 @@ fn a_peer_file_is_followed_while_a_mount_runs() {
         "the peer added to the file was never asked"
     );
 }
+
+#[test]
+fn a_carried_over_prefetch_is_served_by_the_peers_not_the_store() {
+    if !fuse_available("a_carried_over_prefetch_is_served_by_the_peers_not_the_store") {
+        return;
+    }
+    let (world, src) = indexed_world();
+    let mnt = world.path("mnt");
+    // Version 1's start-up, recorded.
+    let first = world.mount("app", &mnt, &["--no-disk-cache"]);
+    for name in ["lib/small1.py", "lib/small3.py", "lib/big.txt"] {
+        std::fs::read(mnt.join(name)).unwrap();
+    }
+    assert!(first.unmount().contains("trace saved"));
+    // Version 2 rewrites one of those files; its chunks are new.
+    std::fs::write(src.join("lib/small3.py"), text_bytes(4000, 99)).unwrap();
+    world.index("dir", &src, "app", &[]);
+    let a = world.cache_server("a", 0, &[], &[]);
+    let b = world.cache_server("b", 0, &[], &[]);
+    let peers = peers_of(&[&a, &b]);
+    extract_concurrently(&world, &peers, "app", &src, 1, "warm");
+
+    // A new node: no disk cache, no trace of version 2; the prefetch of version 1's trace asks
+    // each chunk's owner peer, and the object store is never read.
+    let mut env = client_env(&peers).to_vec();
+    env.push(("THAW_PEER_TIMEOUT_MS", "60000"));
+    let mount = world.mount_with_env(
+        "app",
+        &mnt,
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--fetch-all-below",
+            "0",
+            "--no-fetch-on-open",
+        ],
+        &env,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&world.ok(&["mount", "status", mnt.to_str().unwrap(), "--json"]))
+                .unwrap();
+        let trace = &status["background"]["trace"];
+        if trace["queued"].as_u64() > Some(0) && trace["fetched"] == trace["queued"] {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status:#}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status["prefetch_sources"][0]["relation"], "previous version 1 of tag app",
+        "{status:#}"
+    );
+    assert!(status["peer_bytes"].as_u64() > Some(0), "{status:#}");
+    for name in ["lib/small1.py", "lib/small3.py", "lib/big.txt"] {
+        assert_eq!(
+            std::fs::read(mnt.join(name)).unwrap(),
+            std::fs::read(src.join(name)).unwrap()
+        );
+    }
+    assert_eq!(
+        mount.metric("thaw_store_requests_total{op=\"get_range\"}"),
+        0.0,
+        "{:?}",
+        mount.metrics()
+    );
+    mount.unmount();
+}

@@ -73,7 +73,8 @@ struct Queues {
     /// ones opened after it.
     opened: VecDeque<VecDeque<u32>>,
     listed: VecDeque<u32>,
-    /// The full fetch's cursor over the chunk table.
+    /// The full fetch: the chunks it takes first, then its cursor over the chunk table.
+    all_first: VecDeque<u32>,
     all: Option<Range<u32>>,
 }
 
@@ -174,9 +175,14 @@ impl Background {
         count
     }
 
-    /// Starts the full fetch of chunks `0..count`, behind everything else.
-    pub(crate) fn fetch_all(&self, count: u32) {
-        self.queues.lock().expect("background lock").all = Some(0..count);
+    /// Starts the full fetch, behind everything else: chunks `first`, then all of `0..count`
+    /// (what `first` took is skipped then).
+    pub(crate) fn fetch_all(&self, first: Vec<u32>, count: u32) {
+        {
+            let mut queues = self.queues.lock().expect("background lock");
+            queues.all_first = first.into();
+            queues.all = Some(0..count);
+        }
         self.wake.notify_waiters();
     }
 
@@ -323,6 +329,9 @@ impl Background {
                 }
             }
             Class::All => {
+                if !drain_while(&mut queues.all_first, &mut add) {
+                    return batch;
+                }
                 if let Some(range) = &mut queues.all {
                     for index in range.by_ref() {
                         if !add(index) {
@@ -389,7 +398,7 @@ mod tests {
             ..Limits::default()
         };
         let background = Arc::new(Background::new(12, limits));
-        background.fetch_all(12);
+        background.fetch_all(vec![11], 12);
         assert_eq!(background.queue(Class::Listed, [9, 10]), 2);
         assert_eq!(background.queue(Class::Opened, [4, 5, 6, 7]), 4);
         assert_eq!(
@@ -411,9 +420,9 @@ mod tests {
             worker.abort();
         }
         let fetched = volume.background_fetches.lock().unwrap().clone();
-        // Trace (8, 4), opened (6, 7: 5 was read), listed (9, 10), then the rest in order, with
-        // another try of the chunk that failed.
-        assert_eq!(fetched, [8, 4, 6, 7, 9, 10, 0, 1, 2, 3, 7, 11]);
+        // Trace (8, 4), opened (6, 7: 5 was read), listed (9, 10), then the full fetch: what it
+        // takes first (11), then the rest in order, with another try of the chunk that failed.
+        assert_eq!(fetched, [8, 4, 6, 7, 9, 10, 11, 0, 1, 2, 3, 7]);
         assert_eq!(background.report(Class::Opened).failed, 1);
         assert_eq!(background.report(Class::All).fetched, 5);
         assert!(!background.fetching_all());
@@ -460,7 +469,7 @@ mod tests {
         };
         let background = Arc::new(Background::new(64, limits));
         let reading = background.demand();
-        background.fetch_all(64);
+        background.fetch_all(Vec::new(), 64);
         let workers = background.start(
             volume.clone(),
             Default::default(),

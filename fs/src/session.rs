@@ -48,8 +48,7 @@ pub struct SessionOptions {
     /// The tag the manifest was mounted by (its history names earlier versions whose traces
     /// apply).
     pub tag: Option<String>,
-    /// With no trace of the mount's own, fetch opened files whole and listed directories'
-    /// small files.
+    /// Fetch opened files whole and listed directories' small files.
     pub fetch_on_open: bool,
     /// When to fetch the whole manifest in the background.
     pub fetch_all: FetchAll,
@@ -238,11 +237,12 @@ async fn start_background(
         volume.trace_profile(),
     )
     .await;
-    let own = plan.has_own_trace();
     let no_trace = plan.sources.is_empty();
     let sources = plan.sources.clone();
     let queued = volume.prefetch(plan);
-    volume.fetch_on_open(options.fetch_on_open && !own);
+    // With a trace too: loaders read what they open whole, and fetching it at open beat the
+    // trace's order alone (docs/benchmarks.md, first starts).
+    volume.fetch_on_open(options.fetch_on_open);
     let fits_the_cache = |bytes: u64| {
         volume
             .tiers()

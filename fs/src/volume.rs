@@ -242,9 +242,29 @@ impl Volume {
         self.opening_fetches.load(Ordering::Relaxed)
     }
 
-    /// Fetches every chunk in the background, behind everything else.
+    /// Fetches every chunk in the background, behind everything else: the chunks of small
+    /// files first (at most [`OpenAhead::listed_file_max`]: the modules an interpreter imports
+    /// one after another), then the chunk table in order.
     pub fn fetch_all(&self) {
-        self.background.fetch_all(self.manifest.chunk_count());
+        let count = self.manifest.chunk_count();
+        let mut taken = vec![false; count as usize];
+        let mut first = Vec::new();
+        for ino in 0..self.manifest.inode_count() {
+            let Ok(inode) = self.manifest.inode(ino) else {
+                continue;
+            };
+            if inode.kind != FileKind::Regular || inode.size > self.open_ahead.listed_file_max {
+                continue;
+            }
+            for extent in self.manifest.extents(&inode).unwrap_or_default() {
+                if let Some(seen) = taken.get_mut(extent.chunk as usize) {
+                    if !std::mem::replace(seen, true) {
+                        first.push(extent.chunk);
+                    }
+                }
+            }
+        }
+        self.background.fetch_all(first, count);
     }
 
     /// What the background class `class` did so far.

@@ -45,8 +45,8 @@ pub struct MountArgs {
     /// Batches of background fetching (up to 32 chunks or 8 MiB each) in flight at once.
     #[arg(long, default_value_t = thaw_fs::prefetch::DEFAULT_PREFETCH_CONCURRENCY)]
     prefetch_concurrency: usize,
-    /// With no trace of this manifest's own, do not fetch opened files whole or the small
-    /// files of listed directories.
+    /// Do not fetch opened files whole (up to 1 GiB) or the small files of listed
+    /// directories in the background.
     #[arg(long)]
     no_fetch_on_open: bool,
     /// Fetch the whole tree into the local cache in the background, behind the reads.

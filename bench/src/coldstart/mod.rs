@@ -77,6 +77,10 @@ pub struct ColdstartArgs {
     /// Tag the image is indexed under.
     #[arg(long, default_value = "bench/coldstart")]
     tag: String,
+    /// One more `thaw mount` option for every thaw path (repeatable), e.g.
+    /// `--mount-arg=--fetch-all-below=0`.
+    #[arg(long, allow_hyphen_values = true)]
+    mount_arg: Vec<String>,
     /// An earlier version of the image: indexed under the same tag first and started once
     /// (unmeasured) to record its trace, which the `first` path then carries over.
     #[arg(long)]
@@ -634,14 +638,15 @@ impl<'a> Bench<'a> {
     /// A thaw path's start of `name` (a tag or manifest id).
     async fn thaw_start(&mut self, kind: PathKind, name: &str, dir: &Path) -> anyhow::Result<Run> {
         let options = self.child_options(kind == PathKind::Peer);
-        let mount_options: &[&str] = match kind {
-            PathKind::Lazy => &["--no-prefetch"],
+        let mut mount_options: Vec<&str> = match kind {
+            PathKind::Lazy => vec!["--no-prefetch"],
             // Never its own trace: every run is a first start.
-            PathKind::First => &["--no-trace"],
-            _ => &[],
+            PathKind::First => vec!["--no-trace"],
+            _ => Vec::new(),
         };
+        mount_options.extend(self.args.mount_arg.iter().map(String::as_str));
         let mounted = Instant::now();
-        let (image, overlay) = mount_image(&options, name, dir, mount_options)?;
+        let (image, overlay) = mount_image(&options, name, dir, &mount_options)?;
         let mount = mounted.elapsed().as_secs_f64();
         let rootfs = overlay.dir().to_path_buf();
         let started = self.start_container(dir, &rootfs).await;

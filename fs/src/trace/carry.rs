@@ -45,13 +45,6 @@ pub struct PrefetchPlan {
     pub sources: Vec<TraceSource>,
 }
 
-impl PrefetchPlan {
-    /// Whether the mounted manifest's own trace is among the sources.
-    pub fn has_own_trace(&self) -> bool {
-        self.sources.iter().any(|s| s.relation == "own")
-    }
-}
-
 /// The manifests related to `manifest`, best first: the earlier versions of `tag` (newest
 /// first), then the images sharing its layers (most shared first). Lookup failures are logged
 /// and skipped (prefetch is a hint).
