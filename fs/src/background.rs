@@ -47,12 +47,13 @@ impl Default for Limits {
     }
 }
 
-/// Chunks fetched and failed per class.
+/// Chunks queued, fetched, failed and skipped per class.
 #[derive(Debug, Default)]
 struct Counts {
     queued: AtomicU64,
     fetched: AtomicU64,
     failed: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// What one class of background work did so far.
@@ -64,6 +65,17 @@ pub struct ClassReport {
     pub fetched: u64,
     /// Chunks that could not be fetched (the application's own read retries them).
     pub failed: u64,
+    /// Chunks queued but not fetched by this class: the application read them first, or a
+    /// higher class took them over.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+impl ClassReport {
+    /// Whether every queued chunk was fetched, failed or skipped.
+    pub fn settled(&self) -> bool {
+        self.fetched + self.failed + self.skipped >= self.queued
+    }
 }
 
 #[derive(Default)]
@@ -139,6 +151,7 @@ impl Background {
             queued: counts.queued.load(Ordering::Relaxed),
             fetched: counts.fetched.load(Ordering::Relaxed),
             failed: counts.failed.load(Ordering::Relaxed),
+            skipped: counts.skipped.load(Ordering::Relaxed),
         }
     }
 
@@ -291,8 +304,13 @@ impl Background {
         };
         let mut bytes = 0u64;
         let limits = self.limits;
+        let skipped = &self.counts[class.rank()].skipped;
         let mut add = |index: u32| -> bool {
             if volume.was_read(index) || !self.state.claim(index, class) {
+                // The full fetch walks every chunk: only what it was asked for counts.
+                if class != Class::All {
+                    skipped.fetch_add(1, Ordering::Relaxed);
+                }
                 return true;
             }
             match volume.chunk_ref(index) {
@@ -424,6 +442,13 @@ mod tests {
         // takes first (11), then the rest in order, with another try of the chunk that failed.
         assert_eq!(fetched, [8, 4, 6, 7, 9, 10, 11, 0, 1, 2, 3, 7]);
         assert_eq!(background.report(Class::Opened).failed, 1);
+        let opened = background.report(Class::Opened);
+        assert_eq!(
+            (opened.queued, opened.skipped),
+            (4, 2),
+            "5 was read, 4 taken by the trace"
+        );
+        assert!(opened.settled());
         assert_eq!(background.report(Class::All).fetched, 5);
         assert!(!background.fetching_all());
     }

@@ -85,6 +85,30 @@ pub struct MountStatus {
     pub background: std::collections::BTreeMap<String, crate::background::ClassReport>,
 }
 
+impl MountStatus {
+    /// One line on the background fetching: each class's fetched and failed chunks, whether
+    /// opens fetch ahead, whether the full fetch is running.
+    pub fn background_summary(&self) -> String {
+        let classes: Vec<String> = self
+            .background
+            .iter()
+            .filter(|(_, report)| report.queued + report.fetched > 0)
+            .map(|(class, r)| format!("{class} {} fetched, {} failed", r.fetched, r.failed))
+            .collect();
+        let mut line = match classes.is_empty() {
+            true => "nothing".to_string(),
+            false => classes.join("; "),
+        };
+        if self.fetch_on_open {
+            line.push_str("; fetching files as they are opened");
+        }
+        if self.fetching_all {
+            line.push_str("; the full fetch is running");
+        }
+        line
+    }
+}
+
 /// The absolute, symlink-free form of a mount point (as the kernel and the socket name see it).
 pub fn canonical_mountpoint(mountpoint: &Path) -> PathBuf {
     std::fs::canonicalize(mountpoint).unwrap_or_else(|_| {

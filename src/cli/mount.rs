@@ -13,7 +13,7 @@ use thaw_fs::control;
 use thaw_fs::daemon;
 use thaw_fs::metrics::{ExtraMetrics, FsMetrics};
 use thaw_fs::session::{self, FetchAll, SessionOptions};
-use thaw_fs::trace::{carry, Trace, TraceLog, TraceSource, DEFAULT_TRACE_WINDOW};
+use thaw_fs::trace::{carry, Trace, TraceLog, DEFAULT_TRACE_WINDOW};
 use thaw_fs::{OpenAhead, Volume};
 
 use super::GlobalOptions;
@@ -187,34 +187,11 @@ async fn mount_status(global: &GlobalOptions, dir: &Path, json: bool) -> anyhow:
         [] => println!("prefetch:     no trace applied"),
         sources => {
             for source in sources {
-                println!("prefetch:     {}", describe_source(source));
+                println!("prefetch:     {source}");
             }
         }
     }
-    let background: Vec<String> = status
-        .background
-        .iter()
-        .filter(|(_, report)| report.queued + report.fetched > 0)
-        .map(|(class, r)| format!("{class} {} fetched, {} failed", r.fetched, r.failed))
-        .collect();
-    println!(
-        "background:   {}{}{}",
-        if background.is_empty() {
-            "nothing".to_string()
-        } else {
-            background.join("; ")
-        },
-        if status.fetch_on_open {
-            "; fetching files as they are opened"
-        } else {
-            ""
-        },
-        if status.fetching_all {
-            "; the full fetch is running"
-        } else {
-            ""
-        }
-    );
+    println!("background:   {}", status.background_summary());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -376,22 +353,9 @@ async fn show_carried(
         plan.chunks.len()
     );
     for source in &plan.sources {
-        println!("  {}", describe_source(source));
+        println!("  {}", source);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line about a trace a mount prefetched from.
-pub(super) fn describe_source(source: &TraceSource) -> String {
-    let matched = source.by_id + source.by_path;
-    let percent = match source.entries {
-        0 => 0.0,
-        n => 100.0 * matched as f64 / n as f64,
-    };
-    format!(
-        "{} ({}): {matched} of {} entries apply ({percent:.0}%: {} by chunk id, {} by path)",
-        source.key, source.relation, source.entries, source.by_id, source.by_path
-    )
 }
 
 fn print_trace(trace: &Trace) {
@@ -414,20 +378,6 @@ fn print_trace(trace: &Trace) {
     }
     println!("runs (oldest first): first reads, prefetch hits, what they prefetched from");
     for run in &trace.history {
-        let from = match run.sources.as_slice() {
-            [] => "no trace".to_string(),
-            sources => sources
-                .iter()
-                .map(describe_source)
-                .collect::<Vec<_>>()
-                .join("; "),
-        };
-        println!(
-            "  run saved at {} ms: {} first reads, {} prefetched ({:.0}% hit ratio); from {from}",
-            run.saved_unix_ms,
-            run.first_reads,
-            run.prefetch_hits,
-            100.0 * run.hit_ratio()
-        );
+        println!("  {run}");
     }
 }

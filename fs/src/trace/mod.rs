@@ -76,6 +76,22 @@ pub struct TraceSource {
     pub by_path: u64,
 }
 
+impl std::fmt::Display for TraceSource {
+    /// `KEY (RELATION): M of N entries apply (P%: I by chunk id, J by path)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let matched = self.by_id + self.by_path;
+        let percent = match self.entries {
+            0 => 0.0,
+            n => 100.0 * matched as f64 / n as f64,
+        };
+        write!(
+            f,
+            "{} ({}): {matched} of {} entries apply ({percent:.0}%: {} by chunk id, {} by path)",
+            self.key, self.relation, self.entries, self.by_id, self.by_path
+        )
+    }
+}
+
 /// What one recorded run prefetched from and how well it predicted the run's reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -96,6 +112,28 @@ impl RunSummary {
             0 => 0.0,
             n => self.prefetch_hits as f64 / n as f64,
         }
+    }
+}
+
+impl std::fmt::Display for RunSummary {
+    /// `run saved at T ms: N first reads, H prefetched (R% hit ratio); from SOURCES`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "run saved at {} ms: {} first reads, {} prefetched ({:.0}% hit ratio); from ",
+            self.saved_unix_ms,
+            self.first_reads,
+            self.prefetch_hits,
+            100.0 * self.hit_ratio()
+        )?;
+        if self.sources.is_empty() {
+            return write!(f, "no trace");
+        }
+        for (n, source) in self.sources.iter().enumerate() {
+            let separator = if n == 0 { "" } else { "; " };
+            write!(f, "{separator}{source}")?;
+        }
+        Ok(())
     }
 }
 
