@@ -214,16 +214,26 @@ async fn bind_control(
     Ok((listener, socket))
 }
 
+/// The background fetching of a running mount: its workers (stopped when dropped) and what the
+/// starter is told.
+#[derive(Default)]
+struct BackgroundStarted {
+    _workers: Vec<AbortOnDrop>,
+    queued: usize,
+    sources: Vec<TraceSource>,
+    fetch_all: bool,
+}
+
 /// Starts the background fetching of a mount: the trace (its own or carried over) queued
-/// first, fetching on open when no own trace says what is read, the full fetch when asked or
-/// when nothing is known; returns the workers and what the starter is told.
+/// first, fetching on open (unless turned off), the full fetch when asked or when no trace
+/// applies.
 async fn start_background(
     volume: &Arc<Volume>,
     store: &Store,
     options: &SessionOptions,
-) -> (Vec<AbortOnDrop>, usize, Vec<TraceSource>, bool) {
+) -> BackgroundStarted {
     if !options.prefetch {
-        return (Vec::new(), 0, Vec::new(), false);
+        return BackgroundStarted::default();
     }
     let workers = volume
         .start_background(&tokio::runtime::Handle::current())
@@ -260,7 +270,12 @@ async fn start_background(
     if fetch_all {
         volume.fetch_all();
     }
-    (workers, queued, sources, fetch_all)
+    BackgroundStarted {
+        _workers: workers,
+        queued,
+        sources,
+        fetch_all,
+    }
 }
 
 fn fuse_config(options: &SessionOptions) -> Config {
@@ -376,8 +391,7 @@ pub async fn run(
     let (listener, socket) = bind_control(&options.runtime_dir, &mountpoint).await?;
     let _remove_socket = RemoveOnDrop(socket.clone());
 
-    let (_workers, prefetch_chunks, prefetch_sources, fetch_all) =
-        start_background(&volume, &store, &options).await;
+    let background = start_background(&volume, &store, &options).await;
 
     let metrics = match options.metrics_addr {
         Some(addr) => {
@@ -405,9 +419,9 @@ pub async fn run(
         mountpoint: mountpoint.clone(),
         control_socket: socket.clone(),
         metrics_addr: metrics.as_ref().map(|(addr, _)| *addr),
-        prefetch_chunks,
-        prefetch_sources,
-        fetch_all,
+        prefetch_chunks: background.queued,
+        prefetch_sources: background.sources.clone(),
+        fetch_all: background.fetch_all,
     });
 
     let mut summary = Summary::default();
