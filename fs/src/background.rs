@@ -7,9 +7,9 @@
 //! Memory is bounded by workers x batch bytes. The application's reads never wait in these
 //! queues: they go straight to the tiers, and join a background fetch of the same chunk
 //! (single-flight). While any application read is in flight, the two lowest classes (listed
-//! directories, the full fetch) keep at most [`Limits::while_demand`] batches in flight, so a
-//! demand read shares the store and the cores with at most that many background batches plus
-//! the trace and opened-file work it asked for itself.
+//! directories, the full fetch) start no new batch beyond [`Limits::while_demand`] (0 by
+//! default), so a demand read shares the store and the cores with at most the `workers` batches
+//! of those classes started before it, plus the trace and opened-file work.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -28,7 +28,9 @@ use crate::prefetch::{Class, PrefetchState};
 pub struct Limits {
     /// Batches in flight, all classes together.
     pub workers: usize,
-    /// Batches of the two lowest classes in flight while an application read is.
+    /// Batches of the two lowest classes in flight while an application read is (0: none
+    /// starts then; on 2 cores the full fetch's cache writes competed with the start for CPU,
+    /// docs/benchmarks.md).
     pub while_demand: usize,
     /// Chunks per batch at most.
     pub batch_chunks: usize,
@@ -40,7 +42,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             workers: crate::prefetch::DEFAULT_PREFETCH_CONCURRENCY,
-            while_demand: 1,
+            while_demand: 0,
             batch_chunks: 32,
             batch_bytes: 8 << 20,
         }
@@ -481,37 +483,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn while_the_application_reads_the_full_fetch_keeps_one_batch_in_flight() {
-        let volume = Arc::new(FakeVolume {
-            delay: Some(Duration::from_millis(30)),
-            ..FakeVolume::with_chunks(64)
-        });
-        let limits = Limits {
-            workers: 8,
-            while_demand: 1,
-            batch_chunks: 1,
-            ..Limits::default()
-        };
-        let background = Arc::new(Background::new(64, limits));
-        let reading = background.demand();
-        background.fetch_all(Vec::new(), 64);
-        let workers = background.start(
-            volume.clone(),
-            Default::default(),
-            &tokio::runtime::Handle::current(),
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let busy_peak = volume.peak_in_flight();
-        drop(reading);
-        until("the rest", || {
-            volume.background_fetches.lock().unwrap().len() == 64
-        })
-        .await;
-        workers.into_iter().for_each(|w| w.abort());
-        assert_eq!(
-            busy_peak, 1,
-            "one full-fetch batch while the application read"
-        );
-        assert!(volume.peak_in_flight() > 1, "all workers once it stopped");
+    async fn while_the_application_reads_the_full_fetch_starts_no_batch_or_only_its_share() {
+        for while_demand in [0, 1] {
+            let volume = Arc::new(FakeVolume {
+                delay: Some(Duration::from_millis(30)),
+                ..FakeVolume::with_chunks(64)
+            });
+            let limits = Limits {
+                workers: 8,
+                while_demand,
+                batch_chunks: 1,
+                ..Limits::default()
+            };
+            let background = Arc::new(Background::new(64, limits));
+            let reading = background.demand();
+            background.fetch_all(Vec::new(), 64);
+            let workers = background.start(
+                volume.clone(),
+                Default::default(),
+                &tokio::runtime::Handle::current(),
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let busy_peak = volume.peak_in_flight();
+            let fetched_while_reading = volume.background_fetches.lock().unwrap().len();
+            drop(reading);
+            until("the rest", || {
+                volume.background_fetches.lock().unwrap().len() == 64
+            })
+            .await;
+            workers.into_iter().for_each(|w| w.abort());
+            assert_eq!(
+                busy_peak, while_demand,
+                "full-fetch batches while the application read"
+            );
+            if while_demand == 0 {
+                assert_eq!(fetched_while_reading, 0);
+            }
+            assert!(volume.peak_in_flight() > 1, "all workers once it stopped");
+        }
     }
 }
