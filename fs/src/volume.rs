@@ -27,7 +27,7 @@ use crate::trace::recorder::TraceRecorder;
 use crate::trace::{RunSummary, Trace, TraceLog, TraceSource};
 use crate::{FsError, ReadError};
 
-/// What is fetched ahead of the application when no trace says what it will read.
+/// What is fetched ahead of the application by what it opens and lists.
 #[derive(Clone, Copy, Debug)]
 pub struct OpenAhead {
     /// A regular file opened through thaw is fetched whole, in the background, when it is at
