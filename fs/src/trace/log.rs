@@ -95,10 +95,13 @@ impl<'a> TraceLog<'a> {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
+        // One round trip for all of them, not one per object (a distant store).
+        let fetched =
+            futures::future::join_all(objects.iter().map(|key| self.read_object(key))).await;
         let mut merged: Option<Trace> = None;
         let mut read = Vec::with_capacity(objects.len());
-        for key in objects {
-            match self.read_object(&key).await {
+        for (key, fetched) in objects.into_iter().zip(fetched) {
+            match fetched {
                 Ok(Some(trace)) => {
                     merged = Some(match merged {
                         Some(merged) => merged.merge(trace),
