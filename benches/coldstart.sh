@@ -37,29 +37,13 @@ if [ ! -e "$layout/.complete" ]; then
     umoci repack --image "$layout:server" "$work/bundle"
     rm -rf "$work/bundle"
   }
-  python_layer() {
-    local root=$1
-    mkdir -p "$root$PYTHON_PREFIX"
-    tar -C "$PYTHON_PREFIX" --exclude="./lib/python$PYVER/site-packages" --exclude='./lib/python*/test' -cf - . |
-      tar -C "$root$PYTHON_PREFIX" -xf -
-    mkdir -p "$root$PYTHON_PREFIX/lib/python$PYVER/site-packages" "$root/usr/bin" "$root/tmp" "$root/etc"
-    ln -sf "$PYTHON_PREFIX/bin/python3" "$root/usr/bin/python3"
-    echo 'root:x:0:0::/root:/bin/sh' > "$root/etc/passwd"
-  }
+  python_layer() { python_root "$1"; }
   packages_layer() {
     local root=$1
     python3 -m pip install --quiet --no-warn-script-location --target "$root/opt/site" \
       numpy onnxruntime tokenizers safetensors ${PACKAGES:-}
     # The shared libraries the interpreter and every extension module load, from the host.
-    local libs
-    libs=$( { find "$root$PYTHON_PREFIX" "$root/opt/site" -name '*.so*' -type f -print0
-              printf '%s\0' "$PYTHON_PREFIX/bin/python$PYVER"; } |
-      xargs -0 ldd 2>/dev/null | awk '/=> \// {print $3}' | sort -u |
-      { grep -v -e "^$PYTHON_PREFIX" -e "^$root" || true; })
-    for lib in $libs; do
-      mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"
-    done
-    mkdir -p "$root/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+    host_libraries "$root" "$root$PYTHON_PREFIX" "$root/opt/site"
   }
   model_layer() {
     local root=$1

@@ -39,3 +39,32 @@ require_tools() {
     command -v "$tool" >/dev/null || { echo "missing $tool: run $setup" >&2; exit 1; }
   done
 }
+
+# python_root ROOT: the host's CPython ($PYTHON_PREFIX, without site-packages and tests) under
+# ROOT, with /usr/bin/python3 and a passwd file: an image's interpreter layer.
+python_root() {
+  local root=$1 pyver
+  pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  mkdir -p "$root$PYTHON_PREFIX"
+  tar -C "$PYTHON_PREFIX" --exclude="./lib/python$pyver/site-packages" --exclude='./lib/python*/test' -cf - . |
+    tar -C "$root$PYTHON_PREFIX" -xf -
+  mkdir -p "$root$PYTHON_PREFIX/lib/python$pyver/site-packages" "$root/usr/bin" "$root/tmp" "$root/etc"
+  ln -sf "$PYTHON_PREFIX/bin/python3" "$root/usr/bin/python3"
+  echo 'root:x:0:0::/root:/bin/sh' > "$root/etc/passwd"
+}
+
+# host_libraries ROOT DIR...: copies into ROOT, at their host paths, the shared libraries that
+# the interpreter and every *.so under DIR... load (ldd), except those found under $PYTHON_PREFIX
+# or the DIRs themselves, plus the dynamic loader.
+host_libraries() {
+  local root=$1 pyver libs lib; shift
+  pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  local keep=(-e "^$PYTHON_PREFIX")
+  for dir in "$@"; do keep+=(-e "^$dir"); done
+  libs=$( { find "$@" -name '*.so*' -type f -print0
+            printf '%s\0' "$PYTHON_PREFIX/bin/python$pyver"; } |
+    { xargs -0 ldd 2>/dev/null || true; } | awk '/=> \// {print $3}' | sort -u |
+    { grep -v "${keep[@]}" || true; })
+  for lib in $libs; do mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; done
+  mkdir -p "$root/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+}

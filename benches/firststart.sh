@@ -26,7 +26,6 @@ source "$(dirname "$0")/common.sh"
 [ "$can_drop" = yes ] || { echo "benches/firststart.sh needs root" >&2; exit 1; }
 require_tools scripts/setup umoci skopeo runc
 PYTHON_PREFIX=${PYTHON_PREFIX:-$(python3 -c 'import sys; print(sys.base_prefix)')}
-PYVER=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 PORT=${PORT:-18741}
 work="$BENCH_DIR/firststart"
 layout="$work/layout"
@@ -41,12 +40,7 @@ if [ ! -e "$layout/.complete" ]; then
   echo "building the torch reference image, two versions (once)"
   python=$work/layers/python
   rm -rf "$python" "$work/layers/site-v2" "$work/layers/filelock" "$work/layers"/app-v*
-  mkdir -p "$python$PYTHON_PREFIX"
-  tar -C "$PYTHON_PREFIX" --exclude="./lib/python$PYVER/site-packages" --exclude='./lib/python*/test' -cf - . |
-    tar -C "$python$PYTHON_PREFIX" -xf -
-  mkdir -p "$python$PYTHON_PREFIX/lib/python$PYVER/site-packages" "$python/usr/bin" "$python/tmp" "$python/etc"
-  ln -sf "$PYTHON_PREFIX/bin/python3" "$python/usr/bin/python3"
-  echo 'root:x:0:0::/root:/bin/sh' > "$python/etc/passwd"
+  python_root "$python"
 
   site1=$work/layers/site-v1
   if [ ! -e "$site1/.installed" ]; then
@@ -54,12 +48,7 @@ if [ ! -e "$layout/.complete" ]; then
     touch "$site1/.installed"
   fi
   # The shared libraries the interpreter and the extension modules load, from the host.
-  libs=$( { find "$python$PYTHON_PREFIX" "$site1/opt/site" -name '*.so*' -type f -print0
-            printf '%s\0' "$PYTHON_PREFIX/bin/python$PYVER"; } |
-    { xargs -0 ldd 2>/dev/null || true; } | awk '/=> \// {print $3}' | sort -u |
-    { grep -v -e "^$PYTHON_PREFIX" -e "^$work" || true; })
-  for lib in $libs; do mkdir -p "$python$(dirname "$lib")"; cp -L "$lib" "$python$lib"; done
-  mkdir -p "$python/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$python/lib64/"
+  host_libraries "$python" "$python$PYTHON_PREFIX" "$site1/opt/site"
 
   # Version 2: the same install with one package at another version.
   site2=$work/layers/site-v2
