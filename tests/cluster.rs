@@ -572,21 +572,10 @@ fn a_carried_over_prefetch_is_served_by_the_peers_not_the_store() {
         ],
         &env,
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let status: serde_json::Value =
-            serde_json::from_str(&world.ok(&["mount", "status", mnt.to_str().unwrap(), "--json"]))
-                .unwrap();
-        let trace = &status["background"]["trace"];
-        let count = |field: &str| trace[field].as_u64().unwrap_or(0);
-        if count("queued") > 0
-            && count("fetched") + count("failed") + count("skipped") >= count("queued")
-        {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "{status:#}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    wait_for_status(&world, &mnt, "the carried-over prefetch", |s| {
+        settled(s, "trace")
+    });
+    let status = mount_status(&world, &mnt);
     assert_eq!(
         status["prefetch_sources"][0]["relation"], "previous version 1 of tag app",
         "{status:#}"

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::common::oci::{oci_tools_available, run_tool, Layout};
 use crate::common::*;
@@ -18,31 +17,6 @@ const COLD: [&str; 5] = [
     "--store-read-latency-ms",
     "20",
 ];
-
-/// `thaw mount status DIR --json`.
-fn status(w: &World, dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&w.ok(&["mount", "status", dir.to_str().unwrap(), "--json"])).unwrap()
-}
-
-/// Waits (up to 30 s) until `done` holds for the mount's status.
-fn wait_for(w: &World, dir: &Path, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = status(w, dir);
-        if done(&now) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {now:#}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Whether background class `class` has settled every chunk it queued (at least one).
-fn settled(status: &serde_json::Value, class: &str) -> bool {
-    let report = &status["background"][class];
-    let count = |field: &str| report[field].as_u64().unwrap_or(0);
-    count("queued") > 0 && count("fetched") + count("failed") + count("skipped") >= count("queued")
-}
 
 /// Prefetch hits / first reads of a mount so far.
 fn hit_ratio(m: &MountGuard<'_>) -> f64 {
@@ -112,7 +86,7 @@ fn a_new_version_prefetches_what_the_previous_version_read() {
         &mnt,
         &[&COLD[..], &["--fetch-all-below", "0"]].concat(),
     );
-    let now = status(&w, &mnt);
+    let now = mount_status(&w, &mnt);
     let source = &now["prefetch_sources"][0];
     assert_eq!(
         source["relation"], "previous version 1 of tag app",
@@ -123,7 +97,7 @@ fn a_new_version_prefetches_what_the_previous_version_read() {
         "m05 changed: mapped by path: {now:#}"
     );
     assert!(source["by_id"].as_u64().unwrap() >= 5, "{now:#}");
-    wait_for(&w, &mnt, "the carried-over prefetch", |s| {
+    wait_for_status(&w, &mnt, "the carried-over prefetch", |s| {
         settled(s, "trace")
     });
     run_startup(&mnt, &v2);
@@ -215,14 +189,14 @@ fn images_sharing_a_layer_prefetch_each_others_reads() {
         &mnt,
         &[&COLD[..], &["--fetch-all-below", "0"]].concat(),
     );
-    let now = status(&w, &mnt);
+    let now = mount_status(&w, &mnt);
     assert_eq!(
         now["prefetch_sources"][0]["relation"], "shares 1 layer",
         "{now:#}"
     );
     let queued = now["background"]["trace"]["queued"].as_u64().unwrap();
     assert!(queued >= STARTUP.len() as u64, "{now:#}");
-    wait_for(&w, &mnt, "the prefetch of the shared layer", |s| {
+    wait_for_status(&w, &mnt, "the prefetch of the shared layer", |s| {
         settled(s, "trace")
     });
     run_startup(&mnt.join("base"), &bundle_free_copy(&w));
@@ -258,16 +232,16 @@ fn with_no_trace_opened_files_and_listed_directories_are_fetched_ahead() {
     // Open the big file and read one byte: the rest of it comes in the background.
     let mut big = fs::File::open(mnt.join("big.bin")).unwrap();
     std::io::Read::read_exact(&mut big, &mut [0u8; 1]).unwrap();
-    let now = status(&w, &mnt);
+    let now = mount_status(&w, &mnt);
     assert!(now["fetch_on_open"].as_bool().unwrap(), "{now:#}");
     let opened = now["background"]["opened"]["queued"].as_u64().unwrap();
     assert!(opened >= 2, "the whole file is queued: {now:#}");
-    wait_for(&w, &mnt, "the opened file", |s| settled(s, "opened"));
+    wait_for_status(&w, &mnt, "the opened file", |s| settled(s, "opened"));
     drop(big);
     // List the directory: its small files come before they are opened.
     let listed = fs::read_dir(mnt.join("small")).unwrap().count();
     assert_eq!(listed, 20);
-    wait_for(&w, &mnt, "the listed directory", |s| settled(s, "listed"));
+    wait_for_status(&w, &mnt, "the listed directory", |s| settled(s, "listed"));
     let before = m.metric("thaw_prefetch_hits_total");
     for i in 0..20u64 {
         let name = format!("small/s{i:02}.py");
@@ -286,7 +260,7 @@ fn with_no_trace_opened_files_and_listed_directories_are_fetched_ahead() {
     // Off: nothing is fetched at open.
     let m = w.mount("tree", &mnt, &[&opts[..], &["--no-fetch-on-open"]].concat());
     fs::File::open(mnt.join("big.bin")).unwrap();
-    let now = status(&w, &mnt);
+    let now = mount_status(&w, &mnt);
     assert!(!now["fetch_on_open"].as_bool().unwrap(), "{now:#}");
     assert_eq!(now["background"]["opened"]["queued"], 0, "{now:#}");
     m.unmount();
@@ -315,10 +289,10 @@ fn the_full_fetch_leaves_every_chunk_in_the_local_cache() {
             "5",
         ],
     );
-    wait_for(&w, &mnt, "the full fetch", |s| {
+    wait_for_status(&w, &mnt, "the full fetch", |s| {
         s["fetching_all"] == false && s["background"]["all"]["fetched"].as_u64() > Some(0)
     });
-    assert_eq!(status(&w, &mnt)["background"]["all"]["failed"], 0);
+    assert_eq!(mount_status(&w, &mnt)["background"]["all"]["failed"], 0);
     m.unmount();
     // Every chunk is local now: reading the whole tree asks the store for nothing.
     let m = w.mount("app", &mnt, &["--metrics", "127.0.0.1:0", "--no-prefetch"]);

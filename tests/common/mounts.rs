@@ -131,3 +131,33 @@ impl Drop for MountGuard<'_> {
         }
     }
 }
+
+/// `thaw mount status DIR --json`.
+pub fn mount_status(w: &World, dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&w.ok(&["mount", "status", dir.to_str().unwrap(), "--json"])).unwrap()
+}
+
+/// Waits (up to 30 s) until `done` holds for the mount's status.
+pub fn wait_for_status(
+    w: &World,
+    dir: &Path,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = mount_status(w, dir);
+        if done(&now) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {now:#}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether background class `class` has settled every chunk it queued (at least one).
+pub fn settled(status: &serde_json::Value, class: &str) -> bool {
+    let report = &status["background"][class];
+    let count = |field: &str| report[field].as_u64().unwrap_or(0);
+    count("queued") > 0 && count("fetched") + count("failed") + count("skipped") >= count("queued")
+}
