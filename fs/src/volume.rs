@@ -187,10 +187,7 @@ impl Volume {
             .recorder
             .to_trace(&self.manifest, |ino| self.path_of(ino));
         trace.history.push(RunSummary {
-            saved_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            saved_unix_ms: crate::trace::unix_ms_now(),
             first_reads: self.recorder.chunks_read(),
             prefetch_hits: self.metrics.prefetch_hits.get(),
             sources: self.trace_sources(),

@@ -231,9 +231,7 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
     let options = SessionOptions {
         fs_name: format!("thaw:{name}"),
         prefetch: !args.no_prefetch,
-        tag: thaw_core::store::validate_tag(name)
-            .is_ok()
-            .then(|| name.to_string()),
+        tag: carry::tag_named(name).map(str::to_string),
         fetch_on_open: !args.no_fetch_on_open,
         fetch_all,
         save_trace: !args.no_trace,
@@ -339,8 +337,7 @@ async fn show_carried(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let manifest = store.get_manifest(id).await?;
-    let tag = thaw_core::store::validate_tag(name).is_ok().then_some(name);
-    let plan = carry::plan(store, &manifest, tag, profile).await;
+    let plan = carry::plan(store, &manifest, carry::tag_named(name), profile).await;
     if plan.sources.is_empty() {
         bail!("{name}: no access trace stored yet, and none of a related manifest (mount it and run the program once)");
     }

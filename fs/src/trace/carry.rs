@@ -45,6 +45,12 @@ pub struct PrefetchPlan {
     pub sources: Vec<TraceSource>,
 }
 
+/// The tag a mount's `name` (a tag or a manifest id) may be: a name that is a valid tag (a
+/// manifest id is one too; its history is then simply not found).
+pub fn tag_named(name: &str) -> Option<&str> {
+    thaw_core::store::validate_tag(name).is_ok().then_some(name)
+}
+
 /// The manifests related to `manifest`, best first: the earlier versions of `tag` (newest
 /// first), then the images sharing its layers (most shared first). Lookup failures are logged
 /// and skipped (prefetch is a hint).

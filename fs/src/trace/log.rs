@@ -144,10 +144,7 @@ impl<'a> TraceLog<'a> {
     /// Saves `run` as a new object beside the others (compacting the folder when it has grown
     /// past [`COMPACT_ABOVE`]); returns the folder and the merged trace's entry count.
     pub async fn save_run(&self, run: &Trace) -> Result<(String, usize), FsError> {
-        let saved_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let saved_ms = super::unix_ms_now();
         let content = serde_json::to_vec(run).expect("a trace always serializes");
         let id = format!(
             "run-{saved_ms:013}-{}",

@@ -38,6 +38,14 @@ const MAX_RUN_IDS: usize = 1024;
 
 pub use log::{valid_profile, TraceLog};
 
+/// Milliseconds since the Unix epoch now (run names and run summaries).
+pub(crate) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// One chunk a start-up read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceEntry {
