@@ -106,6 +106,20 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Another process holds the store lock this command needs.
+    #[error("the store is locked ({wanted:?} lock wanted): {holder}; wait for it, or remove a stale lock with `thaw unlock`")]
+    Locked {
+        /// The kind of lock that could not be had.
+        wanted: crate::lock::LockKind,
+        /// Who holds the lock in the way.
+        holder: String,
+    },
+    /// A held store lock disappeared (another process judged it stale and removed it).
+    #[error("store lock {key} was lost (removed as stale by another process); nothing was committed")]
+    LockLost {
+        /// The lock object's key.
+        key: String,
+    },
     /// An error shared by every waiter of one single-flight fetch.
     #[error(transparent)]
     Shared(Arc<Error>),

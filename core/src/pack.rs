@@ -360,6 +360,72 @@ pub struct PackIndex {
 }
 
 impl PackIndex {
+    /// Encodes the index object (entries sorted by chunk id, as readers expect).
+    pub fn encode(&self) -> Bytes {
+        let mut entries = self.entries.clone();
+        entries.sort_by_key(|e| e.id);
+        Bytes::from(encode_index(&self.pack, self.pack_len, &entries))
+    }
+
+    /// Rebuilds the index of pack `pack` from the pack's own bytes: every frame header names
+    /// its chunk, lengths and codec, so a pack describes itself. Each frame is decoded and
+    /// verified; frames that do not verify are left out and reported (with their offsets),
+    /// and a header that runs past the end stops the scan. `object` names the pack in errors.
+    pub fn scan(pack: ChunkId, bytes: &[u8], object: &str) -> (PackIndex, Vec<Error>) {
+        let mut problems = Vec::new();
+        let mut entries = Vec::new();
+        let r = Reader::new(bytes, object);
+        if let Err(e) = r.magic_and_version(PACK_MAGIC, PACK_VERSION) {
+            problems.push(e);
+        }
+        let mut offset = PACK_HEADER_BYTES;
+        while offset < bytes.len() as u64 {
+            let header = (
+                r.id(offset, "frame chunk id"),
+                r.u32(offset + 32, "frame raw length"),
+                r.u32(offset + 36, "frame stored length"),
+                r.u8(offset + 40, "frame codec"),
+            );
+            let (Ok(id), Ok(raw_len), Ok(stored_len), Ok(code)) = header else {
+                problems.push(r.corrupt(offset, "frame header runs past the end of the pack"));
+                break;
+            };
+            let end = offset + FRAME_HEADER_BYTES + stored_len as u64;
+            if end > bytes.len() as u64 {
+                problems.push(r.corrupt(
+                    offset,
+                    format!("frame of chunk {} ends at {end}, past the end of the pack", id.short()),
+                ));
+                break;
+            }
+            match Codec::from_code(code) {
+                Some(codec) => {
+                    let entry = IndexEntry {
+                        id,
+                        offset,
+                        raw_len,
+                        stored_len,
+                        codec,
+                    };
+                    let frame = &bytes[offset as usize..end as usize];
+                    match decode_frame(frame, &id, &entry.location(pack)) {
+                        Ok(_) => entries.push(entry),
+                        Err(e) => problems.push(e),
+                    }
+                }
+                None => problems.push(r.corrupt(offset + 40, format!("unknown codec {code}"))),
+            }
+            offset = end;
+        }
+        entries.sort_by_key(|e| e.id);
+        let index = PackIndex {
+            pack,
+            pack_len: bytes.len() as u64,
+            entries,
+        };
+        (index, problems)
+    }
+
     /// Decodes and checks an index: checksum, header, and that every frame lies inside the pack.
     ///
     /// `object` names the index in errors (an entry error gives the entry's byte offset).
@@ -480,6 +546,29 @@ mod tests {
         );
         let truncated = &sealed.index[..40];
         assert!(PackIndex::decode(truncated, "i").is_err());
+    }
+
+    #[test]
+    fn a_pack_rebuilds_its_own_index_and_reports_a_damaged_frame() {
+        let mut builder = PackBuilder::new();
+        for c in [&b"alpha"[..], &[9u8; 50_000][..], b"omega"] {
+            builder.append(&EncodedChunk::encode(c, ZSTD_LEVEL));
+        }
+        let sealed = builder.seal();
+        let (index, problems) = PackIndex::scan(sealed.id, &sealed.bytes, "p");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(index.encode(), sealed.index, "the same index, byte for byte");
+        let mut damaged = sealed.bytes.to_vec();
+        let second = sealed.entries.iter().map(|e| e.offset).max().unwrap();
+        damaged[second as usize + 50] ^= 1;
+        let (index, problems) = PackIndex::scan(sealed.id, &damaged, "packs/p.pack");
+        assert_eq!(index.entries.len(), 2);
+        assert_eq!(problems.len(), 1);
+        let text = problems[0].to_string();
+        assert!(text.contains(&format!("offset {second}")), "{text}");
+        let (index, problems) = PackIndex::scan(sealed.id, &sealed.bytes[..second as usize + 20], "p");
+        assert_eq!(index.entries.len(), 2);
+        assert!(problems[0].to_string().contains("past the end"), "{problems:?}");
     }
 
     #[test]

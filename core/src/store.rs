@@ -72,8 +72,31 @@ pub struct StoreRequests {
     pub bytes_read: AtomicU64,
     /// Writes.
     pub puts: AtomicU64,
+    /// Deletes.
+    pub deletes: AtomicU64,
     /// Size queries and listings.
     pub other: AtomicU64,
+}
+
+/// One object of a listing: its key (relative to the store), size and last-modified time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Key relative to the store (e.g. `packs/<hex>.pack`).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, milliseconds since the Unix epoch (the object store's clock).
+    pub modified_unix_ms: u64,
+}
+
+/// One version of a tag: the manifest it named and when it was set to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TagVersion {
+    /// The manifest.
+    pub manifest: ChunkId,
+    /// When the tag was pointed at it (milliseconds since the Unix epoch); `None` for a tag
+    /// written before tags recorded times (its object's last-modified time stands in).
+    pub set_unix_ms: Option<u64>,
 }
 
 /// A handle on one store.
@@ -254,8 +277,18 @@ impl Store {
 
     /// Lists keys (relative to the store) under `dir` with their sizes.
     pub async fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .list_objects(dir)
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect())
+    }
+
+    /// Lists the objects under `dir` (`""` for the whole store) with size and modification time.
+    pub async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
         self.requests.other.fetch_add(1, Ordering::Relaxed);
-        let prefix = self.path(dir);
+        let prefix = (!dir.is_empty() || !self.prefix.is_empty()).then(|| self.path(dir));
         let strip = if self.prefix.is_empty() {
             0
         } else {
@@ -263,13 +296,17 @@ impl Store {
         };
         let metas: Vec<_> = self
             .objects
-            .list(Some(&prefix))
+            .list(prefix.as_ref())
             .try_collect()
             .await
             .map_err(|e| Error::object_store(dir, e))?;
         Ok(metas
             .into_iter()
-            .map(|m| (m.location.as_ref()[strip..].to_string(), m.size))
+            .map(|m| ListedObject {
+                key: m.location.as_ref()[strip..].to_string(),
+                size: m.size,
+                modified_unix_ms: m.last_modified.timestamp_millis().max(0) as u64,
+            })
             .collect())
     }
 
@@ -279,23 +316,28 @@ impl Store {
         self.put(&index_key(&pack.id), pack.index.clone()).await
     }
 
-    /// Reads every pack index. Indexes that fail to decode are returned as errors beside the
-    /// good ones, so a caller can skip (and report) them instead of trusting them.
+    /// Reads every pack index. Indexes that fail to decode, or whose pack is not in the store
+    /// (a pack deleted by `thaw gc` goes after its index, but a store can be damaged), are
+    /// returned as errors beside the good ones, so a caller can skip (and report) them instead
+    /// of trusting them.
     pub async fn load_pack_indexes(&self) -> Result<(Vec<PackIndex>, Vec<Error>)> {
         let keys = self.list("packs").await?;
         let mut good = Vec::new();
-        let mut bad = Vec::new();
-        let fetches = keys
-            .iter()
-            .filter(|(k, _)| k.ends_with(".idx"))
-            .map(|(k, _)| async move { (k, self.get(k).await) });
+        let (wanted, mut bad) = Self::indexes_with_packs(&keys);
+        let fetches = wanted.into_iter().map(|k| {
+            let store = self.clone();
+            async move {
+                let bytes = store.get(&k).await;
+                (k, bytes)
+            }
+        });
         let results: Vec<_> = futures::stream::iter(fetches)
             .buffer_unordered(INDEX_FETCHES_IN_FLIGHT)
             .collect()
             .await;
         for (key, bytes) in results {
-            match bytes.and_then(|b| PackIndex::decode(&b, key)) {
-                Ok(index) if index_key(&index.pack) == *key => good.push(index),
+            match bytes.and_then(|b| PackIndex::decode(&b, &key)) {
+                Ok(index) if index_key(&index.pack) == key => good.push(index),
                 Ok(index) => bad.push(Error::corrupt(
                     key.as_str(),
                     24,
@@ -305,6 +347,30 @@ impl Store {
             }
         }
         Ok((good, bad))
+    }
+
+    /// Of a listing of `packs/`, the index keys whose pack is listed too, and an error for
+    /// each index whose pack is not.
+    fn indexes_with_packs(keys: &[(String, u64)]) -> (Vec<String>, Vec<Error>) {
+        let packs: std::collections::HashSet<&str> = keys
+            .iter()
+            .filter_map(|(k, _)| k.strip_suffix(".pack"))
+            .collect();
+        let mut wanted = Vec::new();
+        let mut bad = Vec::new();
+        for (key, _) in keys {
+            let Some(stem) = key.strip_suffix(".idx") else {
+                continue;
+            };
+            if packs.contains(stem) {
+                wanted.push(key.clone());
+            } else {
+                bad.push(Error::NotFound {
+                    object: format!("{stem}.pack (named by index {key})"),
+                });
+            }
+        }
+        (wanted, bad)
     }
 
     /// Stores manifest bytes under their id.
@@ -333,12 +399,12 @@ impl Store {
 
     /// Points tag `name` at `manifest` (last writer wins), keeping the manifests it named
     /// before as its history (newest first, at most [`TAG_HISTORY`]): a tag object is one
-    /// 64-hex id per line, the current one first. Re-pointing a tag at the manifest it already
-    /// names changes nothing.
+    /// line per version, `<64-hex id> <unix ms set>`, the current one first. Re-pointing a tag
+    /// at the manifest it already names changes nothing.
     pub async fn set_tag(&self, name: &str, manifest: &ChunkId) -> Result<()> {
         validate_tag(name)?;
-        let mut ids = match self.tag_versions(name).await {
-            Ok(ids) => ids,
+        let mut versions = match self.tag_versions(name).await {
+            Ok(versions) => versions,
             Err(e) if e.is_not_found() => Vec::new(),
             // An unreadable tag is replaced: its history is a hint, the new id is what counts.
             Err(e) => {
@@ -346,52 +412,57 @@ impl Store {
                 Vec::new()
             }
         };
-        if ids.first() == Some(manifest) {
+        if versions.first().map(|v| v.manifest) == Some(*manifest) {
             return Ok(());
         }
-        ids.retain(|id| id != manifest);
-        ids.insert(0, *manifest);
-        ids.truncate(TAG_HISTORY + 1);
-        let text: String = ids.iter().map(|id| format!("{}\n", id.to_hex())).collect();
+        versions.retain(|v| v.manifest != *manifest);
+        versions.insert(
+            0,
+            TagVersion {
+                manifest: *manifest,
+                set_unix_ms: Some(unix_ms_now()),
+            },
+        );
+        versions.truncate(TAG_HISTORY + 1);
+        self.put_tag_versions(name, &versions).await
+    }
+
+    /// Writes tag `name` with exactly `versions` (current first): for `thaw tag mv`, which
+    /// keeps a tag's history and times under its new name.
+    pub async fn put_tag_versions(&self, name: &str, versions: &[TagVersion]) -> Result<()> {
+        validate_tag(name)?;
+        let text: String = versions
+            .iter()
+            .map(|v| match v.set_unix_ms {
+                Some(ms) => format!("{} {ms}\n", v.manifest.to_hex()),
+                None => format!("{}\n", v.manifest.to_hex()),
+            })
+            .collect();
         self.put(&format!("tags/{name}"), Bytes::from(text)).await
     }
 
     /// The manifest a tag names.
     pub async fn get_tag(&self, name: &str) -> Result<ChunkId> {
-        Ok(self.tag_versions(name).await?[0])
+        Ok(self.tag_versions(name).await?[0].manifest)
     }
 
     /// The manifests tag `name` named before its current one, newest first (the versions a
     /// new version of an image or model follows).
     pub async fn tag_history(&self, name: &str) -> Result<Vec<ChunkId>> {
-        Ok(self.tag_versions(name).await?.split_off(1))
+        Ok(self
+            .tag_versions(name)
+            .await?
+            .into_iter()
+            .skip(1)
+            .map(|v| v.manifest)
+            .collect())
     }
 
-    /// Every id of tag `name`: the current one first, then its history.
-    async fn tag_versions(&self, name: &str) -> Result<Vec<ChunkId>> {
+    /// Every version of tag `name`: the current one first, then its history.
+    pub async fn tag_versions(&self, name: &str) -> Result<Vec<TagVersion>> {
         validate_tag(name)?;
         let key = format!("tags/{name}");
-        let bytes = self.get(&key).await?;
-        let text = std::str::from_utf8(&bytes).unwrap_or_default();
-        let mut ids = Vec::new();
-        let mut offset = 0u64;
-        for line in text.split_inclusive('\n') {
-            let id = line.trim();
-            if !id.is_empty() {
-                ids.push(id.parse().map_err(|_| {
-                    Error::corrupt(&key, offset, "tag line does not hold a 64-hex manifest id")
-                })?);
-            }
-            offset += line.len() as u64;
-        }
-        if ids.is_empty() {
-            return Err(Error::corrupt(
-                key,
-                0,
-                "tag does not hold a 64-hex manifest id",
-            ));
-        }
-        Ok(ids)
+        parse_tag(&key, &self.get(&key).await?)
     }
 
     /// Removes tag `name`; an unknown tag is an error. The manifest and its chunks stay (other
@@ -406,7 +477,7 @@ impl Store {
     /// Deletes object `key` (a missing object is not an error: the store may be shared, and
     /// another node may have deleted it first).
     pub async fn delete(&self, key: &str) -> Result<()> {
-        self.requests.other.fetch_add(1, Ordering::Relaxed);
+        self.requests.deletes.fetch_add(1, Ordering::Relaxed);
         match self.objects.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::object_store(key, e)),
@@ -454,6 +525,51 @@ impl Store {
 
 /// Previous manifests a tag remembers ([`Store::tag_history`]).
 pub const TAG_HISTORY: usize = 16;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Parses a tag object (`key` names it in errors): one version per line, `<64 hex>` optionally
+/// followed by a space and the unix milliseconds it was set (older tags have no time).
+pub fn parse_tag(key: &str, bytes: &[u8]) -> Result<Vec<TagVersion>> {
+    let text = std::str::from_utf8(bytes).unwrap_or_default();
+    let mut versions = Vec::new();
+    let mut offset = 0u64;
+    for line in text.split_inclusive('\n') {
+        let mut fields = line.split_whitespace();
+        if let Some(id) = fields.next() {
+            let bad = |what| Error::corrupt(key, offset, what);
+            let manifest = id
+                .parse()
+                .map_err(|_| bad("tag line does not start with a 64-hex manifest id"))?;
+            let set_unix_ms = match fields.next() {
+                None => None,
+                Some(ms) => Some(
+                    ms.parse()
+                        .map_err(|_| bad("tag line's time is not unix milliseconds"))?,
+                ),
+            };
+            versions.push(TagVersion {
+                manifest,
+                set_unix_ms,
+            });
+        }
+        offset += line.len() as u64;
+    }
+    if versions.is_empty() {
+        return Err(Error::corrupt(
+            key,
+            0,
+            "tag does not hold a 64-hex manifest id",
+        ));
+    }
+    Ok(versions)
+}
 
 /// Checks a tag name: 1-200 characters of `A-Z a-z 0-9 . _ - : @ + /`, no empty, `.` or `..`
 /// component.

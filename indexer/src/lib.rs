@@ -81,6 +81,9 @@ pub struct IndexOptions {
     pub pack_target_bytes: u64,
     /// Worker threads (chunking, hashing, compression).
     pub threads: usize,
+    /// How long to wait for `thaw gc` or `thaw repair` to release the store (writers hold a
+    /// shared store lock from before they read the pack indexes until their tag is set).
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for IndexOptions {
@@ -92,22 +95,13 @@ impl Default for IndexOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            lock_wait: std::time::Duration::from_secs(3600),
         }
     }
 }
 
-/// Receives progress of long operations (the CLI draws bars with it).
-pub trait Progress: Send + Sync {
-    /// The total amount of work is now known (bytes).
-    fn start(&self, _phase: &str, _total_bytes: u64) {}
-    /// `bytes` more are done.
-    fn advance(&self, _bytes: u64) {}
-    /// The phase is over.
-    fn finish(&self) {}
-}
-
-/// No progress reporting.
-impl Progress for () {}
+/// Progress callbacks (the trait lives in thaw-core so every library reports the same way).
+pub use thaw_core::progress::Progress;
 
 /// Indexes the tree at `root` into `store`; sets `tag` (if given) once everything is written.
 pub fn index_tree(
@@ -130,11 +124,48 @@ pub fn index_tree(
             reason: format!("thread pool: {e}"),
         })?;
     let chunker = options.chunker.unwrap_or_else(|| kind.default_chunker());
-    let report = pipeline::run(
-        store, runtime, &pool, root, chunker, kind, options, progress,
-    )?;
-    if let Some(tag) = tag {
-        runtime.block_on(store.set_tag(tag, &report.manifest))?;
+    let what = format!("index {}", kind.name());
+    with_write_lock(store, runtime, &what, options, |lock| {
+        let report = pipeline::run(
+            store, runtime, &pool, root, chunker, kind, options, progress,
+        )?;
+        if let Some(tag) = tag {
+            commit_tag(store, runtime, lock, tag, &report.manifest)?;
+        }
+        Ok(report)
+    })
+}
+
+/// Runs `write` under a shared store lock (so `thaw gc` cannot delete what it deduplicates
+/// against), releasing the lock afterwards whatever the outcome.
+pub(crate) fn with_write_lock<R>(
+    store: &thaw_core::store::Store,
+    runtime: &tokio::runtime::Handle,
+    what: &str,
+    options: &IndexOptions,
+    write: impl FnOnce(&thaw_core::lock::StoreLock) -> Result<R, IndexError>,
+) -> Result<R, IndexError> {
+    use thaw_core::lock::{LockKind, StoreLock};
+    let lock =
+        runtime.block_on(StoreLock::acquire(store, LockKind::Shared, what, options.lock_wait))?;
+    let result = write(&lock);
+    if let Err(e) = runtime.block_on(lock.release()) {
+        tracing::warn!(error = %e, "could not remove the store lock (it goes stale on its own)");
     }
-    Ok(report)
+    result
+}
+
+/// Sets `tag` once the lock is known to be still held (the commit point of a write).
+pub(crate) fn commit_tag(
+    store: &thaw_core::store::Store,
+    runtime: &tokio::runtime::Handle,
+    lock: &thaw_core::lock::StoreLock,
+    tag: &str,
+    manifest: &thaw_core::ChunkId,
+) -> Result<(), IndexError> {
+    runtime.block_on(async {
+        lock.check().await?;
+        store.set_tag(tag, manifest).await
+    })?;
+    Ok(())
 }

@@ -4,6 +4,7 @@ mod browse;
 mod cache;
 mod cache_server;
 mod index;
+mod lifecycle;
 mod mount;
 mod progress;
 mod restore;
@@ -178,6 +179,20 @@ enum Command {
     Extract(restore::ExtractArgs),
     /// Fetch and check every chunk of a tag; exit non-zero listing each bad chunk.
     Verify(verify::VerifyArgs),
+    /// Delete what no tag reaches (and repack mostly-garbage packs); `--keep-last N --prefix P`
+    /// first removes all but the newest N tags under P. Safe beside running indexers.
+    Gc(lifecycle::GcArgs),
+    /// Check the whole store: every index, tag, manifest and chunk map (`--read-data`: every
+    /// byte); exit 1 listing each problem.
+    Check(lifecycle::CheckArgs),
+    /// Rebuild pack indexes from packs and chunk maps from indexes; drop tags that cannot be
+    /// recovered.
+    Repair(lifecycle::RepairArgs),
+    /// Tags: list with times, remove, rename.
+    #[command(subcommand)]
+    Tag(lifecycle::TagCommand),
+    /// Remove stale store locks (those of killed processes); `--all` removes every lock.
+    Unlock(lifecycle::UnlockArgs),
     /// Sizes, chunks and dedup of one or more tags.
     Stats(browse::StatsArgs),
     /// Mount a tagged tree read-only (FUSE); chunks are fetched on first read.
@@ -303,6 +318,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => runtime.block_on(browse::stats(global, args)),
         Command::Extract(args) => runtime.block_on(restore::extract(global, args)),
         Command::Verify(args) => runtime.block_on(verify::verify(global, args)),
+        Command::Gc(args) => runtime.block_on(lifecycle::gc(global, args)),
+        Command::Check(args) => runtime.block_on(lifecycle::check(global, args)),
+        Command::Repair(args) => runtime.block_on(lifecycle::repair(global, args)),
+        Command::Tag(cmd) => runtime.block_on(lifecycle::tag(global, cmd)),
+        Command::Unlock(args) => runtime.block_on(lifecycle::unlock(global, args)),
         Command::Mount(args) => mount::mount(global, &runtime, args),
         Command::Umount(args) => runtime.block_on(mount::umount(global, args)),
         Command::Cache(cmd) => cache::run(global, cmd),

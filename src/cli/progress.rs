@@ -15,15 +15,18 @@ impl Bar {
         } else {
             ProgressBar::new(0)
         };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
+        bar.set_style(byte_style());
         Bar { bar }
     }
+}
+
+/// A bar of bytes with rate and time left.
+fn byte_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    )
+    .expect("static template")
+    .progress_chars("=> ")
 }
 
 impl thaw_indexer::Progress for Bar {
@@ -38,9 +41,22 @@ impl thaw_indexer::Progress for Bar {
             );
             self.bar
                 .enable_steady_tick(std::time::Duration::from_millis(200));
+        } else {
+            self.bar.set_style(byte_style());
         }
         self.bar.set_message(phase.to_string());
         self.bar.set_length(total_bytes);
+        self.bar.set_position(0);
+    }
+
+    fn start_count(&self, phase: &str, total: u64) {
+        self.bar.set_style(
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        self.bar.set_message(phase.to_string());
+        self.bar.set_length(total);
         self.bar.set_position(0);
     }
 

@@ -15,15 +15,75 @@ const RUN_MAX_GAP: u64 = 256 * 1024;
 /// ...as long as the read stays this small.
 const RUN_MAX_BYTES: u64 = 2 * 1024 * 1024;
 
+/// A relocation table is loaded again at most this often (a chunk still missing after that is
+/// reported, not looked up on every read).
+const RELOCATIONS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads chunks out of packs in a [`Store`] using their chunk-map locations.
+///
+/// A location can outlive its pack: `thaw gc` rewrites packs that are mostly garbage and
+/// deletes the old ones, while a mount keeps the chunk map it opened with. A chunk whose pack is
+/// gone is looked up in the store's pack indexes (loaded on the first such miss, reloaded at
+/// most every [`RELOCATIONS_MAX_AGE`]) and read from where it lives now.
 pub struct PackSource {
     store: Store,
+    relocations: tokio::sync::Mutex<Option<Relocations>>,
+}
+
+/// Where every chunk of the store lives, from its pack indexes, as of `loaded`.
+struct Relocations {
+    loaded: std::time::Instant,
+    by_id: std::collections::HashMap<crate::ChunkId, crate::pack::ChunkLocation>,
 }
 
 impl PackSource {
     /// A source over `store`.
     pub fn new(store: Store) -> Self {
-        PackSource { store }
+        PackSource {
+            store,
+            relocations: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Where chunk `chunk` lives now, if its pack is not `gone`.
+    async fn relocate(&self, chunk: &ChunkRef, gone: &crate::ChunkId) -> Result<Option<ChunkRef>> {
+        let mut slot = self.relocations.lock().await;
+        let fresh = |r: &Relocations| r.loaded.elapsed() < RELOCATIONS_MAX_AGE;
+        let known = slot
+            .as_ref()
+            .and_then(|r| r.by_id.get(&chunk.id).copied())
+            .filter(|l| l.pack != *gone);
+        if known.is_none() && !slot.as_ref().is_some_and(fresh) {
+            let (indexes, _bad) = self.store.load_pack_indexes().await?;
+            let by_id = indexes
+                .iter()
+                .flat_map(|i| i.entries.iter().map(|e| (e.id, e.location(i.pack))))
+                .collect();
+            tracing::info!(chunk = %chunk.id, pack = %gone, "pack gone; looking the chunk up in the pack indexes");
+            *slot = Some(Relocations {
+                loaded: std::time::Instant::now(),
+                by_id,
+            });
+        }
+        let location = slot
+            .as_ref()
+            .and_then(|r| r.by_id.get(&chunk.id).copied())
+            .filter(|l| l.pack != *gone && l.raw_len == chunk.raw_len);
+        Ok(location.map(|l| ChunkRef {
+            location: Some(l),
+            ..*chunk
+        }))
+    }
+
+    /// Reads and decodes one chunk at its location.
+    async fn fetch_at(&self, chunk: &ChunkRef) -> Result<Bytes> {
+        let location = located(chunk)?;
+        let frame = self
+            .read_range(&location.pack, location.frame_range(), chunk)
+            .await?;
+        // Inline: a single fetch is already one of many tasks spread over the runtime's
+        // workers, and a hand-off to a blocking thread per chunk costs more than it saves.
+        decode_frame(&frame, &chunk.id, &location)
     }
 }
 
@@ -39,13 +99,16 @@ impl ChunkSource for PackSource {
     }
 
     async fn fetch(&self, chunk: &ChunkRef) -> Result<Option<Bytes>> {
-        let location = located(chunk)?;
-        let frame = self
-            .read_range(&location.pack, location.frame_range(), chunk)
-            .await?;
-        // Inline: a single fetch is already one of many tasks spread over the runtime's
-        // workers, and a hand-off to a blocking thread per chunk costs more than it saves.
-        decode_frame(&frame, &chunk.id, &location).map(Some)
+        match self.fetch_at(chunk).await {
+            Err(e) if e.is_not_found() => {
+                let gone = located(chunk)?.pack;
+                match self.relocate(chunk, &gone).await? {
+                    Some(moved) => self.fetch_at(&moved).await.map(Some),
+                    None => Err(e),
+                }
+            }
+            other => other.map(Some),
+        }
     }
 
     /// Chunks with locations, grouped by pack, in offset order, split where frames are far
@@ -94,6 +157,14 @@ impl ChunkSource for PackSource {
         let span = first.offset..last.frame_range().end;
         let bytes = match self.read_range(&first.pack, span.clone(), &run[0]).await {
             Ok(bytes) => bytes,
+            // The pack was rewritten by gc: each chunk is looked up where it lives now.
+            Err(e) if e.is_not_found() => {
+                let mut out = Vec::with_capacity(run.len());
+                for chunk in run {
+                    out.push(self.fetch(chunk).await);
+                }
+                return out;
+            }
             Err(e) => {
                 let shared = std::sync::Arc::new(e);
                 return run
@@ -142,8 +213,8 @@ fn located(chunk: &ChunkRef) -> Result<crate::pack::ChunkLocation> {
 }
 
 impl PackSource {
-    /// Reads `range` of a pack, turning "not found" and "past the end" into errors that name
-    /// the pack, the offset and (for the first chunk of the range) the chunk.
+    /// Reads `range` of a pack; "not found" and "past the end" become errors that name the
+    /// pack, the offset and (for the first chunk of the range) the chunk.
     async fn read_range(
         &self,
         pack: &crate::ChunkId,
@@ -153,11 +224,9 @@ impl PackSource {
         let key = pack_key(pack);
         match self.store.get_range(&key, range.clone()).await {
             Ok(bytes) => Ok(bytes),
-            Err(e) if e.is_not_found() => Err(Error::corrupt(
-                key,
-                range.start,
-                format!("chunk {}: pack is missing from the store", chunk.id),
-            )),
+            Err(e) if e.is_not_found() => Err(Error::NotFound {
+                object: format!("{key} (chunk {} at offset {})", chunk.id, range.start),
+            }),
             // A range past the end is the usual cause: say so with the pack's real size.
             Err(e) => Err(match self.store.size(&key).await {
                 Ok(size) if range.end > size => Error::corrupt(

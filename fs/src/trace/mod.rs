@@ -39,12 +39,7 @@ const MAX_RUN_IDS: usize = 1024;
 pub use log::{valid_profile, TraceLog};
 
 /// Milliseconds since the Unix epoch now (run names and run summaries).
-pub(crate) fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use thaw_core::store::unix_ms_now;
 
 /// One chunk a start-up read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -207,6 +207,22 @@ pub fn index_image(
     if let Some(tag) = tag {
         thaw_core::store::validate_tag(tag)?;
     }
+    crate::with_write_lock(store, runtime, "index image", options, |lock| {
+        index_image_locked(store, runtime, image, tag, options, image_options, progress, lock)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn index_image_locked(
+    store: &Store,
+    runtime: &tokio::runtime::Handle,
+    image: &ImageRef,
+    tag: Option<&str>,
+    options: &IndexOptions,
+    image_options: &ImageOptions,
+    progress: &dyn Progress,
+    lock: &thaw_core::lock::StoreLock,
+) -> Result<ImageReport, IndexError> {
     let chunker = options.chunker.unwrap_or_default();
     let mut source = source::open(image, &image_options.registry, runtime)?;
     let resolved = source.resolve(&image_options.platform)?;
@@ -279,7 +295,7 @@ pub fn index_image(
     // Images sharing a layer find each other (their access traces seed each other's prefetch).
     runtime.block_on(thaw_core::related::record_layer_users(store, &manifest))?;
     if let Some(tag) = tag {
-        runtime.block_on(store.set_tag(tag, &manifest.id()))?;
+        crate::commit_tag(store, runtime, lock, tag, &manifest.id())?;
     }
     Ok(ImageReport {
         manifest: manifest.id(),
