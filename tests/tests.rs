@@ -12,6 +12,7 @@ mod cache;
 mod cluster;
 mod first_start;
 mod image;
+mod lifecycle;
 mod mount;
 mod robustness;
 mod s3;

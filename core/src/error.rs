@@ -115,7 +115,9 @@ pub enum Error {
         holder: String,
     },
     /// A held store lock disappeared (another process judged it stale and removed it).
-    #[error("store lock {key} was lost (removed as stale by another process); nothing was committed")]
+    #[error(
+        "store lock {key} was lost (removed as stale by another process); nothing was committed"
+    )]
     LockLost {
         /// The lock object's key.
         key: String,

@@ -347,7 +347,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("index"), "{err}");
-        assert_eq!(list_locks(&store).await.unwrap().len(), 2, "the loser left nothing");
+        assert_eq!(
+            list_locks(&store).await.unwrap().len(),
+            2,
+            "the loser left nothing"
+        );
         a.release().await.unwrap();
         b.release().await.unwrap();
         let gc = StoreLock::acquire(&store, LockKind::Exclusive, "gc", Duration::ZERO)
@@ -372,8 +376,7 @@ mod tests {
         let waiter = {
             let store = store.clone();
             tokio::spawn(async move {
-                StoreLock::acquire(&store, LockKind::Shared, "index", Duration::from_secs(30))
-                    .await
+                StoreLock::acquire(&store, LockKind::Shared, "index", Duration::from_secs(30)).await
             })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -413,7 +416,12 @@ mod tests {
         let gc = StoreLock::acquire(&store, LockKind::Exclusive, "gc", Duration::ZERO)
             .await
             .unwrap();
-        let keys: Vec<String> = list_locks(&store).await.unwrap().into_iter().map(|l| l.key).collect();
+        let keys: Vec<String> = list_locks(&store)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
         assert_eq!(keys, vec![gc.key().to_string()]);
         store.delete(gc.key()).await.unwrap();
         let err = gc.check().await.unwrap_err().to_string();

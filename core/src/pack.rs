@@ -394,7 +394,10 @@ impl PackIndex {
             if end > bytes.len() as u64 {
                 problems.push(r.corrupt(
                     offset,
-                    format!("frame of chunk {} ends at {end}, past the end of the pack", id.short()),
+                    format!(
+                        "frame of chunk {} ends at {end}, past the end of the pack",
+                        id.short()
+                    ),
                 ));
                 break;
             }
@@ -557,7 +560,11 @@ mod tests {
         let sealed = builder.seal();
         let (index, problems) = PackIndex::scan(sealed.id, &sealed.bytes, "p");
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(index.encode(), sealed.index, "the same index, byte for byte");
+        assert_eq!(
+            index.encode(),
+            sealed.index,
+            "the same index, byte for byte"
+        );
         let mut damaged = sealed.bytes.to_vec();
         let second = sealed.entries.iter().map(|e| e.offset).max().unwrap();
         damaged[second as usize + 50] ^= 1;
@@ -566,9 +573,13 @@ mod tests {
         assert_eq!(problems.len(), 1);
         let text = problems[0].to_string();
         assert!(text.contains(&format!("offset {second}")), "{text}");
-        let (index, problems) = PackIndex::scan(sealed.id, &sealed.bytes[..second as usize + 20], "p");
+        let (index, problems) =
+            PackIndex::scan(sealed.id, &sealed.bytes[..second as usize + 20], "p");
         assert_eq!(index.entries.len(), 2);
-        assert!(problems[0].to_string().contains("past the end"), "{problems:?}");
+        assert!(
+            problems[0].to_string().contains("past the end"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -146,8 +146,12 @@ pub(crate) fn with_write_lock<R>(
     write: impl FnOnce(&thaw_core::lock::StoreLock) -> Result<R, IndexError>,
 ) -> Result<R, IndexError> {
     use thaw_core::lock::{LockKind, StoreLock};
-    let lock =
-        runtime.block_on(StoreLock::acquire(store, LockKind::Shared, what, options.lock_wait))?;
+    let lock = runtime.block_on(StoreLock::acquire(
+        store,
+        LockKind::Shared,
+        what,
+        options.lock_wait,
+    ))?;
     let result = write(&lock);
     if let Err(e) = runtime.block_on(lock.release()) {
         tracing::warn!(error = %e, "could not remove the store lock (it goes stale on its own)");

@@ -79,7 +79,14 @@ pub async fn check_store(
     check_manifests(store, &inventory, &indexes, &mut report, progress).await?;
     check_layers(store, &inventory, &mut report).await?;
     if options.read_data_percent > 0.0 {
-        read_data(store, &indexes, options.read_data_percent, &mut report, progress).await?;
+        read_data(
+            store,
+            &indexes,
+            options.read_data_percent,
+            &mut report,
+            progress,
+        )
+        .await?;
     }
     report.problems.sort();
     Ok(report)
@@ -95,7 +102,13 @@ async fn check_indexes(
 ) -> Result<IndexByOffset> {
     let reads = inventory.indexes.keys().map(|pack| async move {
         let key = index_key(pack);
-        (*pack, store.get(&key).await.and_then(|b| PackIndex::decode(&b, &key)))
+        (
+            *pack,
+            store
+                .get(&key)
+                .await
+                .and_then(|b| PackIndex::decode(&b, &key)),
+        )
     });
     let results: Vec<_> = futures::stream::iter(reads)
         .buffer_unordered(READS_IN_FLIGHT)
@@ -108,20 +121,24 @@ async fn check_indexes(
         let index = match result {
             Ok(index) => index,
             Err(e) => {
-                report.problems.push(format!("{e} (rebuild it: thaw repair)"));
+                report
+                    .problems
+                    .push(format!("{e} (rebuild it: thaw repair)"));
                 continue;
             }
         };
         if index.pack != pack {
-            report
-                .problems
-                .push(format!("{key} at offset 24: names pack {}, not its own", index.pack));
+            report.problems.push(format!(
+                "{key} at offset 24: names pack {}, not its own",
+                index.pack
+            ));
             continue;
         }
         match inventory.packs.get(&pack) {
-            None => report
-                .problems
-                .push(format!("{key}: its pack {} is not in the store", pack_key(&pack))),
+            None => report.problems.push(format!(
+                "{key}: its pack {} is not in the store",
+                pack_key(&pack)
+            )),
             Some(object) if object.size != index.pack_len => report.problems.push(format!(
                 "{}: {} bytes, its index says {} (truncated or replaced pack)",
                 pack_key(&pack),
@@ -132,10 +149,12 @@ async fn check_indexes(
         }
         by_offset.insert(pack, index.entries.iter().map(|e| (e.offset, *e)).collect());
     }
+    // A pack without an index is garbage an interrupted gc left (it deletes indexes first) or
+    // damage; a chunk map locating a chunk in it is reported as a problem below either way.
     for pack in inventory.packs.keys() {
         if !inventory.indexes.contains_key(pack) {
-            report.problems.push(format!(
-                "{}: has no index {} (rebuild it: thaw repair)",
+            report.notes.push(format!(
+                "{}: has no index {} (garbage the next gc removes, or rebuild it: thaw repair)",
                 pack_key(pack),
                 index_key(pack)
             ));
@@ -207,7 +226,13 @@ fn locations_problems(
 ) -> (Vec<String>, u64) {
     let mut problems = Vec::new();
     let Ok(chunks) = manifest.chunks() else {
-        return (vec![format!("{}: chunk table unreadable", manifest_key(&manifest.id()))], 0);
+        return (
+            vec![format!(
+                "{}: chunk table unreadable",
+                manifest_key(&manifest.id())
+            )],
+            0,
+        );
     };
     for (i, (chunk, location)) in chunks.iter().zip(&map.locations).enumerate() {
         let entry = indexes
@@ -228,7 +253,7 @@ fn locations_problems(
                 match entry {
                     None if indexes.contains_key(&location.pack) =>
                         "where the pack index has no frame",
-                    None => "a pack with no readable index",
+                    None => "a pack with no readable index (rebuild it: thaw repair)",
                     Some(_) => "where the pack index has another chunk or other lengths",
                 }
             ));
@@ -269,7 +294,11 @@ async fn check_manifests(
     Ok(())
 }
 
-async fn check_layers(store: &Store, inventory: &Inventory, report: &mut CheckReport) -> Result<()> {
+async fn check_layers(
+    store: &Store,
+    inventory: &Inventory,
+    report: &mut CheckReport,
+) -> Result<()> {
     for object in inventory.layers.values() {
         let named = match store.get(&object.key).await {
             Ok(bytes) => std::str::from_utf8(&bytes)
@@ -364,7 +393,9 @@ mod tests {
 
     #[test]
     fn a_sample_takes_about_its_share_and_all_at_100() {
-        let packs: Vec<ChunkId> = (0..10_000u32).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
+        let packs: Vec<ChunkId> = (0..10_000u32)
+            .map(|i| ChunkId::of(&i.to_le_bytes()))
+            .collect();
         let taken = packs.iter().filter(|p| sampled(p, 10.0, 42)).count();
         assert!((800..1200).contains(&taken), "{taken}");
         assert!(packs.iter().all(|p| sampled(p, 100.0, 42)));

@@ -30,7 +30,11 @@ impl fmt::Display for Count {
 
 impl fmt::Display for GcReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.dry_run { "would delete" } else { "deleted" };
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
         writeln!(f, "store: {}", self.before)?;
         for tag in &self.tags_removed {
             writeln!(f, "  tag {tag}: {verb} (retention)")?;
@@ -47,7 +51,11 @@ impl fmt::Display for GcReport {
         )?;
         let r = &self.repacked;
         if r.packs > 0 {
-            let verb = if self.dry_run { "would rewrite" } else { "rewrote" };
+            let verb = if self.dry_run {
+                "would rewrite"
+            } else {
+                "rewrote"
+            };
             writeln!(
                 f,
                 "repack: {verb} {} packs into {} ({} of live chunks copied, {} maps updated)",
@@ -146,7 +154,11 @@ impl fmt::Display for RepairReport {
                 self.indexes_removed.len(),
                 self.maps_rebuilt.len(),
                 self.tags_dropped.len(),
-                if self.dry_run { " (dry run: nothing changed)" } else { "" }
+                if self.dry_run {
+                    " (dry run: nothing changed)"
+                } else {
+                    ""
+                }
             )
         }
     }

@@ -22,7 +22,7 @@ use thaw_core::ChunkId;
 
 use crate::inventory::Inventory;
 use crate::mark::{mark, read_tags, LiveSet};
-use crate::repack::{candidates, repack, RepackReport};
+use crate::repack::{candidates, repack, RepackReport, Repacked};
 use crate::retention::{apply_retention, Retention};
 use crate::{crash, Result};
 
@@ -185,7 +185,11 @@ pub async fn collect_garbage(
     let removed = apply_retention(&mut tags, &options.retention)?;
     for tag in &removed {
         let object = inventory.tags.remove(&tag.name).expect("listed tag");
-        report.deleted.entry("tags".into()).or_default().add(&object);
+        report
+            .deleted
+            .entry("tags".into())
+            .or_default()
+            .add(&object);
         report.tags_removed.push(tag.name.clone());
         if !options.dry_run {
             store.delete(&object.key).await?;
@@ -216,7 +220,10 @@ pub async fn collect_garbage(
             bytes_copied: to_repack.iter().map(|p| live.live_bytes(p)).sum(),
             ..RepackReport::default()
         };
-        to_repack
+        Repacked {
+            old: to_repack,
+            new: Vec::new(),
+        }
     } else {
         let (repack_report, done) =
             repack(store, &live, &to_repack, lock.as_ref(), progress).await?;
@@ -225,7 +232,11 @@ pub async fn collect_garbage(
     };
     let doomed = sweep_plan(&inventory, &live, &repacked, cutoff, &mut report);
     for d in &doomed {
-        report.deleted.entry(d.kind.into()).or_default().add(&d.object);
+        report
+            .deleted
+            .entry(d.kind.into())
+            .or_default()
+            .add(&d.object);
     }
     if !options.dry_run {
         if let Some(lock) = &lock {
@@ -245,7 +256,7 @@ pub async fn collect_garbage(
 fn sweep_plan(
     inventory: &Inventory,
     live: &LiveSet,
-    repacked: &[ChunkId],
+    repacked: &Repacked,
     cutoff: u64,
     report: &mut GcReport,
 ) -> Vec<Doomed> {
@@ -275,14 +286,21 @@ fn sweep_plan(
         consider("traces", &trace.object, keep, false);
     }
     for (hex, object) in &inventory.layers {
-        consider("layers", object, live.layers.contains(&hex.to_ascii_lowercase()), false);
+        consider(
+            "layers",
+            object,
+            live.layers.contains(&hex.to_ascii_lowercase()),
+            false,
+        );
     }
     for user in &inventory.layer_users {
         consider("layer-users", &user.object, is_live(&user.owner), false);
     }
-    // A repacked pack is unreferenced now whatever its age: its live frames were moved.
-    let gone = |id: &ChunkId| repacked.binary_search(id).is_ok();
-    let pack_live = |id: &ChunkId| live.frames.contains_key(id) && !gone(id);
+    // A repacked pack is unreferenced now whatever its age: its live frames were moved. A
+    // pack this run wrote is referenced by the maps it rewrote.
+    let gone = |id: &ChunkId| repacked.old.binary_search(id).is_ok();
+    let written = |id: &ChunkId| repacked.new.binary_search(id).is_ok();
+    let pack_live = |id: &ChunkId| (live.frames.contains_key(id) && !gone(id)) || written(id);
     for (id, object) in &inventory.indexes {
         // An index without its pack describes nothing: it goes too.
         let keep = pack_live(id) && inventory.packs.contains_key(id);
@@ -300,16 +318,21 @@ async fn delete_in_order(store: &Store, doomed: &[Doomed], progress: &dyn Progre
     let mut start = 0;
     while start < doomed.len() {
         let kind = doomed[start].kind;
-        let end = start + doomed[start..].iter().take_while(|d| d.kind == kind).count();
+        let end = start
+            + doomed[start..]
+                .iter()
+                .take_while(|d| d.kind == kind)
+                .count();
         let batch = &doomed[start..end];
         let halfway = batch.len() / 2;
-        let mut deletes = futures::stream::iter(batch.iter().enumerate().map(|(i, d)| async move {
-            if i == halfway && d.kind == "packs" {
-                crash::point("deleting-packs");
-            }
-            store.delete(&d.object.key).await.map(|_| d.object.size)
-        }))
-        .buffer_unordered(DELETES_IN_FLIGHT);
+        let mut deletes =
+            futures::stream::iter(batch.iter().enumerate().map(|(i, d)| async move {
+                if i == halfway && d.kind == "packs" {
+                    crash::point("deleting-packs");
+                }
+                store.delete(&d.object.key).await.map(|_| d.object.size)
+            }))
+            .buffer_unordered(DELETES_IN_FLIGHT);
         while let Some(result) = deletes.next().await {
             progress.advance(result?);
         }
@@ -318,4 +341,3 @@ async fn delete_in_order(store: &Store, doomed: &[Doomed], progress: &dyn Progre
     progress.finish();
     Ok(())
 }
-

@@ -63,7 +63,9 @@ impl Inventory {
             "manifests" => id(rest)
                 .map(|m| self.manifests.insert(m, object.clone()))
                 .is_some(),
-            "maps" => id(rest).map(|m| self.maps.insert(m, object.clone())).is_some(),
+            "maps" => id(rest)
+                .map(|m| self.maps.insert(m, object.clone()))
+                .is_some(),
             "packs" => match rest.rsplit_once('.') {
                 Some((hex, "pack")) => id(hex)
                     .map(|p| self.packs.insert(p, object.clone()))
@@ -188,7 +190,10 @@ mod tests {
         ] {
             inventory.add(listed(&key));
         }
-        assert_eq!(inventory.tags.keys().collect::<Vec<_>>(), ["models/llama:3"]);
+        assert_eq!(
+            inventory.tags.keys().collect::<Vec<_>>(),
+            ["models/llama:3"]
+        );
         assert_eq!(inventory.manifests.len(), 1);
         assert_eq!(inventory.maps.len(), 1);
         assert_eq!((inventory.packs.len(), inventory.indexes.len()), (1, 1));

@@ -38,7 +38,9 @@ pub struct TagState {
 impl TagState {
     /// When the tag was pointed at its current manifest.
     pub fn set_unix_ms(&self) -> u64 {
-        self.versions[0].set_unix_ms.unwrap_or(self.modified_unix_ms)
+        self.versions[0]
+            .set_unix_ms
+            .unwrap_or(self.modified_unix_ms)
     }
 }
 
@@ -170,11 +172,12 @@ pub async fn mark(
     let mut users: HashMap<ChunkId, HashSet<ChunkId>> = HashMap::new();
     while !queue.is_empty() {
         let batch = std::mem::take(&mut queue);
-        let mut reads = futures::stream::iter(batch.into_iter().map(|(id, tag, root)| async move {
-            let reached = reach(store, id, &tag).await;
-            (root, tag, reached)
-        }))
-        .buffer_unordered(READS_IN_FLIGHT);
+        let mut reads =
+            futures::stream::iter(batch.into_iter().map(|(id, tag, root)| async move {
+                let reached = reach(store, id, &tag).await;
+                (root, tag, reached)
+            }))
+            .buffer_unordered(READS_IN_FLIGHT);
         while let Some((root, tag, reached)) = reads.next().await {
             progress.advance(1);
             let Some(reached) = reached? else {

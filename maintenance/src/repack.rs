@@ -40,11 +40,7 @@ pub struct RepackReport {
 }
 
 /// Packs whose live bytes are below `below` (a fraction) of their size.
-pub fn candidates(
-    live: &LiveSet,
-    pack_sizes: &HashMap<ChunkId, u64>,
-    below: f64,
-) -> Vec<ChunkId> {
+pub fn candidates(live: &LiveSet, pack_sizes: &HashMap<ChunkId, u64>, below: f64) -> Vec<ChunkId> {
     let mut out: Vec<ChunkId> = live
         .frames
         .keys()
@@ -77,7 +73,10 @@ async fn live_frames(store: &Store, pack: &ChunkId, frames: &[(u64, u64)]) -> Re
             return Err(thaw_core::Error::corrupt(
                 key,
                 offset,
-                format!("frame of {len} bytes runs past the pack's {} bytes", bytes.len()),
+                format!(
+                    "frame of {len} bytes runs past the pack's {} bytes",
+                    bytes.len()
+                ),
             )
             .into());
         }
@@ -108,19 +107,29 @@ async fn live_frames(store: &Store, pack: &ChunkId, frames: &[(u64, u64)]) -> Re
     Ok(out)
 }
 
-/// Rewrites `packs` (sorted), then the maps of every live manifest that uses them. Returns
-/// the report and the old packs that are now unreferenced.
+/// What a repack leaves for the sweep.
+#[derive(Debug, Default)]
+pub struct Repacked {
+    /// Old packs whose live frames moved: unreferenced now.
+    pub old: Vec<ChunkId>,
+    /// Packs this run wrote. They may have been in the listing gc took before it repacked (a
+    /// killed run wrote the same pack), where they looked unreferenced: they must stay.
+    pub new: Vec<ChunkId>,
+}
+
+/// Rewrites `packs` (sorted), then the maps of every live manifest that uses them.
 pub async fn repack(
     store: &Store,
     live: &LiveSet,
     packs: &[ChunkId],
     lock: Option<&StoreLock>,
     progress: &dyn Progress,
-) -> Result<(RepackReport, Vec<ChunkId>)> {
+) -> Result<(RepackReport, Repacked)> {
     let mut report = RepackReport::default();
     let total: u64 = packs.iter().map(|p| live.live_bytes(p)).sum();
     progress.start("repacking", total);
     let mut moved: HashMap<(ChunkId, u64), ChunkLocation> = HashMap::new();
+    let mut written: Vec<ChunkId> = Vec::new();
     let mut done: Vec<ChunkId> = Vec::new();
     let mut builder = PackBuilder::new();
     let mut pending: Vec<((ChunkId, u64), thaw_core::pack::IndexEntry)> = Vec::new();
@@ -140,14 +149,14 @@ pub async fn repack(
             pending.push((frame.old, builder.append(&frame.chunk)));
             if builder.len() >= PACK_TARGET_BYTES {
                 let full = std::mem::take(&mut builder);
-                seal_and_put(store, full, &mut pending, &mut moved).await?;
+                written.push(seal_and_put(store, full, &mut pending, &mut moved).await?);
                 report.new_packs += 1;
             }
         }
         done.push(*pack);
     }
     if !builder.is_empty() {
-        seal_and_put(store, builder, &mut pending, &mut moved).await?;
+        written.push(seal_and_put(store, builder, &mut pending, &mut moved).await?);
         report.new_packs += 1;
     }
     progress.finish();
@@ -175,20 +184,28 @@ pub async fn repack(
         report.maps_rewritten += 1;
     }
     crash::point("repack-maps-written");
-    Ok((report, done))
+    written.sort();
+    Ok((
+        report,
+        Repacked {
+            old: done,
+            new: written,
+        },
+    ))
 }
 
-/// Seals `builder`, uploads the pack and its index, and records where each pending frame went.
+/// Seals `builder`, uploads the pack and its index, and records where each pending frame went;
+/// returns the new pack's id.
 async fn seal_and_put(
     store: &Store,
     builder: PackBuilder,
     pending: &mut Vec<((ChunkId, u64), thaw_core::pack::IndexEntry)>,
     moved: &mut HashMap<(ChunkId, u64), ChunkLocation>,
-) -> Result<()> {
+) -> Result<ChunkId> {
     let sealed = builder.seal();
     store.put_pack(&sealed).await?;
     for (old, entry) in pending.drain(..) {
         moved.insert(old, entry.location(sealed.id));
     }
-    Ok(())
+    Ok(sealed.id)
 }

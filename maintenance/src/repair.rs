@@ -102,8 +102,15 @@ pub async fn repair_store(
         .flat_map(|i| i.entries.iter().map(|e| ((i.pack, e.offset), e.id)))
         .collect();
     for name in inventory.tags.keys() {
-        if let Some(reason) =
-            repair_tag(store, name, &located, &by_offset, options.dry_run, &mut report).await?
+        if let Some(reason) = repair_tag(
+            store,
+            name,
+            &located,
+            &by_offset,
+            options.dry_run,
+            &mut report,
+        )
+        .await?
         {
             if !options.dry_run {
                 store.delete(&format!("tags/{name}")).await?;
@@ -209,7 +216,13 @@ async fn repair_tag(
     let id = versions[0].manifest;
     let manifest = match store.get_manifest(&id).await {
         Ok(m) => m,
-        Err(e) if e.is_not_found() || matches!(e, thaw_core::Error::Corrupt { .. } | thaw_core::Error::ChunkMismatch { .. }) => {
+        Err(e)
+            if e.is_not_found()
+                || matches!(
+                    e,
+                    thaw_core::Error::Corrupt { .. } | thaw_core::Error::ChunkMismatch { .. }
+                ) =>
+        {
             return Ok(Some(format!("manifest {id}: {e}")))
         }
         Err(e) => return Err(e.into()),

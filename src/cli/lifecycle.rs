@@ -108,7 +108,10 @@ fn percent(text: &str) -> Result<f64, String> {
 
 fn print_report(report: &(impl std::fmt::Display + serde::Serialize), json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(report).expect("report serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("report serialises")
+        );
     } else {
         println!("{report}");
     }

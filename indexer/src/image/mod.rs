@@ -208,7 +208,16 @@ pub fn index_image(
         thaw_core::store::validate_tag(tag)?;
     }
     crate::with_write_lock(store, runtime, "index image", options, |lock| {
-        index_image_locked(store, runtime, image, tag, options, image_options, progress, lock)
+        index_image_locked(
+            store,
+            runtime,
+            image,
+            tag,
+            options,
+            image_options,
+            progress,
+            lock,
+        )
     })
 }
 
