@@ -411,3 +411,41 @@ fn a_running_mount_keeps_reading_after_gc_rewrites_its_packs() {
     }
     drop(mount);
 }
+
+#[test]
+fn a_disk_cache_evicts_what_gc_freed_first() {
+    let w = World::local();
+    let trees = w.path("trees");
+    let (old, new) = (version_tree(&trees, 1, 8), version_tree(&trees, 2, 8));
+    w.index("dir", &old, "old", &[]);
+    w.index("dir", &new, "new", &[]);
+    for (tag, dir) in [("old", "x-old"), ("new", "x-new")] {
+        let out = w.path(dir);
+        w.ok(&[
+            "extract",
+            tag,
+            out.to_str().unwrap(),
+            "--fill-cache",
+            "--quiet",
+        ]);
+    }
+    let chunks = |w: &World| -> u64 {
+        let status = json(&w.ok(&["cache", "status", "--json"]));
+        status["chunk_files"].as_u64().unwrap()
+    };
+    let cached = chunks(&w);
+    w.ok(&["tag", "rm", "old"]);
+    let report = json(&w.ok(&["gc", "--grace", "0s", "--json"]));
+    let freed = report["chunks_freed"].as_u64().unwrap();
+    assert!(freed >= 6, "six of old's files are its own: {report}");
+    let pruned = w.ok(&["cache", "prune", "--to", "100GiB"]);
+    assert!(
+        pruned.contains(&format!("evicted {freed} chunks")),
+        "{pruned}"
+    );
+    assert_eq!(chunks(&w), cached - freed, "only the freed chunks went");
+    // What is left still serves the live tag.
+    let out = w.path("again");
+    w.ok(&["extract", "new", out.to_str().unwrap(), "--quiet"]);
+    assert_same_tree(&new, &out);
+}

@@ -165,6 +165,11 @@ impl CacheServer {
         })
     }
 
+    /// The server's disk cache.
+    pub fn disk(&self) -> &DiskCache {
+        &self.shared.disk
+    }
+
     /// The server's tiers (memory, disk, store).
     pub fn tiers(&self) -> &TieredStore {
         &self.shared.tiers

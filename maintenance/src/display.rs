@@ -71,6 +71,13 @@ impl fmt::Display for GcReport {
         for (kind, count) in &self.deleted {
             writeln!(f, "  {kind:<12} {verb} {count}")?;
         }
+        if self.chunks_freed > 0 {
+            writeln!(
+                f,
+                "chunks freed (caches evict them first): {}",
+                self.chunks_freed
+            )?;
+        }
         if self.kept_young.objects > 0 {
             writeln!(
                 f,

@@ -16,7 +16,7 @@ pub enum Error {
         tag: String,
         /// Why it cannot be read.
         #[source]
-        source: thaw_core::Error,
+        source: Box<thaw_core::Error>,
     },
     /// A retention rule that cannot be applied.
     #[error("retention rule {rule}: {reason}")]

@@ -101,6 +101,8 @@ pub struct GcReport {
     pub kept_young: Count,
     /// Packs rewritten.
     pub repacked: RepackReport,
+    /// Chunks gone from the store, written to the freed-chunk log caches follow.
+    pub chunks_freed: usize,
     /// Store requests made (gets, puts, deletes, lists).
     pub requests: RequestCount,
     /// Wall time.
@@ -242,6 +244,9 @@ pub async fn collect_garbage(
         if let Some(lock) = &lock {
             lock.check().await?;
         }
+        let freed = freed_chunks(store, &doomed, &live).await?;
+        report.chunks_freed = freed.len();
+        crate::freed::record_freed(store, &freed).await?;
         delete_in_order(store, &doomed, progress).await?;
     }
     if let Some(lock) = lock {
@@ -309,7 +314,54 @@ fn sweep_plan(
     for (id, object) in &inventory.packs {
         consider("packs", object, pack_live(id), gone(id));
     }
+    let expired = unix_ms_now().saturating_sub(crate::freed::FREED_LOG_KEEP.as_millis() as u64);
+    for object in &inventory.freed_logs {
+        consider(
+            "freed-logs",
+            object,
+            object.modified_unix_ms > expired,
+            false,
+        );
+    }
     doomed
+}
+
+/// The chunks of the doomed packs that no live map locates (read from their indexes).
+async fn freed_chunks(store: &Store, doomed: &[Doomed], live: &LiveSet) -> Result<Vec<ChunkId>> {
+    let mut freed = Vec::new();
+    for d in doomed.iter().filter(|d| d.kind == "packs") {
+        let Some(pack) = d
+            .object
+            .key
+            .strip_prefix("packs/")
+            .and_then(|k| k.strip_suffix(".pack"))
+            .and_then(|hex| hex.parse::<ChunkId>().ok())
+        else {
+            continue;
+        };
+        let key = thaw_core::pack::index_key(&pack);
+        let index = match store.get(&key).await {
+            Ok(bytes) => match thaw_core::pack::PackIndex::decode(&bytes, &key) {
+                Ok(index) => index,
+                Err(_) => continue,
+            },
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let kept = live.frames.get(&pack);
+        freed.extend(
+            index
+                .entries
+                .iter()
+                .filter(|e| {
+                    !kept.is_some_and(|f| f.binary_search_by_key(&e.offset, |x| x.0).is_ok())
+                })
+                .map(|e| e.id),
+        );
+    }
+    freed.sort();
+    freed.dedup();
+    Ok(freed)
 }
 
 /// Deletes kind by kind in the order of [`sweep_plan`]; within a kind, many at once.

@@ -37,6 +37,8 @@ pub struct Inventory {
     pub layer_users: Vec<Owned>,
     /// `locks/*`.
     pub locks: Vec<ListedObject>,
+    /// `gc/freed/*`: the freed-chunk logs caches follow.
+    pub freed_logs: Vec<ListedObject>,
     /// Keys thaw does not know (left alone by every command).
     pub other: Vec<ListedObject>,
 }
@@ -112,6 +114,10 @@ impl Inventory {
                 self.locks.push(object.clone());
                 true
             }
+            "gc" if rest.starts_with("freed/") => {
+                self.freed_logs.push(object.clone());
+                true
+            }
             _ => false,
         };
         if !placed {
@@ -130,6 +136,7 @@ impl Inventory {
             + self.layers.len()
             + self.layer_users.len()
             + self.locks.len()
+            + self.freed_logs.len()
             + self.other.len()
     }
 
@@ -147,6 +154,7 @@ impl Inventory {
             + sum(&mut self.layers.values())
             + sum(&mut self.layer_users.iter().map(|o| &o.object))
             + sum(&mut self.locks.iter())
+            + sum(&mut self.freed_logs.iter())
             + sum(&mut self.other.iter())
     }
 }

@@ -17,6 +17,7 @@ pub mod check;
 mod crash;
 mod display;
 mod error;
+pub mod freed;
 pub mod gc;
 pub mod inventory;
 pub mod mark;

@@ -106,7 +106,7 @@ pub async fn read_tags(store: &Store, inventory: &Inventory) -> Result<Vec<TagSt
                 return Err(Error::Unreadable {
                     what: key,
                     tag: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })
             }
         }
@@ -127,7 +127,11 @@ struct Reached {
 async fn reach(store: &Store, id: ChunkId, tag: &str) -> Result<Option<Reached>> {
     let unreadable = |what: String| {
         let tag = tag.to_string();
-        move |source| Error::Unreadable { what, tag, source }
+        move |source| Error::Unreadable {
+            what,
+            tag,
+            source: Box::new(source),
+        }
     };
     let manifest = match store.get_manifest(&id).await {
         Ok(manifest) => manifest,
@@ -238,7 +242,7 @@ async fn layer_tree(store: &Store, hex: &str, tag: &str) -> Result<Option<ChunkI
         Err(source) => Err(Error::Unreadable {
             what: key,
             tag: tag.to_string(),
-            source,
+            source: Box::new(source),
         }),
     }
 }

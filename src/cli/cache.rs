@@ -53,7 +53,11 @@ fn mib(bytes: u64) -> String {
 }
 
 /// Runs one `thaw cache` command.
-pub fn run(global: &GlobalOptions, command: CacheCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    global: &GlobalOptions,
+    runtime: &tokio::runtime::Runtime,
+    command: CacheCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
         CacheCommand::Status { json } => {
             let dir = cache_dir(global)?;
@@ -115,6 +119,16 @@ pub fn run(global: &GlobalOptions, command: CacheCommand) -> anyhow::Result<Exit
         }
         CacheCommand::Prune { to } => {
             let cache = open(global)?;
+            // What gc took out of the store goes first; an unreachable store is no reason
+            // not to prune.
+            let store = global.open_store()?;
+            let state = thaw_maintenance::freed::state_file(&cache_dir(global)?);
+            match runtime.block_on(thaw_maintenance::freed::forget_freed(
+                &store, &cache, &state,
+            )) {
+                Ok(evicted) => println!("evicted {evicted} chunks the store no longer holds"),
+                Err(e) => eprintln!("thaw: not following the store's freed-chunk log: {e}"),
+            }
             let report = cache.prune(to.as_u64())?;
             println!(
                 "pruned {} objects, {}; {} held",

@@ -44,6 +44,7 @@ pub async fn serve(global: &GlobalOptions, args: CacheServerArgs) -> anyhow::Res
         );
     }
     let store = global.open_store()?;
+    let store_for_gc = store.clone();
     let config = ServerConfig {
         token,
         max_in_flight: args.max_in_flight,
@@ -60,12 +61,40 @@ pub async fn serve(global: &GlobalOptions, args: CacheServerArgs) -> anyhow::Res
         out.flush()?;
     }
     tracing::info!(%addr, "cache server started");
+    follow_freed_chunks(
+        store_for_gc,
+        server.disk().clone(),
+        global.cache_config(true).disk_dir,
+    );
     server
         .serve(listener, thaw_sys::process::termination())
         .await
         .context("serving")?;
     eprintln!("thaw: cache-server stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often a cache server reads the store's freed-chunk log.
+const FREED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Evicts what `thaw gc` freed from the store, at start and every [`FREED_LOG_EVERY`].
+fn follow_freed_chunks(
+    store: thaw_core::store::Store,
+    disk: thaw_core::tier::DiskCache,
+    dir: Option<std::path::PathBuf>,
+) {
+    let Some(dir) = dir else { return };
+    let state = thaw_maintenance::freed::state_file(&dir);
+    tokio::spawn(async move {
+        loop {
+            match thaw_maintenance::freed::forget_freed(&store, &disk, &state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(chunks = n, "evicted chunks gc freed from the store"),
+                Err(e) => tracing::warn!(error = %e, "could not read the freed-chunk log"),
+            }
+            tokio::time::sleep(FREED_LOG_EVERY).await;
+        }
+    });
 }
 
 /// `thaw peers ...`.

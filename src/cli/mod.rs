@@ -325,7 +325,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unlock(args) => runtime.block_on(lifecycle::unlock(global, args)),
         Command::Mount(args) => mount::mount(global, &runtime, args),
         Command::Umount(args) => runtime.block_on(mount::umount(global, args)),
-        Command::Cache(cmd) => cache::run(global, cmd),
+        Command::Cache(cmd) => cache::run(global, &runtime, cmd),
         Command::Trace(cmd) => runtime.block_on(mount::trace(global, cmd)),
         Command::CacheServer(args) => runtime.block_on(cache_server::serve(global, args)),
         Command::Peers(cmd) => runtime.block_on(cache_server::peers(global, cmd)),

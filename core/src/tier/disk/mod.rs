@@ -301,6 +301,15 @@ impl DiskCache {
         })
     }
 
+    /// Evicts the object holding chunk `id` (the store no longer references it: `thaw gc`
+    /// freed it); nothing happens when it is not cached. Blocking.
+    pub fn evict(&self, id: &ChunkId) -> Result<()> {
+        let Some(loc) = self.inner.index().locate(id) else {
+            return Ok(());
+        };
+        self.inner.drop_object(&loc.key)
+    }
+
     /// Drops the object holding chunk `id` (its bytes failed verification). Blocking.
     pub fn forget(&self, id: &ChunkId) -> Result<()> {
         self.inner.drop_bad_chunk(id)
