@@ -22,6 +22,17 @@ fn version_tree(root: &Path, v: u64, files: u64) -> PathBuf {
     dir
 }
 
+/// `thaw gc` keeping only the newest `app:` tag, with no grace period.
+const GC_NEWEST_APP: [&str; 7] = [
+    "gc",
+    "--grace",
+    "0s",
+    "--keep-last",
+    "1",
+    "--prefix",
+    "app:",
+];
+
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -173,16 +184,8 @@ fn gc_races_indexers(w: &World, rounds: u64) {
         let b = spawn_index(w, &next, &format!("app:{}", round + 2));
         let gc = w
             .thaw()
-            .args([
-                "gc",
-                "--grace",
-                "0s",
-                "--keep-last",
-                "1",
-                "--prefix",
-                "app:",
-                "--quiet",
-            ])
+            .args(GC_NEWEST_APP)
+            .arg("--quiet")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -227,16 +230,7 @@ fn repackable_store(w: &World) {
 fn gc_killed_at_any_step_leaves_every_tag_whole_and_a_rerun_finishes_the_job() {
     let clean = World::local();
     repackable_store(&clean);
-    let expected = json(&clean.ok(&[
-        "gc",
-        "--grace",
-        "0s",
-        "--keep-last",
-        "1",
-        "--prefix",
-        "app:",
-        "--json",
-    ]));
+    let expected = json(&clean.ok(&[&GC_NEWEST_APP[..], &["--json"]].concat()));
     assert_eq!(
         expected["repacked"]["packs"], 1,
         "the setup repacks: {expected}"
@@ -253,16 +247,8 @@ fn gc_killed_at_any_step_leaves_every_tag_whole_and_a_rerun_finishes_the_job() {
         repackable_store(&w);
         let out = w
             .thaw()
-            .args([
-                "gc",
-                "--grace",
-                "0s",
-                "--keep-last",
-                "1",
-                "--prefix",
-                "app:",
-                "--quiet",
-            ])
+            .args(GC_NEWEST_APP)
+            .arg("--quiet")
             .env("THAW_MAINTENANCE_CRASH_AT", point)
             .output()
             .unwrap();
@@ -388,16 +374,7 @@ fn a_running_mount_keeps_reading_after_gc_rewrites_its_packs() {
     repackable_store(&w);
     let dir = w.path("mnt");
     let mount = w.mount("app:2", &dir, &["--no-prefetch", "--no-trace"]);
-    let report = json(&w.ok(&[
-        "gc",
-        "--grace",
-        "0s",
-        "--keep-last",
-        "1",
-        "--prefix",
-        "app:",
-        "--json",
-    ]));
+    let report = json(&w.ok(&[&GC_NEWEST_APP[..], &["--json"]].concat()));
     assert_eq!(report["repacked"]["packs"], 1, "{report}");
     // Nothing was read before the gc: every chunk comes from the store now, the kept ones from
     // the new pack its chunk map does not know about.

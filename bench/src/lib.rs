@@ -9,6 +9,7 @@
 
 mod autoscaler;
 mod coldstart;
+mod mark;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ pub enum BenchCommand {
     /// GPU allocation utilisation (GPU-seconds running application code / GPU-seconds paid) and
     /// p99 queueing delay of a request trace under a simple autoscaler, for each cold-start path.
     Utilisation(UtilisationArgs),
+    /// gc's mark phase on a synthetic store of many chunks (1M by default), against reading the
+    /// same manifests and chunk maps alone, with peak memory.
+    Mark(mark::MarkArgs),
 }
 
 /// `thaw bench utilisation`.
@@ -65,6 +69,10 @@ pub fn run(
     match cmd {
         BenchCommand::Coldstart(args) => runtime.block_on(coldstart::run(global, *args)),
         BenchCommand::Utilisation(args) => utilisation(args),
+        BenchCommand::Mark(args) => {
+            let store = thaw_client::connect::open_store(global)?;
+            runtime.block_on(mark::run(&store, args))
+        }
     }
 }
 

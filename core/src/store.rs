@@ -107,6 +107,8 @@ pub struct Store {
     display: String,
     requests: Arc<StoreRequests>,
     read_latency: Option<std::time::Duration>,
+    /// Deletes go out as bulk requests of up to 1,000 keys (S3's DeleteObjects).
+    bulk_deletes: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -171,6 +173,7 @@ impl Store {
             display: url,
             requests: Arc::default(),
             read_latency: config.read_latency,
+            bulk_deletes: matches!(scheme.as_deref(), Some("s3" | "s3a")),
         })
     }
 
@@ -482,6 +485,31 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::object_store(key, e)),
         }
+    }
+
+    /// Deletes many objects, in bulk requests where the store has them (S3: 1,000 keys a
+    /// request); missing objects are not an error. The first failure is returned.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        let requests = if self.bulk_deletes {
+            keys.len().div_ceil(1000)
+        } else {
+            keys.len()
+        };
+        self.requests
+            .deletes
+            .fetch_add(requests as u64, Ordering::Relaxed);
+        let paths: Vec<object_store::Result<Path>> =
+            keys.iter().map(|k| Ok(self.path(k))).collect();
+        let mut results = self
+            .objects
+            .delete_stream(futures::stream::iter(paths).boxed());
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::object_store("(bulk delete)", e)),
+            }
+        }
+        Ok(())
     }
 
     /// Every tag with the manifest it names, sorted by name.

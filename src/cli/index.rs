@@ -46,6 +46,9 @@ pub struct WriteArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// How long to wait while `thaw gc` or `thaw repair` holds the store.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    lock_wait: std::time::Duration,
 }
 
 impl WriteArgs {
@@ -54,6 +57,7 @@ impl WriteArgs {
             chunker: self.chunker,
             zstd_level: self.zstd_level,
             pack_target_bytes: self.pack_bytes.as_u64(),
+            lock_wait: self.lock_wait,
             ..IndexOptions::default()
         };
         if let Some(threads) = self.threads {

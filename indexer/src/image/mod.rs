@@ -207,31 +207,45 @@ pub fn index_image(
     if let Some(tag) = tag {
         thaw_core::store::validate_tag(tag)?;
     }
+    let job = ImageJob {
+        store,
+        runtime,
+        image,
+        tag,
+        options,
+        image_options,
+        progress,
+    };
     crate::with_write_lock(store, runtime, "index image", options, |lock| {
-        index_image_locked(
-            store,
-            runtime,
-            image,
-            tag,
-            options,
-            image_options,
-            progress,
-            lock,
-        )
+        index_image_locked(&job, lock)
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What [`index_image`] was asked to do.
+struct ImageJob<'a> {
+    store: &'a Store,
+    runtime: &'a tokio::runtime::Handle,
+    image: &'a ImageRef,
+    tag: Option<&'a str>,
+    options: &'a IndexOptions,
+    image_options: &'a ImageOptions,
+    progress: &'a dyn Progress,
+}
+
+/// [`index_image`] once the shared store lock is held.
 fn index_image_locked(
-    store: &Store,
-    runtime: &tokio::runtime::Handle,
-    image: &ImageRef,
-    tag: Option<&str>,
-    options: &IndexOptions,
-    image_options: &ImageOptions,
-    progress: &dyn Progress,
+    job: &ImageJob<'_>,
     lock: &thaw_core::lock::StoreLock,
 ) -> Result<ImageReport, IndexError> {
+    let ImageJob {
+        store,
+        runtime,
+        image,
+        tag,
+        options,
+        image_options,
+        progress,
+    } = *job;
     let chunker = options.chunker.unwrap_or_default();
     let mut source = source::open(image, &image_options.registry, runtime)?;
     let resolved = source.resolve(&image_options.platform)?;
