@@ -184,6 +184,7 @@ pub async fn collect_garbage(
     };
     let mut tags = read_tags(store, &inventory).await?;
     let removed = apply_retention(&mut tags, &options.retention)?;
+    let mut removed_keys = Vec::new();
     for tag in &removed {
         let object = inventory.tags.remove(&tag.name).expect("listed tag");
         report
@@ -192,9 +193,10 @@ pub async fn collect_garbage(
             .or_default()
             .add(&object);
         report.tags_removed.push(tag.name.clone());
-        if !options.dry_run {
-            store.delete(&object.key).await?;
-        }
+        removed_keys.push(object.key);
+    }
+    if !options.dry_run {
+        store.delete_many(&removed_keys).await?;
     }
     let live = mark(store, &inventory, &tags, progress).await?;
     crash::point("marked");
