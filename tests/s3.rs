@@ -52,7 +52,8 @@ fn a_pack_missing_from_s3_is_reported_by_name() {
     assert_eq!(deleted.len(), 1, "{deleted:?}");
     let report = w.fails(&["verify", &manifest, "--quiet"]);
     assert!(
-        report.contains(deleted[0].trim_start_matches("thaw/")) && report.contains("not found"),
+        report.contains(deleted[0].trim_start_matches("thaw/"))
+            && report.contains("pack is missing"),
         "{report}"
     );
 }

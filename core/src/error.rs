@@ -25,6 +25,17 @@ pub enum Error {
         /// Object key inside the store.
         object: String,
     },
+    /// A pack a chunk map names is not in the store (lost, or rewritten by `thaw gc` after the
+    /// map was read).
+    #[error("{object} at offset {offset}: chunk {chunk}: pack is missing from the store")]
+    PackMissing {
+        /// The pack's key.
+        object: String,
+        /// Where the chunk's frame was.
+        offset: u64,
+        /// The chunk that was asked for.
+        chunk: ChunkId,
+    },
     /// An object's bytes do not follow the format.
     #[error("{object} at offset {offset}: {reason}")]
     Corrupt {
@@ -157,7 +168,7 @@ impl Error {
     /// True when the error (or the shared error it wraps) says an object is absent.
     pub fn is_not_found(&self) -> bool {
         match self {
-            Error::NotFound { .. } => true,
+            Error::NotFound { .. } | Error::PackMissing { .. } => true,
             Error::Shared(inner) => inner.is_not_found(),
             _ => false,
         }

@@ -224,8 +224,10 @@ impl PackSource {
         let key = pack_key(pack);
         match self.store.get_range(&key, range.clone()).await {
             Ok(bytes) => Ok(bytes),
-            Err(e) if e.is_not_found() => Err(Error::NotFound {
-                object: format!("{key} (chunk {} at offset {})", chunk.id, range.start),
+            Err(e) if e.is_not_found() => Err(Error::PackMissing {
+                object: key,
+                offset: range.start,
+                chunk: chunk.id,
             }),
             // A range past the end is the usual cause: say so with the pack's real size.
             Err(e) => Err(match self.store.size(&key).await {
