@@ -355,7 +355,7 @@ async fn freed_chunks(store: &Store, doomed: &[Doomed], live: &LiveSet) -> Resul
                 .entries
                 .iter()
                 .filter(|e| {
-                    !kept.is_some_and(|f| f.binary_search_by_key(&e.offset, |x| x.0).is_ok())
+                    kept.is_none_or(|f| f.binary_search_by_key(&e.offset, |x| x.0).is_err())
                 })
                 .map(|e| e.id),
         );
