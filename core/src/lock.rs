@@ -228,10 +228,18 @@ impl StoreLock {
                 loop {
                     tokio::time::sleep(REFRESH_EVERY).await;
                     // Gone means a locker judged it stale: the protection is lost for good.
-                    if store.size(&key).await.is_err() {
-                        lost.store(true, Ordering::Relaxed);
-                        tracing::error!(lock = %key, "store lock lost");
-                        return;
+                    // Any other error may pass: the refresh is tried again next time.
+                    match store.size(&key).await {
+                        Err(e) if e.is_not_found() => {
+                            lost.store(true, Ordering::Relaxed);
+                            tracing::error!(lock = %key, "store lock lost");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(lock = %key, error = %e, "could not look at the store lock");
+                            continue;
+                        }
+                        Ok(_) => {}
                     }
                     info.refreshed_unix_ms = unix_ms_now();
                     if let Err(e) = put_info(&store, &key, &info).await {
