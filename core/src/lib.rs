@@ -26,6 +26,8 @@ pub mod chunk_map;
 pub mod chunker;
 pub mod dirs;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;
@@ -37,6 +39,9 @@ pub mod stats;
 pub mod store;
 pub mod tier;
 pub mod verify;
+
+#[cfg(test)]
+mod fuzz_targets;
 
 pub use chunk::{ChunkId, VerifiedChunk};
 pub use error::{Error, Result};

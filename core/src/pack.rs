@@ -192,6 +192,13 @@ pub fn decode_frame(frame: &[u8], id: &ChunkId, location: &ChunkLocation) -> Res
             location.stored_len
         )));
     }
+    // A lying length must not make the decoder allocate it (an allocation bomb).
+    if raw_len > crate::chunker::MAX_CHUNK_BYTES {
+        return Err(err(format!(
+            "raw length {raw_len} is above the largest chunk thaw writes ({} bytes)",
+            crate::chunker::MAX_CHUNK_BYTES
+        )));
+    }
     let stored = &frame[FRAME_HEADER_BYTES as usize..];
     let raw = match Codec::from_code(codec) {
         Some(Codec::Raw) => stored.to_vec(),

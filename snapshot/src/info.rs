@@ -260,6 +260,16 @@ fn has_controlling_terminal(stat: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A snapshot record comes from the store: a mutated one is an error, never a panic.
+    #[test]
+    fn fuzz_snapshot_records() {
+        let json = serde_json::to_vec(&sample()).unwrap();
+        let cases = thaw_core::fuzz::cases(3000);
+        thaw_core::fuzz::run("snapshot record", &[json], cases, |input| {
+            let _ = SnapshotInfo::parse(input, "fuzz");
+        });
+    }
+
     fn sample() -> SnapshotInfo {
         SnapshotInfo {
             format: INFO_FORMAT.into(),

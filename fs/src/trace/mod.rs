@@ -244,6 +244,24 @@ impl Trace {
 mod tests {
     use super::*;
 
+    /// Trace objects come from the store (any node can write one): parsing, merging and
+    /// replaying a mutated one must never panic.
+    #[test]
+    fn fuzz_trace_objects() {
+        let manifest = thaw_core::ChunkId::of(b"m");
+        let mut seed = Trace::empty(&manifest);
+        seed.entries = (0..5).map(|i| entry(i, i as u64 * 10)).collect();
+        seed.run_ids = vec!["run-1-00".into()];
+        let json = serde_json::to_vec(&seed).unwrap();
+        let cases = thaw_core::fuzz::cases(3000);
+        thaw_core::fuzz::run("trace", &[json], cases, |input| {
+            if let Ok(trace) = serde_json::from_slice::<Trace>(input) {
+                let merged = trace.clone().merge(seed.clone()).merge(trace);
+                assert!(merged.entries.len() <= MAX_TRACE_ENTRIES);
+            }
+        });
+    }
+
     pub(crate) fn entry(chunk: u32, at_ms: u64) -> TraceEntry {
         TraceEntry {
             chunk,
