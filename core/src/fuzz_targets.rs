@@ -38,9 +38,13 @@ fn sample_manifest() -> Bytes {
         chunk_offset: 0,
         len,
     };
-    b.insert(b"a/f", file(vec![extent(0, c1, 100), extent(200, c2, 50)], 250))
+    b.insert(
+        b"a/f",
+        file(vec![extent(0, c1, 100), extent(200, c2, 50)], 250),
+    )
+    .unwrap();
+    b.insert(b"a/b/g", file(vec![extent(0, c2, 100)], 100))
         .unwrap();
-    b.insert(b"a/b/g", file(vec![extent(0, c2, 100)], 100)).unwrap();
     let mut link = NodeMeta::directory(0o777);
     link.kind = FileKind::Symlink;
     link.mode = 0o120777;
@@ -100,12 +104,22 @@ fn sample_pack() -> crate::pack::SealedPack {
 #[test]
 fn fuzz_pack_index_and_pack_scan() {
     let pack = sample_pack();
-    run("pack index", &[pack.index.to_vec()], cases(TEST_CASES), |input| {
-        let _ = PackIndex::decode(input, "fuzz");
-    });
-    run("pack scan", &[pack.bytes.to_vec()], cases(TEST_CASES), |input| {
-        let _ = PackIndex::scan(pack.id, input, "fuzz");
-    });
+    run(
+        "pack index",
+        &[pack.index.to_vec()],
+        cases(TEST_CASES),
+        |input| {
+            let _ = PackIndex::decode(input, "fuzz");
+        },
+    );
+    run(
+        "pack scan",
+        &[pack.bytes.to_vec()],
+        cases(TEST_CASES),
+        |input| {
+            let _ = PackIndex::scan(pack.id, input, "fuzz");
+        },
+    );
 }
 
 #[test]
@@ -113,7 +127,9 @@ fn fuzz_frames() {
     let pack = sample_pack();
     let frames: Vec<Vec<u8>> = pack
         .locations()
-        .map(|(_, l)| pack.bytes[l.frame_range().start as usize..l.frame_range().end as usize].to_vec())
+        .map(|(_, l)| {
+            pack.bytes[l.frame_range().start as usize..l.frame_range().end as usize].to_vec()
+        })
         .collect();
     let locations: Vec<_> = pack.locations().collect();
     run("frame", &frames, cases(TEST_CASES), |input| {
@@ -136,7 +152,9 @@ fn a_frame_claiming_a_huge_raw_size_is_refused_before_decoding() {
     let mut frame = pack.bytes[range.start as usize..range.end as usize].to_vec();
     frame[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
     location.raw_len = u32::MAX;
-    let err = decode_frame(&frame, &id, &location).unwrap_err().to_string();
+    let err = decode_frame(&frame, &id, &location)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("largest chunk"), "{err}");
 }
 
@@ -147,9 +165,14 @@ fn fuzz_chunk_map_and_tag() {
         manifest: ChunkId::of(b"m"),
         locations: pack.locations().map(|(_, l)| l).collect(),
     };
-    run("chunk map", &[map.encode().to_vec()], cases(TEST_CASES), |input| {
-        let _ = ChunkMap::decode(input, "fuzz");
-    });
+    run(
+        "chunk map",
+        &[map.encode().to_vec()],
+        cases(TEST_CASES),
+        |input| {
+            let _ = ChunkMap::decode(input, "fuzz");
+        },
+    );
     let tag = format!(
         "{} 1796170009283\n{}\n",
         ChunkId::of(b"a").to_hex(),
@@ -175,7 +198,7 @@ fn fuzz_safetensors_header() {
     });
 }
 
-/// Found by `fuzz_manifest`: a file inode claiming 2^32-1 extents made `extents` reserve 48 GiB
+/// Found by `fuzz_manifest`: a file inode claiming billions of extents made `extents` reserve them (48 GiB in the case found)
 /// before reading the first one.
 #[test]
 fn a_file_claiming_four_billion_extents_is_refused_without_reserving_them() {

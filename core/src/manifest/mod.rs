@@ -507,7 +507,8 @@ impl Manifest {
         }
         let r = self.reader();
         // The count comes from the (untrusted) inode: reserve no more than the section holds.
-        let mut out = Vec::with_capacity((file.count as u64).min(self.count(Section::Extents)) as usize);
+        let mut out =
+            Vec::with_capacity((file.count as u64).min(self.count(Section::Extents)) as usize);
         let mut end_of_previous = 0u64;
         for i in 0..file.count as u64 {
             let at = self.record_offset(Section::Extents, file.first as u64 + i, "extent")?;
