@@ -366,6 +366,16 @@ pub struct PackIndex {
     pub entries: Vec<IndexEntry>,
 }
 
+/// Where every chunk of `indexes` lives (a chunk in several packs: the last index's copy).
+pub fn chunk_locations<'a>(
+    indexes: impl IntoIterator<Item = &'a PackIndex>,
+) -> std::collections::HashMap<ChunkId, ChunkLocation> {
+    indexes
+        .into_iter()
+        .flat_map(|index| index.entries.iter().map(|e| (e.id, e.location(index.pack))))
+        .collect()
+}
+
 impl PackIndex {
     /// Encodes the index object (entries sorted by chunk id, as readers expect).
     pub fn encode(&self) -> Bytes {

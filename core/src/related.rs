@@ -41,6 +41,17 @@ fn layer_hex(diff_id: &str) -> Option<&str> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
+/// Store key of the pointer to layer `hex`'s own tree (`layers/sha256/<hex>`).
+pub fn layer_pointer_key(hex: &str) -> String {
+    format!("layers/sha256/{hex}")
+}
+
+/// The layer tree a `layers/sha256/<hex>` pointer names; `None` when its bytes are not a
+/// manifest id (the layer is indexed again when an image needs it).
+pub fn parse_layer_pointer(bytes: &[u8]) -> Option<ChunkId> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
 /// Store folder of the markers of the images using layer `diff_id`.
 fn users_dir(hex: &str) -> String {
     format!("layer-users/sha256/{hex}")

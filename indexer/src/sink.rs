@@ -35,12 +35,7 @@ impl KnownChunks {
     /// Reads every pack index of `store`.
     pub fn load(store: &Store, runtime: &tokio::runtime::Handle) -> Result<Self, IndexError> {
         let (indexes, bad_indexes) = runtime.block_on(store.load_pack_indexes())?;
-        let mut locations = HashMap::new();
-        for index in &indexes {
-            for entry in &index.entries {
-                locations.insert(entry.id, entry.location(index.pack));
-            }
-        }
+        let locations = thaw_core::pack::chunk_locations(&indexes);
         let skipped_indexes: Vec<String> = bad_indexes.iter().map(|e| e.to_string()).collect();
         for problem in &skipped_indexes {
             tracing::warn!(%problem, "not trusting this pack index for dedup");

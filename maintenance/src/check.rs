@@ -301,9 +301,7 @@ async fn check_layers(
 ) -> Result<()> {
     for object in inventory.layers.values() {
         let named = match store.get(&object.key).await {
-            Ok(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|t| t.trim().parse::<ChunkId>().ok()),
+            Ok(bytes) => thaw_core::related::parse_layer_pointer(&bytes),
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         };

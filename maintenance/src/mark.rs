@@ -233,11 +233,9 @@ pub async fn mark(
 /// The layer tree `layers/sha256/<hex>` points at; `None` if the pointer is gone or does not
 /// hold an id (the layer is indexed again when an image needs it).
 async fn layer_tree(store: &Store, hex: &str, tag: &str) -> Result<Option<ChunkId>> {
-    let key = format!("layers/sha256/{hex}");
+    let key = thaw_core::related::layer_pointer_key(hex);
     match store.get(&key).await {
-        Ok(bytes) => Ok(std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())),
+        Ok(bytes) => Ok(thaw_core::related::parse_layer_pointer(&bytes)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(source) => Err(Error::Unreadable {
             what: key,

@@ -91,12 +91,7 @@ pub async fn repair_store(
         ..RepairReport::default()
     };
     let indexes = repair_indexes(store, &inventory, options.dry_run, &mut report, progress).await?;
-    let mut located: HashMap<ChunkId, ChunkLocation> = HashMap::new();
-    for index in indexes.values() {
-        for entry in &index.entries {
-            located.insert(entry.id, entry.location(index.pack));
-        }
-    }
+    let located = thaw_core::pack::chunk_locations(indexes.values());
     let by_offset: HashMap<(ChunkId, u64), ChunkId> = indexes
         .values()
         .flat_map(|i| i.entries.iter().map(|e| ((i.pack, e.offset), e.id)))
@@ -126,7 +121,7 @@ pub async fn repair_store(
             .get(&object.key)
             .await
             .ok()
-            .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<ChunkId>().ok());
+            .and_then(|b| thaw_core::related::parse_layer_pointer(&b));
         let whole = match named {
             Some(id) => store.get_manifest(&id).await.is_ok(),
             None => false,

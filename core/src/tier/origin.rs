@@ -55,10 +55,7 @@ impl PackSource {
             .filter(|l| l.pack != *gone);
         if known.is_none() && !slot.as_ref().is_some_and(fresh) {
             let (indexes, _bad) = self.store.load_pack_indexes().await?;
-            let by_id = indexes
-                .iter()
-                .flat_map(|i| i.entries.iter().map(|e| (e.id, e.location(i.pack))))
-                .collect();
+            let by_id = crate::pack::chunk_locations(&indexes);
             tracing::info!(chunk = %chunk.id, pack = %gone, "pack gone; looking the chunk up in the pack indexes");
             *slot = Some(Relocations {
                 loaded: std::time::Instant::now(),

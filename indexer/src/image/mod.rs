@@ -62,7 +62,7 @@ pub struct ImageReport {
 }
 
 fn layer_key(diff_id: &str) -> String {
-    format!("layers/sha256/{}", diff_id.trim_start_matches("sha256:"))
+    thaw_core::related::layer_pointer_key(diff_id.trim_start_matches("sha256:"))
 }
 
 /// The config fields a runtime uses, in a fixed order, so the same image read from any source
@@ -125,7 +125,7 @@ fn stored_layer(
 ) -> Option<flatten::StoredLayer> {
     let found = runtime.block_on(async {
         let pointer = store.get(&layer_key(&layer.diff_id)).await.ok()?;
-        let id: ChunkId = std::str::from_utf8(&pointer).ok()?.trim().parse().ok()?;
+        let id = thaw_core::related::parse_layer_pointer(&pointer)?;
         let manifest = store.get_manifest(&id).await.ok()?;
         let map = store.get_chunk_map(&manifest).await.ok()?;
         Some((manifest, map))
