@@ -1,0 +1,62 @@
+//! Cold-start times per path, read from what `thaw bench coldstart --json` writes:
+//! `{"paths": [{"name": "naive", "ready_seconds": 33.1, ...}, ...]}` (other fields ignored).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// One way of starting a replica and how long it takes to be ready.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColdStartPath {
+    /// The path's name (`naive`, `thaw-lazy`, `thaw-snapshot`).
+    pub name: String,
+    /// Seconds from start to ready.
+    pub ready_seconds: f64,
+}
+
+#[derive(Deserialize)]
+struct File {
+    paths: Vec<Row>,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    name: String,
+    #[serde(default)]
+    ready_seconds: Option<f64>,
+}
+
+/// The paths of a cold-start result file.
+pub fn read_paths(path: &Path) -> Result<Vec<ColdStartPath>> {
+    let text = std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let json_error = |message: String| Error::Json {
+        path: path.display().to_string(),
+        message,
+    };
+    let deserializer = &mut serde_json::Deserializer::from_slice(&text);
+    let file: File = serde_path_to_error::deserialize(deserializer)
+        .map_err(|e| json_error(format!("not a cold-start result: {e}")))?;
+    if file.paths.is_empty() {
+        return Err(json_error("no paths".into()));
+    }
+    file.paths
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            match row.ready_seconds {
+                Some(s) if s.is_finite() && s >= 0.0 => Ok(ColdStartPath {
+                    name: row.name,
+                    ready_seconds: s,
+                }),
+                _ => Err(json_error(format!(
+                    "paths[{i}].ready_seconds missing or negative"
+                ))),
+            }
+        })
+        .collect()
+}
