@@ -14,10 +14,9 @@ mod mark;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use autoscaler::{simulate, Policy, Request};
+use autoscaler::{simulate, Buffer, Policy, Pool, PoolOffer, Request};
 pub use coldstart::report::ColdstartResult;
 use thaw_client::Config;
 
@@ -55,9 +54,28 @@ pub struct UtilisationArgs {
     /// Most replicas at once.
     #[arg(long, default_value_t = 1000)]
     max_replicas: usize,
+    #[command(flatten)]
+    buffers: BufferArgs,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// With `--offers`, each path is replayed three ways: no buffer, a fixed buffer, the planner's.
+#[derive(Args, Debug)]
+pub struct BufferArgs {
+    /// GPU offers (`kind,region,price_per_hour,available,boot_s`): new GPUs boot for the offer's
+    /// time and the buffer policies are compared. Without it GPUs are there when asked for.
+    #[arg(long)]
+    offers: Option<PathBuf>,
+    /// The trace the planner plans from (yesterday's traffic) [default: --trace itself].
+    #[arg(long)]
+    plan_from: Option<PathBuf>,
+    /// GPUs the fixed buffer keeps idle [default: the most the plan holds in any window].
+    #[arg(long)]
+    fixed_buffer: Option<u64>,
+    #[command(flatten)]
+    plan: thaw_planner::args::PlanArgs,
 }
 
 /// Runs a `thaw bench` subcommand.
@@ -76,96 +94,88 @@ pub fn run(
     }
 }
 
-/// (name, seconds to ready) of each path in a cold-start result file.
-fn read_paths(file: &PathBuf) -> anyhow::Result<Vec<(String, f64)>> {
-    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let deserializer = &mut serde_json::Deserializer::from_slice(&text);
-    let result: ColdstartResult = serde_path_to_error::deserialize(deserializer)
-        .with_context(|| format!("{}: not a cold-start result", file.display()))?;
-    if result.paths.is_empty() {
-        bail!("{}: no paths", file.display());
-    }
-    result
-        .paths
-        .into_iter()
-        .enumerate()
-        .map(|(i, path)| match path.ready_seconds {
-            s if s.is_finite() && s >= 0.0 => Ok((path.name, s)),
-            _ => bail!(
-                "{}: paths[{i}].ready_seconds missing or negative",
-                file.display()
-            ),
+/// One replay: a path under a buffer policy.
+struct Row {
+    path: String,
+    ready: f64,
+    policy: String,
+    outcome: autoscaler::Outcome,
+}
+
+/// The policies to replay one path under: (name, pool).
+fn pools(
+    args: &BufferArgs,
+    plan_from: &[Request],
+    cold_start: f64,
+) -> anyhow::Result<Vec<(String, Pool)>> {
+    let Some(offers_file) = &args.offers else {
+        return Ok(vec![("none".into(), Pool::instant())]);
+    };
+    let offers = thaw_planner::offers::read_offers(offers_file)?;
+    let plan = args.plan.plan(plan_from, offers.clone(), cold_start)?;
+    let pool_offers: Vec<PoolOffer> = offers
+        .iter()
+        .map(|o| PoolOffer {
+            price_per_hour: o.price_per_hour,
+            boot_s: o.boot_s,
+            available: o.available,
         })
-        .collect()
-}
-
-/// A finite, non-negative number.
-fn non_negative(field: &str) -> Option<f64> {
-    field
-        .trim()
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-}
-
-/// The requests of a trace file, sorted by arrival.
-fn read_trace(file: &PathBuf) -> anyhow::Result<Vec<Request>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, header)) if header.trim() == "arrival_s,service_s" => {}
-        _ => bail!(
-            "{}: the first line must be arrival_s,service_s",
-            file.display()
-        ),
-    }
-    let mut requests = Vec::new();
-    for (i, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = || {
-            format!(
-                "{}: line {}: expected two non-negative numbers",
-                file.display(),
-                i + 1
-            )
-        };
-        let (a, s) = line.split_once(',').with_context(bad)?;
-        let arrival = non_negative(a).with_context(bad)?;
-        let service = non_negative(s).with_context(bad)?;
-        requests.push(Request { arrival, service });
-    }
-    if requests.is_empty() {
-        bail!("{}: no requests", file.display());
-    }
-    requests.sort_by(|a, b| a.arrival.total_cmp(&b.arrival));
-    Ok(requests)
+        .collect();
+    let fixed = args.fixed_buffer.unwrap_or_else(|| plan.peak());
+    let planned = Buffer::Planned {
+        window_s: plan.window_s,
+        held: plan.windows.iter().map(|w| w.held.clone()).collect(),
+        lead_s: plan.offers.iter().map(|o| o.lead_s).collect(),
+    };
+    Ok([
+        ("none".to_string(), Buffer::None),
+        (format!("fixed {fixed}"), Buffer::Fixed(fixed)),
+        ("planned".to_string(), planned),
+    ]
+    .into_iter()
+    .map(|(name, buffer)| {
+        (
+            name,
+            Pool {
+                offers: pool_offers.clone(),
+                buffer,
+            },
+        )
+    })
+    .collect())
 }
 
 fn utilisation(args: UtilisationArgs) -> anyhow::Result<ExitCode> {
-    let paths = read_paths(&args.coldstart_json)?;
-    let requests = read_trace(&args.trace)?;
+    let paths = thaw_planner::coldstart::read_paths(&args.coldstart_json)?;
+    let requests = thaw_planner::demand::read_trace(&args.trace)?;
+    let plan_from = match &args.buffers.plan_from {
+        Some(file) => thaw_planner::demand::read_trace(file)?,
+        None => requests.clone(),
+    };
     let policy = Policy {
         concurrency: args.concurrency.max(1),
         idle_timeout: args.idle_timeout.max(0.0),
         max_replicas: args.max_replicas.max(1),
     };
-    let results: Vec<(String, f64, autoscaler::Outcome)> = paths
-        .into_iter()
-        .map(|(name, ready)| {
-            let outcome = simulate(&requests, ready, &policy);
-            (name, ready, outcome)
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for path in paths {
+        for (name, pool) in pools(&args.buffers, &plan_from, path.ready_seconds)? {
+            rows.push(Row {
+                outcome: simulate(&requests, path.ready_seconds, &policy, &pool),
+                path: path.name.clone(),
+                ready: path.ready_seconds,
+                policy: name,
+            });
+        }
+    }
     if args.json {
-        let rows: Vec<serde_json::Value> = results
+        let rows: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(name, ready, o)| {
-                let mut v = serde_json::to_value(o).expect("outcome serialises");
-                v["name"] = name.clone().into();
-                v["ready_seconds"] = (*ready).into();
+            .map(|row| {
+                let mut v = serde_json::to_value(&row.outcome).expect("outcome serialises");
+                v["name"] = row.path.clone().into();
+                v["ready_seconds"] = row.ready.into();
+                v["policy"] = row.policy.clone().into();
                 v
             })
             .collect();
@@ -189,17 +199,30 @@ fn utilisation(args: UtilisationArgs) -> anyhow::Result<ExitCode> {
         policy.max_replicas
     );
     println!(
-        "{:<24} {:>9} {:>12} {:>10} {:>10} {:>9} {:>11}",
-        "path", "ready s", "utilisation", "p50 wait", "p99 wait", "replicas", "GPU-h paid"
+        "{:<24} {:>9} {:<10} {:>11} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "path",
+        "ready s",
+        "buffer",
+        "utilisation",
+        "p50 wait",
+        "p99 wait",
+        "replicas",
+        "GPU-h paid",
+        "cost"
     );
-    for (name, ready, o) in &results {
+    for row in &rows {
+        let o = &row.outcome;
         println!(
-            "{name:<24} {ready:>9.2} {:>11.1}% {:>9.2}s {:>9.2}s {:>9} {:>11.3}",
+            "{:<24} {:>9.2} {:<10} {:>10.1}% {:>8.2}s {:>8.2}s {:>9} {:>10.3} {:>9.2}",
+            row.path,
+            row.ready,
+            row.policy,
             o.utilisation * 100.0,
             o.p50_delay,
             o.p99_delay,
             o.replicas_started,
-            o.gpu_seconds_paid / 3600.0
+            o.gpu_seconds_paid / 3600.0,
+            o.cost
         );
     }
     Ok(ExitCode::SUCCESS)

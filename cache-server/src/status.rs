@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use thaw_core::ChunkId;
 
+use crate::auth::Token;
 use crate::client::PeerTier;
 use crate::protocol::{Health, Inventory, INVENTORY_PATH};
 use crate::rendezvous::{self, Peer};
@@ -71,6 +72,30 @@ pub async fn peer_statuses(
     rows
 }
 
+/// What the cache server at `base` holds: of every tag, or of `tag` only (`GET /v1/inventory`).
+pub async fn fetch_inventory(
+    http: &reqwest::Client,
+    base: &url::Url,
+    token: Option<&Token>,
+    tag: Option<&str>,
+) -> reqwest::Result<Inventory> {
+    let mut url = base.clone();
+    url.set_path(INVENTORY_PATH);
+    if let Some(tag) = tag {
+        url.query_pairs_mut().append_pair("tag", tag);
+    }
+    let mut request = http.get(url).timeout(INVENTORY_TIMEOUT);
+    if let Some(token) = token {
+        request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
+    }
+    request
+        .send()
+        .await?
+        .error_for_status()?
+        .json::<Inventory>()
+        .await
+}
+
 /// One peer's health and, with `tag`, its share of the tag.
 async fn peer_status(tier: &PeerTier, peer: &Peer, tag: Option<&str>) -> PeerStatus {
     let mut row = PeerStatus {
@@ -104,22 +129,7 @@ async fn peer_status(tier: &PeerTier, peer: &Peer, tag: Option<&str>) -> PeerSta
         }
     }
     let Some(tag) = tag else { return row };
-    let mut url = peer.base.clone();
-    url.set_path(INVENTORY_PATH);
-    url.query_pairs_mut().append_pair("tag", tag);
-    let mut request = tier.http().get(url).timeout(INVENTORY_TIMEOUT);
-    if let Some(token) = tier.token() {
-        request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
-    }
-    let inventory = async {
-        request
-            .send()
-            .await?
-            .error_for_status()?
-            .json::<Inventory>()
-            .await
-    };
-    match inventory.await {
+    match fetch_inventory(tier.http(), &peer.base, tier.token(), Some(tag)).await {
         Ok(inventory) => {
             if let Some(entry) = inventory.tags.first() {
                 row.tag_held = Some(entry.held);

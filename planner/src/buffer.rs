@@ -50,6 +50,28 @@ pub struct BufferProblem {
     pub latency_target_s: f64,
 }
 
+impl BufferProblem {
+    /// The problem for `demand` served up to `quantile`, each replica serving `throughput`
+    /// requests per second.
+    pub fn new(
+        demand: Demand,
+        quantile: f64,
+        throughput: f64,
+        offers: Vec<Offer>,
+        cold_start_s: f64,
+        latency_target_s: f64,
+    ) -> Result<BufferProblem> {
+        Ok(BufferProblem {
+            needed: demand.needed(quantile, throughput)?,
+            expected: demand.expected(throughput)?,
+            demand,
+            offers,
+            cold_start_s,
+            latency_target_s,
+        })
+    }
+}
+
 /// One window of a plan.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PlannedWindow {
@@ -115,9 +137,13 @@ pub struct BufferPlan {
 }
 
 impl BufferPlan {
-    /// The window containing time `t` (clamped to the last).
-    pub fn window_at(&self, t: f64) -> usize {
-        ((t.max(0.0) / self.window_s).floor() as usize).min(self.windows.len().saturating_sub(1))
+    /// The most GPUs held in any window.
+    pub fn peak(&self) -> u64 {
+        self.windows
+            .iter()
+            .map(PlannedWindow::total)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -125,7 +151,12 @@ impl BufferPlan {
 fn check_feasible(problem: &BufferProblem) -> Result<()> {
     let available: u64 = problem.offers.iter().map(|o| o.available).sum();
     let w = problem.demand.window_s;
-    match problem.needed.iter().enumerate().find(|(_, &n)| n > available) {
+    match problem
+        .needed
+        .iter()
+        .enumerate()
+        .find(|(_, &n)| n > available)
+    {
         Some((window, &needed)) => Err(Error::Infeasible {
             window,
             start_s: window as f64 * w,
@@ -147,15 +178,21 @@ fn leads(problem: &BufferProblem) -> Vec<f64> {
         .collect()
 }
 
-/// The program's variables and its objective.
+/// The program's variables: per offer, per window.
 struct Program {
     held: Vec<Vec<Variable>>,
     acquired: Vec<Vec<Variable>>,
 }
 
-/// Solves the program, in whole GPUs (`integer`) or as its relaxation; returns held and acquired
-/// per offer and window, and the cost.
-fn solve(problem: &BufferProblem, lead: &[f64], integer: bool) -> Result<(Program, Vec<Vec<f64>>, Vec<Vec<f64>>, f64)> {
+/// A solved program: per offer, per window.
+struct Solved {
+    held: Vec<Vec<f64>>,
+    acquired: Vec<Vec<f64>>,
+    cost: f64,
+}
+
+/// Solves the program, in whole GPUs (`integer`) or as its relaxation.
+fn solve(problem: &BufferProblem, lead: &[f64], integer: bool) -> Result<Solved> {
     let windows = problem.needed.len();
     let w = problem.demand.window_s;
     let mut vars = good_lp::ProblemVariables::new();
@@ -175,7 +212,8 @@ fn solve(problem: &BufferProblem, lead: &[f64], integer: bool) -> Result<(Progra
     for (o, offer) in problem.offers.iter().enumerate() {
         let per_second = offer.price_per_hour / 3600.0;
         for t in 0..windows {
-            cost += per_second * w * program.held[o][t] + per_second * lead[o] * program.acquired[o][t];
+            cost +=
+                per_second * w * program.held[o][t] + per_second * lead[o] * program.acquired[o][t];
         }
     }
     let mut model = vars.minimise(cost.clone()).using(good_lp::microlp);
@@ -191,7 +229,9 @@ fn solve(problem: &BufferProblem, lead: &[f64], integer: bool) -> Result<(Progra
                 0 => Expression::from(0.0),
                 _ => Expression::from(program.held[o][t - 1]),
             };
-            model = model.with(constraint!(program.acquired[o][t] >= program.held[o][t] - previous));
+            model = model.with(constraint!(
+                program.acquired[o][t] >= program.held[o][t] - previous
+            ));
             let mut in_use = Expression::from(program.held[o][t]);
             for later in (t + 1)..=(t + booting_windows).min(windows - 1) {
                 in_use += program.acquired[o][later];
@@ -205,17 +245,21 @@ fn solve(problem: &BufferProblem, lead: &[f64], integer: bool) -> Result<(Progra
             .map(|row| row.iter().map(|&v| solution.value(v)).collect())
             .collect()
     };
-    let held = values(&program.held);
-    let acquired = values(&program.acquired);
-    let total = solution.eval(&cost);
-    Ok((program, held, acquired, total))
+    Ok(Solved {
+        held: values(&program.held),
+        acquired: values(&program.acquired),
+        cost: solution.eval(&cost),
+    })
 }
 
 /// The cheapest plan in whole GPUs, with the relaxation's cost as a bound.
 pub fn plan_buffer(problem: &BufferProblem) -> Result<BufferPlan> {
     let windows = problem.needed.len();
-    if windows == 0 || problem.expected.len() != windows || problem.demand.requests.len() != windows {
-        return Err(Error::Invalid("demand, needed and expected differ in windows".into()));
+    if windows == 0 || problem.expected.len() != windows || problem.demand.requests.len() != windows
+    {
+        return Err(Error::Invalid(
+            "demand, needed and expected differ in windows".into(),
+        ));
     }
     if problem.offers.is_empty() {
         return Err(Error::Invalid("no GPU offers".into()));
@@ -230,8 +274,12 @@ pub fn plan_buffer(problem: &BufferProblem) -> Result<BufferPlan> {
     check_feasible(problem)?;
     let lead = leads(problem);
     let started = Instant::now();
-    let (_, _, _, lp_bound) = solve(problem, &lead, false)?;
-    let (_, held, acquired, cost) = solve(problem, &lead, true)?;
+    let lp_bound = solve(problem, &lead, false)?.cost;
+    let Solved {
+        held,
+        acquired,
+        cost,
+    } = solve(problem, &lead, true)?;
     let solve_seconds = started.elapsed().as_secs_f64();
     let w = problem.demand.window_s;
     let mut gpu_seconds = 0.0;

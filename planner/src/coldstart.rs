@@ -47,16 +47,14 @@ pub fn read_paths(path: &Path) -> Result<Vec<ColdStartPath>> {
     file.paths
         .into_iter()
         .enumerate()
-        .map(|(i, row)| {
-            match row.ready_seconds {
-                Some(s) if s.is_finite() && s >= 0.0 => Ok(ColdStartPath {
-                    name: row.name,
-                    ready_seconds: s,
-                }),
-                _ => Err(json_error(format!(
-                    "paths[{i}].ready_seconds missing or negative"
-                ))),
-            }
+        .map(|(i, row)| match row.ready_seconds {
+            Some(s) if s.is_finite() && s >= 0.0 => Ok(ColdStartPath {
+                name: row.name,
+                ready_seconds: s,
+            }),
+            _ => Err(json_error(format!(
+                "paths[{i}].ready_seconds missing or negative"
+            ))),
         })
         .collect()
 }

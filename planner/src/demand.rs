@@ -218,13 +218,22 @@ mod tests {
         let file = dir.path().join("trace.csv");
         std::fs::write(&file, "arrival_s,service_s\n1,2\n3,x\n").unwrap();
         let err = read_trace(&file).unwrap_err().to_string();
-        assert!(err.contains("trace.csv: line 3") && err.contains("service_s"), "{err}");
+        assert!(
+            err.contains("trace.csv: line 3") && err.contains("service_s"),
+            "{err}"
+        );
         std::fs::write(&file, "arrival_s,service_s\n1,2,3\n").unwrap();
         let err = read_trace(&file).unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("expected 2 fields"), "{err}");
+        assert!(
+            err.contains("line 2") && err.contains("expected 2 fields"),
+            "{err}"
+        );
         std::fs::write(&file, "window_start_s,requests\n0,5\n60,7\n100,1\n").unwrap();
         let err = Demand::read_forecast(&file, 60.0).unwrap_err().to_string();
-        assert!(err.contains("line 4") && err.contains("evenly spaced"), "{err}");
+        assert!(
+            err.contains("line 4") && err.contains("evenly spaced"),
+            "{err}"
+        );
         std::fs::write(&file, "window_start_s,requests\n0,5\n30,7\n").unwrap();
         let demand = Demand::read_forecast(&file, 60.0).unwrap();
         assert_eq!(demand.window_s, 30.0);

@@ -15,6 +15,7 @@
 //! program, the placement as its LP relaxation rounded (docs/architecture.md says why). The crate
 //! owns no storage; it reads files and peers' inventory endpoints and returns plans.
 
+pub mod args;
 pub mod buffer;
 pub mod cluster;
 pub mod coldstart;
@@ -76,7 +77,9 @@ pub enum Error {
         short: u64,
     },
     /// The replicas need more GPUs than the nodes have free.
-    #[error("infeasible: the replicas need {needed} GPUs, the nodes have {free} free: short by {short}")]
+    #[error(
+        "infeasible: the replicas need {needed} GPUs, the nodes have {free} free: short by {short}"
+    )]
     NoRoom {
         /// GPUs the replicas need.
         needed: u64,

@@ -34,7 +34,10 @@ pub(crate) fn read_csv(path: &Path, header: &str) -> Result<Vec<(usize, Vec<Stri
             return Err(line_error(
                 path,
                 i + 1,
-                format!("expected {columns} fields ({header}), found {}", fields.len()),
+                format!(
+                    "expected {columns} fields ({header}), found {}",
+                    fields.len()
+                ),
             ));
         }
         rows.push((i + 1, fields));

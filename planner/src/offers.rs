@@ -50,7 +50,10 @@ pub fn read_offers(path: &Path) -> Result<Vec<Offer>> {
             line_error(
                 path,
                 line,
-                format!("available must be a whole number of GPUs, not {:?}", fields[3]),
+                format!(
+                    "available must be a whole number of GPUs, not {:?}",
+                    fields[3]
+                ),
             )
         })?;
         offers.push(Offer {
@@ -92,7 +95,10 @@ mod tests {
         ] {
             std::fs::write(&file, format!("{OFFERS_HEADER}\nh100,b,1,1,1\n{line}\n")).unwrap();
             let err = read_offers(&file).unwrap_err().to_string();
-            assert!(err.contains("offers.csv: line 3") && err.contains(says), "{err}");
+            assert!(
+                err.contains("offers.csv: line 3") && err.contains(says),
+                "{err}"
+            );
         }
     }
 }
