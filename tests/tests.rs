@@ -14,6 +14,7 @@ mod first_start;
 mod image;
 mod lifecycle;
 mod mount;
+mod plan;
 mod robustness;
 mod s3;
 mod snapshot;

@@ -299,11 +299,33 @@ impl Replay<'_> {
             let Some(i) = next else { break };
             let replica = self.live.swap_remove(i);
             let stop = replica.stops_at(idle_timeout);
-            let gpu = &mut self.gpus[replica.gpu];
+            let freed = replica.gpu;
+            let gpu = &mut self.gpus[freed];
             gpu.busy = false;
             gpu.ready = gpu.ready.max(stop);
             self.retired.push(replica);
+            self.move_waiting_replica(freed, stop);
             self.rebalance(stop);
+        }
+    }
+
+    /// A replica that has served nothing yet and waits for its GPU to boot moves to GPU `freed`,
+    /// idle since `now`, when it is ready sooner there; the GPU it leaves becomes idle.
+    fn move_waiting_replica(&mut self, freed: usize, now: f64) {
+        let ready = now + self.cold_start;
+        let waiting = self
+            .live
+            .iter_mut()
+            .filter(|r| r.busy.is_empty() && r.ready > ready)
+            .max_by(|a, b| a.ready.total_cmp(&b.ready));
+        if let Some(replica) = waiting {
+            let left = replica.gpu;
+            replica.gpu = freed;
+            replica.ready = ready;
+            replica.last_end = ready;
+            replica.slots.iter_mut().for_each(|s| *s = ready);
+            self.gpus[freed].busy = true;
+            self.gpus[left].busy = false;
         }
     }
 

@@ -4,13 +4,16 @@ One hour of traffic to one model: a quiet baseline (Poisson, one request every 2
 and four one-minute bursts (Poisson, 4 requests/s) 15 minutes apart, the shape that makes
 serverless inference scale from few replicas to many and back. Service times are log-normal
 (median 1.5 s, sigma 0.5, capped at 20 s), roughly one short generation each. Deterministic
-(seeded): `python3 benches/traces/make_bursty.py > benches/traces/bursty.csv`.
+(seeded): `python3 benches/traces/make_bursty.py > benches/traces/bursty.csv`. Another seed gives
+another day of the same traffic, which the planner plans from:
+`python3 benches/traces/make_bursty.py 20261123 > benches/traces/bursty-history.csv`.
 """
 
 import math
 import random
+import sys
 
-rng = random.Random(20261124)
+rng = random.Random(int(sys.argv[1]) if len(sys.argv) > 1 else 20261124)
 arrivals = []
 t = 0.0
 while True:

@@ -172,17 +172,29 @@ impl Cluster {
     /// Where the bytes of `tags` would come from on node `node`; tags no inventory knows add
     /// nothing.
     pub fn fetch(&self, node: usize, tags: &[&str]) -> Fetch {
+        self.fetch_on(Some(node), tags)
+    }
+
+    /// Where the bytes of `tags` would come from on a node that holds none of them.
+    pub fn fetch_elsewhere(&self, tags: &[&str]) -> Fetch {
+        self.fetch_on(None, tags)
+    }
+
+    fn fetch_on(&self, node: Option<usize>, tags: &[&str]) -> Fetch {
         let mut fetch = Fetch::default();
         for tag in tags {
             let Some(&size) = self.sizes.get(*tag) else {
                 continue;
             };
-            let local = self.nodes[node]
-                .holdings
-                .get(*tag)
+            let local = node
+                .and_then(|n| self.nodes[n].holdings.get(*tag))
                 .map_or(0, |h| h.held_bytes);
             let top = self.top_holders.get(*tag).copied().unwrap_or_default();
-            let best_other = if top[0].1 == node { top[1].0 } else { top[0].0 };
+            let best_other = if Some(top[0].1) == node {
+                top[1].0
+            } else {
+                top[0].0
+            };
             let peer = best_other.min(size - local);
             fetch += Fetch {
                 local_bytes: local,

@@ -22,8 +22,10 @@ pub mod coldstart;
 pub mod demand;
 pub mod extender;
 mod lines;
+pub mod links;
 pub mod offers;
 pub mod place;
+pub mod serve;
 mod solve;
 
 use std::path::PathBuf;

@@ -120,6 +120,79 @@ pub struct Placement {
     pub unknown_tags: Vec<String>,
 }
 
+/// Bytes as GB with one decimal.
+fn gb(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / 1e9)
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<24} {:<20} {:>9} {:>9} {:>9} {:>9}",
+            "replica", "node", "local GB", "peer GB", "store GB", "seconds"
+        )?;
+        for a in &self.assignments {
+            writeln!(
+                f,
+                "{:<24} {:<20} {:>9} {:>9} {:>9} {:>9.1}",
+                a.replica,
+                a.node,
+                gb(a.fetch.local_bytes),
+                gb(a.fetch.peer_bytes),
+                gb(a.fetch.store_bytes),
+                a.seconds
+            )?;
+        }
+        if !self.unknown_tags.is_empty() {
+            writeln!(
+                f,
+                "tags no inventory knows: {}",
+                self.unknown_tags.join(", ")
+            )?;
+        }
+        write!(
+            f,
+            "{}: {} GB from outside the nodes ({} GB from the store); time to ready mean {:.1}s, max {:.1}s",
+            self.method,
+            gb(self.remote_bytes),
+            gb(self.store_bytes),
+            self.mean_seconds,
+            self.max_seconds
+        )?;
+        if let Some(bound) = self.lp_bound_seconds {
+            write!(
+                f,
+                "; LP bound {:.1}s total, {} variables, solved in {:.1} ms",
+                bound,
+                self.variables,
+                self.solve_seconds * 1000.0
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A table comparing placements of the same replicas.
+pub fn comparison(placements: &[Placement]) -> String {
+    let mut out = format!(
+        "{:<14} {:>11} {:>11} {:>11} {:>10} {:>10}",
+        "placement", "remote GB", "store GB", "mean ready", "max ready", "solve ms"
+    );
+    for p in placements {
+        out.push_str(&format!(
+            "\n{:<14} {:>11} {:>11} {:>10.1}s {:>9.1}s {:>10.1}",
+            p.method,
+            gb(p.remote_bytes),
+            gb(p.store_bytes),
+            p.mean_seconds,
+            p.max_seconds,
+            p.solve_seconds * 1000.0
+        ));
+    }
+    out
+}
+
 /// Checks that the replicas fit at all.
 fn check_room(cluster: &Cluster, replicas: &[ReplicaSpec]) -> Result<()> {
     let needed: u64 = replicas.iter().map(|r| r.gpus).sum();

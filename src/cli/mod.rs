@@ -6,6 +6,7 @@ mod cache_server;
 mod index;
 mod lifecycle;
 mod mount;
+mod plan;
 mod progress;
 mod restore;
 mod run;
@@ -217,6 +218,10 @@ enum Command {
     /// Run a container from an indexed image: mounted lazily (nothing pulled or unpacked), a
     /// writable overlay on top, started with crun or runc using the image's config.
     Run(run::RunArgs),
+    /// Plans: the idle GPU buffer per offer and window, replicas onto the nodes that hold their
+    /// bytes, and a kube-scheduler extender scoring nodes the same way.
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
     /// Measurements to run on your own setup.
     #[cfg(feature = "bench")]
     #[command(subcommand)]
@@ -334,6 +339,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => runtime.block_on(run::run(global, args)),
         #[cfg(feature = "bench")]
         Command::Bench(cmd) => thaw_bench::run(&global.config, &runtime, cmd),
+        Command::Plan(cmd) => plan::run(global, &runtime, cmd),
     }
 }
 

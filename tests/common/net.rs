@@ -36,15 +36,40 @@ pub fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (String, Vec<u8>) {
+    http_exchange(addr, method, path, headers, b"")
+}
+
+/// `POST` of a JSON `body` to `addr`; the response head and body.
+pub fn http_post_json(addr: &str, path: &str, body: &str) -> (String, String) {
+    let (head, body) = http_exchange(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One HTTP/1.1 request with extra headers and a body; the response head and raw body.
+fn http_exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
     );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
     s.write_all(request.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
     let mut response = Vec::new();
     s.read_to_end(&mut response).unwrap();
     let split = response
