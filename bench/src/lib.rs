@@ -10,6 +10,7 @@
 mod autoscaler;
 mod coldstart;
 mod mark;
+mod place;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,9 @@ pub enum BenchCommand {
     /// gc's mark phase on a synthetic store of many chunks (1M by default), against reading the
     /// same manifests and chunk maps alone, with peak memory.
     Mark(mark::MarkArgs),
+    /// The placement program against random and least-loaded placement on a simulated cluster
+    /// built from the store's tags (inventories computed chunk by chunk), with its solve time.
+    Place(place::PlaceArgs),
 }
 
 /// `thaw bench utilisation`.
@@ -90,6 +94,10 @@ pub fn run(
         BenchCommand::Mark(args) => {
             let store = thaw_client::connect::open_store(global)?;
             runtime.block_on(mark::run(&store, args))
+        }
+        BenchCommand::Place(args) => {
+            let store = thaw_client::connect::open_store(global)?;
+            runtime.block_on(place::run(&store, args))
         }
     }
 }

@@ -9,15 +9,18 @@
 //! ```
 //!
 //! `seconds[r][n]` is the replica's peer bytes over the peer link plus its store bytes over the
-//! store link on node `n` ([`Fetch::seconds`]). The relaxation is solved and rounded: replicas in
-//! order of their largest share take the node the program gave them most of, or, when that is
-//! full, the cheapest node with room; the relaxation's cost bounds what any placement can do.
+//! store link on node `n` ([`Fetch::seconds`]).
 //!
-//! Size: only nodes that hold some of a replica's tags differ in cost for it; every other node
-//! costs it the same. So each replica gets as candidates the nodes holding its tags plus one
-//! shared set of the emptiest nodes whose free GPUs cover all replicas together. Any optimum
-//! that uses another node can move that share to a candidate of equal or lower cost, so the
-//! relaxation over candidates has the same optimum as over all nodes.
+//! Replicas of the same tags and GPUs are interchangeable, so the program is solved over
+//! classes: `y[k][n]` replicas of class `k` on node `n`, with `sum_n y[k][n] = |k|` (exact, and
+//! far smaller: 500 replicas of 80 tag pairs are 80 rows, not 500). A class is offered its
+//! cheapest nodes, at least [`DEFAULT_CANDIDATES`] of them and enough to hold it, plus one
+//! shared set of the emptiest nodes whose free GPUs cover every replica (so the program is
+//! always feasible); nodes it is not offered only matter when all its cheap ones are full, and
+//! `thaw bench place` solves the program over all nodes beside it to report any gap.
+//! `candidates = 0` offers every node. The relaxation is rounded: each class takes the whole
+//! replicas the program gave each node, then the rest go to their largest leftover shares with
+//! room, or the cheapest node with room; the relaxation's cost bounds any placement.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -122,7 +125,7 @@ pub struct Placement {
 
 /// Bytes as GB with one decimal.
 fn gb(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / 1e9)
+    format!("{:.2}", bytes as f64 / 1e9)
 }
 
 impl std::fmt::Display for Placement {
@@ -135,7 +138,7 @@ impl std::fmt::Display for Placement {
         for a in &self.assignments {
             writeln!(
                 f,
-                "{:<24} {:<20} {:>9} {:>9} {:>9} {:>9.1}",
+                "{:<24} {:<20} {:>9} {:>9} {:>9} {:>9.2}",
                 a.replica,
                 a.node,
                 gb(a.fetch.local_bytes),
@@ -153,7 +156,7 @@ impl std::fmt::Display for Placement {
         }
         write!(
             f,
-            "{}: {} GB from outside the nodes ({} GB from the store); time to ready mean {:.1}s, max {:.1}s",
+            "{}: {} GB from outside the nodes ({} GB from the store); time to ready mean {:.2}s, max {:.2}s",
             self.method,
             gb(self.remote_bytes),
             gb(self.store_bytes),
@@ -181,7 +184,7 @@ pub fn comparison(placements: &[Placement]) -> String {
     );
     for p in placements {
         out.push_str(&format!(
-            "\n{:<14} {:>11} {:>11} {:>10.1}s {:>9.1}s {:>10.1}",
+            "\n{:<14} {:>11} {:>11} {:>10.3}s {:>9.3}s {:>10.1}",
             p.method,
             gb(p.remote_bytes),
             gb(p.store_bytes),
@@ -326,8 +329,27 @@ fn no_node(r: &ReplicaSpec) -> Error {
     ))
 }
 
-/// Candidate nodes per replica: the holders of its tags plus the shared emptiest nodes.
-fn candidates(cluster: &Cluster, replicas: &[ReplicaSpec]) -> Vec<Vec<usize>> {
+/// Cheapest nodes offered to each replica by default.
+pub const DEFAULT_CANDIDATES: usize = 32;
+
+/// Replicas that need the same tags and GPUs: interchangeable, so the program places counts of
+/// a class, not single replicas.
+struct Class {
+    /// Indices of its replicas.
+    members: Vec<usize>,
+    /// Its candidate nodes and the seconds a replica takes on each.
+    nodes: Vec<(usize, f64)>,
+}
+
+/// Replicas grouped into classes, each with its candidates: its cheapest nodes, at least
+/// `per_class` of them and enough to hold the whole class (all nodes when 0), plus the shared
+/// emptiest nodes whose free GPUs cover all replicas together.
+fn classes(
+    cluster: &Cluster,
+    replicas: &[ReplicaSpec],
+    links: &Links,
+    per_class: usize,
+) -> Vec<Class> {
     let needed: u64 = replicas.iter().map(|r| r.gpus).sum();
     let mut by_room: Vec<usize> = (0..cluster.nodes.len())
         .filter(|&n| cluster.nodes[n].free_gpus > 0)
@@ -342,99 +364,134 @@ fn candidates(cluster: &Cluster, replicas: &[ReplicaSpec]) -> Vec<Vec<usize>> {
         covered += cluster.nodes[n].free_gpus;
         shared.push(n);
     }
-    replicas
-        .iter()
-        .map(|r| {
-            let mut set: Vec<usize> = r
-                .tags()
-                .iter()
-                .flat_map(|t| cluster.holders(t).iter().copied())
-                .filter(|&n| cluster.nodes[n].free_gpus >= r.gpus)
-                .chain(
-                    shared
-                        .iter()
-                        .copied()
-                        .filter(|&n| cluster.nodes[n].free_gpus >= r.gpus),
-                )
+    let mut groups: Vec<(Vec<&str>, u64, Vec<usize>)> = Vec::new();
+    for (i, r) in replicas.iter().enumerate() {
+        let tags = r.tags();
+        match groups
+            .iter_mut()
+            .find(|(t, g, _)| *t == tags && *g == r.gpus)
+        {
+            Some(group) => group.2.push(i),
+            None => groups.push((tags, r.gpus, vec![i])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(tags, gpus, members)| {
+            let mut fits: Vec<(f64, usize)> = (0..cluster.nodes.len())
+                .filter(|&n| cluster.nodes[n].free_gpus >= gpus)
+                .map(|n| (cluster.fetch(n, &tags).seconds(links), n))
                 .collect();
-            set.sort_unstable();
-            set.dedup();
-            set
+            fits.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if per_class > 0 {
+                let mut room = 0;
+                let keep = fits
+                    .iter()
+                    .position(|&(_, n)| {
+                        room += cluster.nodes[n].free_gpus / gpus;
+                        room >= members.len() as u64
+                    })
+                    .map_or(fits.len(), |i| i + 1)
+                    .max(per_class)
+                    .min(fits.len());
+                let extra: Vec<(f64, usize)> = fits[keep..]
+                    .iter()
+                    .copied()
+                    .filter(|(_, n)| shared.contains(n))
+                    .collect();
+                fits.truncate(keep);
+                fits.extend(extra);
+            }
+            Class {
+                members,
+                nodes: fits.into_iter().map(|(c, n)| (n, c)).collect(),
+            }
         })
         .collect()
 }
 
-/// The placement that the program finds, rounded to whole replicas.
-pub fn place_lp(cluster: &Cluster, replicas: &[ReplicaSpec], links: &Links) -> Result<Placement> {
+/// The placement that the program finds, rounded to whole replicas; each class of identical
+/// replicas is offered its `per_class` cheapest nodes, or enough to hold it (0: all nodes).
+pub fn place_lp(
+    cluster: &Cluster,
+    replicas: &[ReplicaSpec],
+    links: &Links,
+    per_class: usize,
+) -> Result<Placement> {
     check_room(cluster, replicas)?;
     let started = Instant::now();
-    let candidates = candidates(cluster, replicas);
-    let seconds: Vec<Vec<f64>> = replicas
-        .iter()
-        .zip(&candidates)
-        .map(|(r, nodes)| {
-            let tags = r.tags();
-            nodes
-                .iter()
-                .map(|&n| cluster.fetch(n, &tags).seconds(links))
-                .collect()
-        })
-        .collect();
+    let classes = classes(cluster, replicas, links, per_class);
     let mut vars = good_lp::ProblemVariables::new();
-    let x: Vec<Vec<Variable>> = candidates
+    // y[k][i]: how many replicas of class k go to its i-th candidate.
+    let y: Vec<Vec<Variable>> = classes
         .iter()
-        .map(|nodes| {
-            nodes
+        .map(|class| {
+            let gpus = replicas[class.members[0]].gpus;
+            class
+                .nodes
                 .iter()
-                .map(|_| vars.add(variable().min(0).max(1)))
+                .map(|&(n, _)| {
+                    let most = (cluster.nodes[n].free_gpus / gpus).min(class.members.len() as u64);
+                    vars.add(variable().min(0).max(most as f64))
+                })
                 .collect()
         })
         .collect();
-    let objective: Expression = x
+    let objective: Expression = y
         .iter()
-        .zip(&seconds)
-        .flat_map(|(xs, cs)| xs.iter().zip(cs).map(|(&v, &c)| c * v))
+        .zip(&classes)
+        .flat_map(|(ys, class)| ys.iter().zip(&class.nodes).map(|(&v, &(_, c))| c * v))
         .sum();
     let mut model = vars.minimise(objective.clone()).using(good_lp::microlp);
-    let mut per_node: Vec<Expression> = vec![Expression::from(0.0); cluster.nodes.len()];
-    for (r, xs) in x.iter().enumerate() {
-        let once: Expression = xs.iter().copied().sum();
-        model = model.with(constraint!(once == 1));
-        for (&v, &n) in xs.iter().zip(&candidates[r]) {
-            per_node[n] += replicas[r].gpus as f64 * v;
+    let mut per_node: Vec<Option<Expression>> = vec![None; cluster.nodes.len()];
+    for (ys, class) in y.iter().zip(&classes) {
+        let all: Expression = ys.iter().copied().sum();
+        model = model.with(constraint!(all == class.members.len() as f64));
+        let gpus = replicas[class.members[0]].gpus as f64;
+        for (&v, &(n, _)) in ys.iter().zip(&class.nodes) {
+            *per_node[n].get_or_insert_with(|| Expression::from(0.0)) += gpus * v;
         }
     }
     for (n, used) in per_node.into_iter().enumerate() {
-        if !candidates.iter().any(|c| c.contains(&n)) {
-            continue;
+        if let Some(used) = used {
+            model = model.with(constraint!(used <= cluster.nodes[n].free_gpus as f64));
         }
-        model = model.with(constraint!(used <= cluster.nodes[n].free_gpus as f64));
     }
     let solution = model.solve().map_err(solver_error)?;
     let bound = solution.eval(&objective);
-    let share: Vec<Vec<f64>> = x
-        .iter()
-        .map(|xs| xs.iter().map(|&v| solution.value(v)).collect())
-        .collect();
-    // Round: most decided replicas first, each to its largest share with room, else the
-    // cheapest node with room.
-    let mut order: Vec<usize> = (0..replicas.len()).collect();
-    let top = |r: usize| share[r].iter().copied().fold(0.0, f64::max);
-    order.sort_by(|&a, &b| top(b).total_cmp(&top(a)));
+    // Round: each class takes the whole replicas the program gave each node, then its
+    // remaining replicas go to the largest leftover shares with room, else the cheapest node
+    // with room.
     let mut room = free(cluster);
     let mut chosen = vec![0; replicas.len()];
-    for r in order {
+    let mut leftovers = Vec::new();
+    for (ys, class) in y.iter().zip(&classes) {
+        let gpus = replicas[class.members[0]].gpus;
+        let mut members = class.members.iter();
+        let mut fractions = Vec::new();
+        for (&v, &(n, c)) in ys.iter().zip(&class.nodes) {
+            let share = solution.value(v);
+            let whole = (share + 1e-6).floor() as u64;
+            for _ in 0..whole.min(room[n] / gpus) {
+                if let Some(&r) = members.next() {
+                    chosen[r] = n;
+                    room[n] -= gpus;
+                }
+            }
+            if share - whole as f64 > 1e-6 {
+                fractions.push((share - whole as f64, c, n));
+            }
+        }
+        fractions.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.total_cmp(&b.1)));
+        leftovers.extend(members.map(|&r| (r, fractions.clone())));
+    }
+    for (r, fractions) in leftovers {
         let g = replicas[r].gpus;
-        let by_share = (0..candidates[r].len())
-            .filter(|&i| room[candidates[r][i]] >= g && share[r][i] > 1e-9)
-            .max_by(|&a, &b| {
-                share[r][a]
-                    .total_cmp(&share[r][b])
-                    .then(seconds[r][b].total_cmp(&seconds[r][a]))
-            })
-            .map(|i| candidates[r][i]);
         let tags = replicas[r].tags();
-        let n = by_share
+        let n = fractions
+            .iter()
+            .map(|&(_, _, n)| n)
+            .find(|&n| room[n] >= g)
             .or_else(|| pick(&room, g, |n| cluster.fetch(n, &tags).seconds(links)))
             .ok_or_else(|| no_node(&replicas[r]))?;
         room[n] -= g;
@@ -442,7 +499,7 @@ pub fn place_lp(cluster: &Cluster, replicas: &[ReplicaSpec], links: &Links) -> R
     }
     let mut placed = placement("lp", cluster, replicas, links, &chosen);
     placed.lp_bound_seconds = Some(bound);
-    placed.variables = x.iter().map(Vec::len).sum();
+    placed.variables = y.iter().map(Vec::len).sum();
     placed.solve_seconds = started.elapsed().as_secs_f64();
     Ok(placed)
 }
@@ -505,7 +562,7 @@ mod tests {
         // n2 has one GPU: r3 saves 20 there, r1 or r2 only 10. So r3 -> n2, r1 and r2 -> n1
         // (20 each), r4 -> n3: 20 + 20 + 50 + 0 = 90. Putting r4 on n1 instead pushes r1 or
         // r2 to n3: 1 + 20 + 30 + 50 = 101.
-        let placed = place_lp(&cluster, &replicas, &LINKS).unwrap();
+        let placed = place_lp(&cluster, &replicas, &LINKS, DEFAULT_CANDIDATES).unwrap();
         let nodes: Vec<&str> = placed.assignments.iter().map(|a| a.node.as_str()).collect();
         assert_eq!(nodes, vec!["n1", "n1", "n2", "n3"], "{placed:?}");
         let total: f64 = placed.assignments.iter().map(|a| a.seconds).sum();
@@ -522,14 +579,14 @@ mod tests {
     #[test]
     fn replicas_that_cannot_fit_say_by_how_much() {
         let cluster = Cluster::new(vec![("n1".into(), 2, None), ("n2".into(), 1, None)]);
-        let err = place_lp(&cluster, &[replica("r", "a", "m", 4)], &LINKS)
+        let err = place_lp(&cluster, &[replica("r", "a", "m", 4)], &LINKS, 0)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("need 4 GPUs") && err.contains("short by 1"),
             "{err}"
         );
-        let err = place_lp(&cluster, &[replica("big", "a", "m", 3)], &LINKS)
+        let err = place_lp(&cluster, &[replica("big", "a", "m", 3)], &LINKS, 0)
             .unwrap_err()
             .to_string();
         assert!(err.contains("replica big needs 3 GPUs"), "{err}");

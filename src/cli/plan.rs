@@ -65,6 +65,9 @@ pub struct PlaceArgs {
     nodes: PathBuf,
     #[command(flatten)]
     links: LinkArgs,
+    /// Cheapest nodes offered to each replica in the program (0: every node).
+    #[arg(long, default_value_t = thaw_planner::place::DEFAULT_CANDIDATES)]
+    candidates: usize,
     /// Also place randomly and on the least-loaded node, and compare.
     #[arg(long)]
     compare: bool,
@@ -141,7 +144,7 @@ async fn place(global: &GlobalOptions, args: PlaceArgs) -> anyhow::Result<ExitCo
     }
     let replicas = read_replicas(&args.replicas)?;
     let links = args.links.links()?;
-    let mut placements = vec![place_lp(&cluster, &replicas, &links)?];
+    let mut placements = vec![place_lp(&cluster, &replicas, &links, args.candidates)?];
     if args.compare {
         placements.push(place_random(&cluster, &replicas, &links, 1)?);
         placements.push(place_least_loaded(&cluster, &replicas, &links)?);
