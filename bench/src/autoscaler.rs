@@ -297,7 +297,7 @@ impl Replay<'_> {
                 })
                 .map(|(i, _)| i);
             let Some(i) = next else { break };
-            let replica = self.live.swap_remove(i);
+            let replica = self.live.remove(i);
             let stop = replica.stops_at(idle_timeout);
             let freed = replica.gpu;
             let gpu = &mut self.gpus[freed];

@@ -264,7 +264,7 @@ impl ExtenderState {
         &self,
         route: &'static str,
         body: &[u8],
-    ) -> Result<(ExtenderArgs, Arc<Cluster>), Response> {
+    ) -> Result<(ExtenderArgs, Arc<Cluster>), String> {
         let deserializer = &mut serde_json::Deserializer::from_slice(body);
         match serde_path_to_error::deserialize::<_, ExtenderArgs>(deserializer) {
             Ok(args) => {
@@ -275,11 +275,7 @@ impl ExtenderState {
             }
             Err(e) => {
                 self.count(route, "bad-request");
-                Err((
-                    StatusCode::BAD_REQUEST,
-                    format!("not extender arguments: {e}"),
-                )
-                    .into_response())
+                Err(format!("not extender arguments: {e}"))
             }
         }
     }
@@ -291,7 +287,7 @@ async fn filter_route(
 ) -> Response {
     match state.parse("filter", &body) {
         Ok((args, cluster)) => Json(filter(&cluster, args, state.require_thaw)).into_response(),
-        Err(response) => response,
+        Err(message) => (StatusCode::BAD_REQUEST, message).into_response(),
     }
 }
 
@@ -310,7 +306,7 @@ async fn prioritize_route(
             ))
             .into_response()
         }
-        Err(response) => response,
+        Err(message) => (StatusCode::BAD_REQUEST, message).into_response(),
     }
 }
 
