@@ -115,6 +115,70 @@ fn the_buffer_plan_holds_gpus_for_the_bursts_and_names_an_infeasible_window() {
 }
 
 #[test]
+fn a_forecast_plans_like_a_trace_and_bad_nodes_files_name_the_field() {
+    let w = World::local();
+    let offers = shipped("benches/offers.csv");
+    let forecast = w.path("forecast.csv");
+    // Two quiet windows around a burst of 600 requests; a replica serves 1 request/s.
+    fs::write(&forecast, "window_start_s,requests\n0,30\n60,600\n120,30\n").unwrap();
+    let forecast = forecast.to_str().unwrap();
+    let err = w.fails(&[
+        "plan",
+        "buffer",
+        "--forecast",
+        forecast,
+        "--offers",
+        &offers,
+        "--cold-start",
+        "2",
+    ]);
+    assert!(err.contains("--throughput"), "{err}");
+    let out = w.ok(&[
+        "plan",
+        "buffer",
+        "--forecast",
+        forecast,
+        "--offers",
+        &offers,
+        "--cold-start",
+        "2",
+        "--throughput",
+        "1",
+        "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let needed: Vec<u64> = plan["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["needed"].as_u64().unwrap())
+        .collect();
+    // Q_0.99(Poisson(600)) = 658: 658 requests at 60 a GPU-window is 11 GPUs; 30 -> 1.
+    assert_eq!(needed, vec![1, 11, 1], "{plan}");
+
+    let nodes = w.path("nodes.json");
+    fs::write(
+        &nodes,
+        r#"{"nodes": [{"name": "a", "free_gpus": "eight"}]}"#,
+    )
+    .unwrap();
+    let replicas = w.path("replicas.json");
+    fs::write(&replicas, r#"{"replicas": [{"name": "r"}]}"#).unwrap();
+    let err = w.fails(&[
+        "plan",
+        "place",
+        "--replicas",
+        replicas.to_str().unwrap(),
+        "--nodes",
+        nodes.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("nodes.json") && err.contains("nodes[0].free_gpus"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_planned_buffer_beats_no_buffer_on_p99_and_a_large_fixed_one_on_utilisation() {
     let w = World::local();
     let coldstart = w.path("coldstart.json");

@@ -2,10 +2,13 @@
 //! `coldstart` measures one start of an image's command every way there is (pull + unpack + run,
 //! thaw's lazy mount with and without its trace and a warm peer, a snapshot restore), stage by
 //! stage, and writes its result as [`ColdstartResult`] JSON; `utilisation` reads that JSON and
-//! replays a request trace against a simple autoscaler ([`autoscaler`]) for each path, reporting
-//! GPU allocation utilisation and queueing delay. It drives the `thaw` program it runs in as a
-//! user would (subcommands in child processes) and owns no storage or mount logic; being a
-//! harness, it reports errors with anyhow like the binary.
+//! replays a request trace against a simple autoscaler over a pool of GPUs ([`autoscaler`]) for
+//! each path, reporting GPU allocation utilisation, queueing delay and cost, with no idle buffer,
+//! a fixed one or the planner's (thaw-planner); `place` compares the planner's placement with
+//! random and least-loaded placement on a cluster simulated from the store's tags; `mark` times
+//! gc's mark phase. It drives the `thaw` program it runs in as a user would (subcommands in
+//! child processes) and owns no storage or mount logic; being a harness, it reports errors with
+//! anyhow like the binary.
 
 mod autoscaler;
 mod coldstart;
@@ -28,8 +31,9 @@ pub enum BenchCommand {
     /// thaw lazy mount, with trace prefetch, with a warm peer, from a snapshot; stage by stage,
     /// with the bytes each source delivered.
     Coldstart(Box<coldstart::ColdstartArgs>),
-    /// GPU allocation utilisation (GPU-seconds running application code / GPU-seconds paid) and
-    /// p99 queueing delay of a request trace under a simple autoscaler, for each cold-start path.
+    /// GPU allocation utilisation (GPU-seconds running application code / GPU-seconds paid),
+    /// p99 queueing delay and cost of a request trace under a simple autoscaler, for each
+    /// cold-start path; with --offers, under no buffer, a fixed buffer and the planner's.
     Utilisation(UtilisationArgs),
     /// gc's mark phase on a synthetic store of many chunks (1M by default), against reading the
     /// same manifests and chunk maps alone, with peak memory.
