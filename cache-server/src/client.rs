@@ -17,6 +17,7 @@ use crate::membership::{Membership, PeerSpec};
 use crate::metrics::{ClientMetrics, PeerOutcome};
 use crate::protocol::{LocationQuery, CHUNKS_PATH};
 use crate::rendezvous::{self, Peer};
+use crate::tls::ClientTls;
 use crate::{Error, Result};
 
 /// Default time a peer has to deliver a chunk.
@@ -39,6 +40,8 @@ pub struct PeerClientConfig {
     pub attempts: usize,
     /// Membership refresh interval.
     pub refresh: Duration,
+    /// TLS to the peers (`https://` peers); `None` trusts nothing beyond the system's roots.
+    pub tls: Option<ClientTls>,
 }
 
 impl PeerClientConfig {
@@ -50,6 +53,7 @@ impl PeerClientConfig {
             timeout: DEFAULT_PEER_TIMEOUT,
             attempts: DEFAULT_ATTEMPTS,
             refresh: DEFAULT_REFRESH,
+            tls: None,
         }
     }
 }
@@ -106,12 +110,14 @@ pub struct PeerTier {
 impl PeerTier {
     /// Resolves the membership and starts refreshing it; must run inside a tokio runtime.
     pub async fn connect(config: PeerClientConfig) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.timeout.min(Duration::from_secs(2)))
             .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| Error::Client(e.to_string()))?;
+            .tcp_nodelay(true);
+        if let Some(tls) = &config.tls {
+            builder = builder.use_preconfigured_tls(tls.config()?);
+        }
+        let http = builder.build().map_err(|e| Error::Client(e.to_string()))?;
         let membership = Arc::new(Membership::start(config.spec).await);
         let refresh = membership.spawn_refresh(config.refresh).map(AbortOnDrop);
         Ok(PeerTier {

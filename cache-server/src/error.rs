@@ -47,6 +47,14 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+    /// A certificate, key or CA file is unreadable or not what it should be.
+    #[error("TLS: {path}: {reason}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The HTTP client could not be built.
     #[error("building the peer HTTP client: {0}")]
     Client(String),

@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod rendezvous;
 pub mod server;
 pub mod status;
+pub mod tls;
 
 pub use auth::Token;
 pub use client::{PeerClientConfig, PeerTier};

@@ -19,12 +19,15 @@ pub enum PeerSpec {
     /// `file:/etc/thaw/peers` or `@/etc/thaw/peers`: one peer per line (`#` comments), re-read
     /// on every refresh.
     File(PathBuf),
-    /// `dns://thaw-cache.ns.svc:7070`: every address the name resolves to is a peer on `port`.
+    /// `dns://thaw-cache.ns.svc:7070`: every address the name resolves to is a peer on `port`
+    /// (`dns+https://`: reached over HTTPS).
     Dns {
         /// The name.
         host: String,
         /// The peers' port.
         port: u16,
+        /// Whether the peers serve HTTPS.
+        https: bool,
     },
 }
 
@@ -46,7 +49,11 @@ impl std::str::FromStr for PeerSpec {
             }
             return Ok(PeerSpec::File(PathBuf::from(path)));
         }
-        if let Some(rest) = spec.strip_prefix("dns://") {
+        let dns = spec
+            .strip_prefix("dns://")
+            .map(|rest| (rest, false))
+            .or_else(|| spec.strip_prefix("dns+https://").map(|rest| (rest, true)));
+        if let Some((rest, https)) = dns {
             let rest = rest.trim_end_matches('/');
             let (host, port) = match rest.rsplit_once(':') {
                 Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
@@ -60,7 +67,7 @@ impl std::str::FromStr for PeerSpec {
             if host.is_empty() {
                 return Err(bad("no host name after dns://"));
             }
-            return Ok(PeerSpec::Dns { host, port });
+            return Ok(PeerSpec::Dns { host, port, https });
         }
         parse_list(spec).map(PeerSpec::Static).map_err(|r| bad(&r))
     }
@@ -123,7 +130,8 @@ impl PeerSpec {
                     reason,
                 })
             }
-            PeerSpec::Dns { host, port } => {
+            PeerSpec::Dns { host, port, https } => {
+                let scheme = if *https { "https" } else { "http" };
                 let addrs = tokio::net::lookup_host((host.as_str(), *port))
                     .await
                     .map_err(|source| Error::Resolve {
@@ -132,7 +140,7 @@ impl PeerSpec {
                         source,
                     })?;
                 let mut peers: Vec<Peer> = addrs
-                    .filter_map(|addr| Peer::from_url(format!("http://{addr}").parse().ok()?))
+                    .filter_map(|addr| Peer::from_url(format!("{scheme}://{addr}").parse().ok()?))
                     .collect();
                 peers.sort();
                 peers.dedup();
@@ -240,14 +248,24 @@ mod tests {
             "dns://thaw.ns.svc:7171".parse::<PeerSpec>().unwrap(),
             PeerSpec::Dns {
                 host: "thaw.ns.svc".into(),
-                port: 7171
+                port: 7171,
+                https: false,
+            }
+        );
+        assert_eq!(
+            "dns+https://thaw.ns.svc:7171".parse::<PeerSpec>().unwrap(),
+            PeerSpec::Dns {
+                host: "thaw.ns.svc".into(),
+                port: 7171,
+                https: true,
             }
         );
         assert_eq!(
             "dns://thaw.ns.svc".parse::<PeerSpec>().unwrap(),
             PeerSpec::Dns {
                 host: "thaw.ns.svc".into(),
-                port: DEFAULT_PEER_PORT
+                port: DEFAULT_PEER_PORT,
+                https: false,
             }
         );
         assert_eq!(
@@ -288,10 +306,13 @@ mod tests {
         let dns = PeerSpec::Dns {
             host: "localhost".into(),
             port: 7070,
+            https: true,
         };
         let peers = dns.resolve().await.unwrap();
         assert!(
-            peers.iter().any(|p| p.authority == "127.0.0.1:7070"),
+            peers
+                .iter()
+                .any(|p| p.authority == "127.0.0.1:7070" && p.base.scheme() == "https"),
             "{peers:?}"
         );
     }

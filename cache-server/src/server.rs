@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use axum_server::tls_rustls::RustlsConfig;
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -30,6 +31,7 @@ use crate::auth::Token;
 use crate::inventory::{self, ChunkLists};
 use crate::metrics::{RejectReason, RequestLabels, ServerMetrics, TierLabels};
 use crate::protocol::{LocationQuery, CHUNKS_PATH, INVENTORY_PATH, SERVED_BY_HEADER};
+use crate::tls::ServerTls;
 use crate::{Error, Result};
 
 /// Default bound on requests served at once.
@@ -47,6 +49,8 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// Requests served at once for one client address; more wait their turn the same way.
     pub max_per_client: usize,
+    /// Serve HTTPS with this certificate (and, with a client CA, only to clients with one).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             token: None,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_per_client: DEFAULT_MAX_PER_CLIENT,
+            tls: None,
         }
     }
 }
@@ -123,6 +128,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct CacheServer {
     shared: Arc<Shared>,
+    /// The TLS configuration, read and checked when the server is made.
+    tls: Option<rustls::ServerConfig>,
 }
 
 impl CacheServer {
@@ -146,7 +153,9 @@ impl CacheServer {
         let mut registry = Registry::with_prefix("thaw");
         metrics.register(&mut registry);
         registry.register_collector(Box::new(TierCollector::new(tiers.clone(), store.clone())));
+        let tls = config.tls.as_ref().map(ServerTls::config).transpose()?;
         Ok(CacheServer {
+            tls,
             shared: Arc::new(Shared {
                 cache_names: tiers.cache_names(),
                 tiers,
@@ -229,12 +238,27 @@ impl CacheServer {
                 }
             }
         });
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let served = match &self.tls {
+            None => {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => {
+                let config = RustlsConfig::from_config(Arc::new(tls.clone()));
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    stopper.graceful_shutdown(None);
+                });
+                axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                    .handle(handle)
+                    .serve(service)
+                    .await
+            }
+        };
         flusher.abort();
         if let Err(e) = self.shared.disk.flush().await {
             tracing::warn!(error = %e, "could not flush the disk cache on shutdown");

@@ -19,6 +19,7 @@
 //! [peers]
 //! list = "dns://thaw-cache.thaw.svc.cluster.local:7070"
 //! token_file = "/etc/thaw/peer-token"
+//! ca_file = "/etc/thaw/peer-ca.pem"       # peers serve https (cert_file, key_file: mutual TLS)
 //! timeout_ms = 5000
 //! refresh_secs = 10
 //! ```
@@ -112,6 +113,15 @@ pub struct PeerSettings {
     pub timeout_ms: u64,
     /// Seconds between re-reads of a peer file or DNS name.
     pub refresh_secs: u64,
+    /// PEM CA that `https://` peers' certificates must chain to (the only roots trusted).
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate this client presents to peers that ask for one (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// The name every peer's certificate must be valid for, instead of the address dialled
+    /// (peers found by DNS are dialled by IP).
+    pub tls_name: Option<String>,
 }
 
 impl Default for CacheSettings {
@@ -132,6 +142,10 @@ impl Default for PeerSettings {
             token_file: None,
             timeout_ms: DEFAULT_PEER_TIMEOUT_MS,
             refresh_secs: DEFAULT_PEER_REFRESH_SECS,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            tls_name: None,
         }
     }
 }

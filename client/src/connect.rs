@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use thaw_cache_server::tls::ClientTls;
 use thaw_cache_server::{PeerClientConfig, PeerSpec, PeerTier, Token};
 use thaw_core::store::{S3Options, Store, StoreConfig};
 use thaw_core::tier::{self, CacheConfig, ChunkSource, TieredStore};
@@ -53,6 +54,30 @@ pub fn peer_token(config: &Config) -> Result<Option<Token>, ConfigError> {
     }
 }
 
+/// TLS to the peers, when a peer CA is configured; a certificate needs its key and a CA.
+pub fn peer_tls(config: &Config) -> Result<Option<ClientTls>, ConfigError> {
+    let peers = &config.peers;
+    let bad = |reason: &str| {
+        ConfigError::Peers(thaw_cache_server::Error::Client(format!("peer TLS: {reason}")))
+    };
+    let identity = match (&peers.cert_file, &peers.key_file) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => return Err(bad("give both a certificate and its key (THAW_PEER_CERT_FILE, THAW_PEER_KEY_FILE)")),
+    };
+    match &peers.ca_file {
+        Some(ca) => Ok(Some(ClientTls {
+            ca: ca.clone(),
+            identity,
+            name: peers.tls_name.clone(),
+        })),
+        None if identity.is_some() || peers.tls_name.is_some() => Err(bad(
+            "a client certificate or TLS name needs the peers' CA (THAW_PEER_CA_FILE)",
+        )),
+        None => Ok(None),
+    }
+}
+
 /// The peer tier, when peers are configured.
 pub async fn peer_tier(config: &Config) -> Result<Option<Arc<PeerTier>>, ConfigError> {
     let Some(list) = &config.peers.list else {
@@ -63,6 +88,7 @@ pub async fn peer_tier(config: &Config) -> Result<Option<Arc<PeerTier>>, ConfigE
         token: peer_token(config)?,
         timeout: Duration::from_millis(config.peers.timeout_ms.max(1)),
         refresh: Duration::from_secs(config.peers.refresh_secs.max(1)),
+        tls: peer_tls(config)?,
         ..PeerClientConfig::new(spec)
     };
     let tier = PeerTier::connect(client)

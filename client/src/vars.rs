@@ -162,6 +162,38 @@ static VARIABLES: &[Variable] = &[
         get: |c| shown(&c.peers.token_file),
     },
     Variable {
+        name: "THAW_PEER_CA_FILE",
+        set: |c, v| {
+            c.peers.ca_file = path(v);
+            Ok(())
+        },
+        get: |c| shown(&c.peers.ca_file),
+    },
+    Variable {
+        name: "THAW_PEER_CERT_FILE",
+        set: |c, v| {
+            c.peers.cert_file = path(v);
+            Ok(())
+        },
+        get: |c| shown(&c.peers.cert_file),
+    },
+    Variable {
+        name: "THAW_PEER_KEY_FILE",
+        set: |c, v| {
+            c.peers.key_file = path(v);
+            Ok(())
+        },
+        get: |c| shown(&c.peers.key_file),
+    },
+    Variable {
+        name: "THAW_PEER_TLS_NAME",
+        set: |c, v| {
+            c.peers.tls_name = text(v);
+            Ok(())
+        },
+        get: |c| c.peers.tls_name.clone(),
+    },
+    Variable {
         name: "THAW_PEER_TIMEOUT_MS",
         set: |c, v| {
             c.peers.timeout_ms = number(v)?;

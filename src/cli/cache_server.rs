@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use thaw_cache_server::load_test::{self, LoadOptions, LoadTarget};
 use thaw_cache_server::server::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PER_CLIENT};
 use thaw_cache_server::status::{peer_statuses, PeerStatus};
+use thaw_cache_server::tls::ServerTls;
 use thaw_cache_server::{CacheServer, PeerSpec, PeerTier, ServerConfig};
 use thaw_core::pack::ChunkRef;
 
@@ -32,23 +33,44 @@ pub struct CacheServerArgs {
     /// Requests served at once for one client address.
     #[arg(long, default_value_t = DEFAULT_MAX_PER_CLIENT)]
     max_per_client: usize,
+    /// Serve HTTPS with this PEM certificate chain (and --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve only clients presenting a certificate from this PEM CA (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(global: &GlobalOptions, args: CacheServerArgs) -> anyhow::Result<ExitCode> {
     let token = global.peer_token()?;
-    if token.is_none() && !args.no_auth {
+    // Mutual TLS authenticates clients by certificate: the token is then optional.
+    if token.is_none() && !args.no_auth && args.client_ca.is_none() {
         bail!(
             "a cache server needs the cluster's shared token: --peer-token-file FILE or \
-             THAW_PEER_TOKEN (or --no-auth on a closed network)"
+             THAW_PEER_TOKEN, or client certificates (--client-ca), or --no-auth on a closed \
+             network"
         );
     }
     let store = global.open_store()?;
     let store_for_gc = store.clone();
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert,
+            key,
+            client_ca: args.client_ca,
+        }),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let config = ServerConfig {
         token,
         max_in_flight: args.max_in_flight,
         max_per_client: args.max_per_client,
+        tls,
     };
     let server = CacheServer::new(store, &global.cache_config(true), config)
         .context("starting the cache server")?;
@@ -57,7 +79,7 @@ pub async fn serve(global: &GlobalOptions, args: CacheServerArgs) -> anyhow::Res
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "thaw cache-server listening on http://{addr}")?;
+        writeln!(out, "thaw cache-server listening on {scheme}://{addr}")?;
         out.flush()?;
     }
     tracing::info!(%addr, "cache server started");

@@ -86,6 +86,20 @@ pub struct GlobalArgs {
     /// else the token itself in THAW_PEER_TOKEN].
     #[arg(long, global = true)]
     peer_token_file: Option<PathBuf>,
+    /// PEM CA that `https://` peers' certificates must chain to [env: THAW_PEER_CA_FILE].
+    #[arg(long, global = true)]
+    peer_ca: Option<PathBuf>,
+    /// PEM certificate (and --peer-key) to present to peers that require one [env:
+    /// THAW_PEER_CERT_FILE, THAW_PEER_KEY_FILE].
+    #[arg(long, global = true, requires = "peer_key")]
+    peer_cert: Option<PathBuf>,
+    /// PEM private key of --peer-cert.
+    #[arg(long, global = true, requires = "peer_cert")]
+    peer_key: Option<PathBuf>,
+    /// The name every peer's certificate must be valid for, instead of the address dialled
+    /// [env: THAW_PEER_TLS_NAME].
+    #[arg(long, global = true)]
+    peer_tls_name: Option<String>,
     /// Milliseconds a peer has to deliver a chunk before it is skipped [env:
     /// THAW_PEER_TIMEOUT_MS] [default: 5000].
     #[arg(long, global = true)]
@@ -146,6 +160,10 @@ impl GlobalArgs {
             &mut peers.token_file,
             &self.peer_token_file.clone().map(Some),
         );
+        given(&mut peers.ca_file, &self.peer_ca.clone().map(Some));
+        given(&mut peers.cert_file, &self.peer_cert.clone().map(Some));
+        given(&mut peers.key_file, &self.peer_key.clone().map(Some));
+        given(&mut peers.tls_name, &some(&self.peer_tls_name));
         given(&mut peers.timeout_ms, &self.peer_timeout_ms);
         given(&mut peers.refresh_secs, &self.peer_refresh_secs);
         given(&mut config.runtime.dir, &self.runtime_dir.clone().map(Some));
