@@ -19,5 +19,6 @@ mod robustness;
 mod s3;
 mod snapshot;
 mod store_cli;
+mod tls;
 mod weights;
 mod weights_python;

@@ -90,7 +90,7 @@ impl Failure {
         } else {
             PeerOutcome::Error
         };
-        Failure::new(outcome, e.to_string())
+        Failure::new(outcome, crate::status::with_causes(&e))
     }
 }
 

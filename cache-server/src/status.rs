@@ -72,6 +72,22 @@ pub async fn peer_statuses(
     rows
 }
 
+/// An error and its causes, `: `-separated (reqwest's own message leaves out why a connection
+/// failed, such as the certificate a TLS handshake refused).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// What the cache server at `base` holds: of every tag, or of `tag` only (`GET /v1/inventory`).
 pub async fn fetch_inventory(
     http: &reqwest::Client,
@@ -124,7 +140,7 @@ async fn peer_status(tier: &PeerTier, peer: &Peer, tag: Option<&str>) -> PeerSta
             row.bytes_held = Some(health.bytes_held);
         }
         Err(e) => {
-            row.error = Some(format!("{}: {e}", peer.base));
+            row.error = Some(format!("{}: {}", peer.base, with_causes(&e)));
             return row;
         }
     }
@@ -136,7 +152,7 @@ async fn peer_status(tier: &PeerTier, peer: &Peer, tag: Option<&str>) -> PeerSta
                 row.tag_chunks = Some(entry.chunks);
             }
         }
-        Err(e) => row.error = Some(format!("inventory of {}: {e}", peer.base)),
+        Err(e) => row.error = Some(format!("inventory of {}: {}", peer.base, with_causes(&e))),
     }
     row
 }

@@ -58,12 +58,18 @@ pub fn peer_token(config: &Config) -> Result<Option<Token>, ConfigError> {
 pub fn peer_tls(config: &Config) -> Result<Option<ClientTls>, ConfigError> {
     let peers = &config.peers;
     let bad = |reason: &str| {
-        ConfigError::Peers(thaw_cache_server::Error::Client(format!("peer TLS: {reason}")))
+        ConfigError::Peers(thaw_cache_server::Error::Client(format!(
+            "peer TLS: {reason}"
+        )))
     };
     let identity = match (&peers.cert_file, &peers.key_file) {
         (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
         (None, None) => None,
-        _ => return Err(bad("give both a certificate and its key (THAW_PEER_CERT_FILE, THAW_PEER_KEY_FILE)")),
+        _ => {
+            return Err(bad(
+                "give both a certificate and its key (THAW_PEER_CERT_FILE, THAW_PEER_KEY_FILE)",
+            ))
+        }
     };
     match &peers.ca_file {
         Some(ca) => Ok(Some(ClientTls {

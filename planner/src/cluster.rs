@@ -18,6 +18,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use thaw_cache_server::auth::Token;
 use thaw_cache_server::protocol::Inventory;
+use thaw_cache_server::tls::ClientTls;
 
 use crate::{Error, Result};
 
@@ -216,9 +217,18 @@ impl Cluster {
     }
 }
 
+/// How the planner reaches cache servers: their token and TLS.
+#[derive(Clone, Debug, Default)]
+pub struct PeerAccess {
+    /// The bearer token.
+    pub token: Option<Token>,
+    /// TLS to `https://` servers.
+    pub tls: Option<ClientTls>,
+}
+
 /// Reads a nodes file, fetching the inventories of nodes that name a peer instead of embedding
 /// one.
-pub async fn read_nodes(path: &Path, token: Option<&Token>) -> Result<Cluster> {
+pub async fn read_nodes(path: &Path, access: &PeerAccess) -> Result<Cluster> {
     let text = std::fs::read(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -229,7 +239,15 @@ pub async fn read_nodes(path: &Path, token: Option<&Token>) -> Result<Cluster> {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-    let http = reqwest::Client::new();
+    let mut http = reqwest::Client::builder();
+    if let Some(tls) = &access.tls {
+        let config = tls.config().map_err(|e| Error::Invalid(e.to_string()))?;
+        http = http.use_preconfigured_tls(config);
+    }
+    let http = http
+        .build()
+        .map_err(|e| Error::Invalid(format!("HTTP client: {e}")))?;
+    let token = access.token.as_ref();
     let fetched = futures::future::join_all(file.nodes.iter().map(|node| {
         let http = &http;
         async move {

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use thaw_cache_server::auth::Token;
-
-use crate::cluster::read_nodes;
+use crate::cluster::{read_nodes, PeerAccess};
 use crate::extender::{router, ExtenderState};
 
 /// Serves the extender on `listener` until the process ends, re-reading `nodes` (and the
@@ -15,7 +13,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ExtenderState>,
     nodes: PathBuf,
-    token: Option<Token>,
+    access: PeerAccess,
     refresh: Duration,
 ) -> std::io::Result<()> {
     let refresher = {
@@ -25,7 +23,7 @@ pub async fn serve(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match read_nodes(&nodes, token.as_ref()).await {
+                match read_nodes(&nodes, &access).await {
                     Ok(cluster) => {
                         *state.cluster.write().expect("cluster lock") = Arc::new(cluster)
                     }

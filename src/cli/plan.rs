@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use thaw_planner::args::PlanArgs;
-use thaw_planner::cluster::read_nodes;
+use thaw_planner::cluster::{read_nodes, PeerAccess};
 use thaw_planner::demand::{read_trace, Demand};
 use thaw_planner::extender::ExtenderState;
 use thaw_planner::links::LinkArgs;
@@ -136,9 +136,16 @@ fn buffer(args: BufferArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The token and TLS the configuration gives for reaching cache servers.
+fn peer_access(global: &GlobalOptions) -> anyhow::Result<PeerAccess> {
+    Ok(PeerAccess {
+        token: thaw_client::connect::peer_token(&global.config)?,
+        tls: thaw_client::connect::peer_tls(&global.config)?,
+    })
+}
+
 async fn place(global: &GlobalOptions, args: PlaceArgs) -> anyhow::Result<ExitCode> {
-    let token = thaw_client::connect::peer_token(&global.config)?;
-    let cluster = read_nodes(&args.nodes, token.as_ref()).await?;
+    let cluster = read_nodes(&args.nodes, &peer_access(global)?).await?;
     for warning in &cluster.warnings {
         eprintln!("warning: {warning}");
     }
@@ -162,14 +169,14 @@ async fn place(global: &GlobalOptions, args: PlaceArgs) -> anyhow::Result<ExitCo
 }
 
 async fn serve(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let token = thaw_client::connect::peer_token(&global.config)?;
-    let cluster = read_nodes(&args.nodes, token.as_ref()).await?;
+    let access = peer_access(global)?;
+    let cluster = read_nodes(&args.nodes, &access).await?;
     let state = ExtenderState::new(cluster, args.links.links()?, args.require_thaw);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     eprintln!("extender listening on http://{}", listener.local_addr()?);
-    thaw_planner::serve::serve(listener, state, args.nodes, token, args.refresh).await?;
+    thaw_planner::serve::serve(listener, state, args.nodes, access, args.refresh).await?;
     Ok(ExitCode::SUCCESS)
 }
 
