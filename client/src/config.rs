@@ -75,6 +75,10 @@ pub struct StoreSettings {
     /// (benchmarks; environment only).
     #[serde(skip_deserializing)]
     pub read_latency_ms: Option<u64>,
+    /// Milliseconds one request to a cloud store may take, its body included; `None`: 30000.
+    pub timeout_ms: Option<u64>,
+    /// Retries of a failed or timed-out request to a cloud store; `None`: 10.
+    pub retries: Option<usize>,
 }
 
 /// `[cache]`.

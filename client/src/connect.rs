@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use thaw_cache_server::tls::ClientTls;
 use thaw_cache_server::{PeerClientConfig, PeerSpec, PeerTier, Token};
-use thaw_core::store::{S3Options, Store, StoreConfig};
+use thaw_core::store::{RequestPolicy, S3Options, Store, StoreConfig};
 use thaw_core::tier::{self, CacheConfig, ChunkSource, TieredStore};
 
 use crate::{vars, Config, ConfigError};
@@ -23,7 +23,26 @@ pub fn store_config(config: &Config) -> StoreConfig {
             allow_http: store.s3_allow_http,
         },
         read_latency: store.read_latency_ms.map(Duration::from_millis),
+        requests: request_policy(config),
     }
+}
+
+/// The store's request bounds: the configured timeout and retries, the rest defaults; the
+/// retry budget covers every try at the full timeout plus back-off.
+fn request_policy(config: &Config) -> RequestPolicy {
+    let mut policy = RequestPolicy::default();
+    if let Some(ms) = config.store.timeout_ms {
+        policy.timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(retries) = config.store.retries {
+        policy.retries = retries;
+    }
+    policy.retry_budget = policy
+        .timeout
+        .saturating_mul(policy.retries as u32 + 1)
+        .saturating_add(Duration::from_secs(15 * policy.retries as u64))
+        .min(RequestPolicy::default().retry_budget.max(policy.timeout));
+    policy
 }
 
 /// Opens the store the configuration names.

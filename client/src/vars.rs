@@ -106,6 +106,22 @@ static VARIABLES: &[Variable] = &[
         get: |c| c.store.read_latency_ms.map(|ms| ms.to_string()),
     },
     Variable {
+        name: "THAW_STORE_TIMEOUT_MS",
+        set: |c, v| {
+            c.store.timeout_ms = Some(number(v)?);
+            Ok(())
+        },
+        get: |c| c.store.timeout_ms.map(|ms| ms.to_string()),
+    },
+    Variable {
+        name: "THAW_STORE_RETRIES",
+        set: |c, v| {
+            c.store.retries = Some(number(v)? as usize);
+            Ok(())
+        },
+        get: |c| c.store.retries.map(|n| n.to_string()),
+    },
+    Variable {
         name: "THAW_CACHE_DIR",
         set: |c, v| {
             c.cache.dir = path(v);

@@ -165,6 +165,16 @@ impl Error {
         }
     }
 
+    /// True when bytes arrived but were not what they should be (a frame that does not decode
+    /// or a chunk that does not hash to its id): a fresh read may get good ones.
+    pub fn is_corrupt(&self) -> bool {
+        match self {
+            Error::Corrupt { .. } | Error::ChunkMismatch { .. } => true,
+            Error::Shared(inner) => inner.is_corrupt(),
+            _ => false,
+        }
+    }
+
     /// True when the error (or the shared error it wraps) says an object is absent.
     pub fn is_not_found(&self) -> bool {
         match self {

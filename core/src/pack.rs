@@ -186,8 +186,7 @@ pub fn decode_frame(frame: &[u8], id: &ChunkId, location: &ChunkLocation) -> Res
     let codec = r.u8(40, "frame codec")?;
     if frame_id != *id || raw_len != location.raw_len || stored_len != location.stored_len {
         return Err(err(format!(
-            "frame header says chunk {} raw {raw_len} stored {stored_len}, the index says raw {} stored {}",
-            frame_id.short(),
+            "frame header says chunk {frame_id} raw {raw_len} stored {stored_len}, the index says chunk {id} raw {} stored {}",
             location.raw_len,
             location.stored_len
         )));

@@ -48,6 +48,50 @@ pub struct StoreConfig {
     /// Extra wait before every read request, to measure behaviour against a distant store
     /// (benchmarks inject e.g. 20 ms); `None` in normal use.
     pub read_latency: Option<std::time::Duration>,
+    /// How requests to a cloud store are bounded and retried.
+    pub requests: RequestPolicy,
+}
+
+/// Time and retry bounds of every request to a cloud store (S3, GCS, Azure): a request that
+/// fails with a 5xx, a reset connection, a body cut short or no answer within `timeout` is
+/// retried with exponential back-off (object_store's) up to `retries` times, all within
+/// `retry_budget`; then the error names the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestPolicy {
+    /// Longest one request (its whole body included) may take.
+    pub timeout: std::time::Duration,
+    /// Retries of one request.
+    pub retries: usize,
+    /// Longest all tries of one request may take together.
+    pub retry_budget: std::time::Duration,
+}
+
+impl Default for RequestPolicy {
+    fn default() -> Self {
+        RequestPolicy {
+            timeout: std::time::Duration::from_secs(30),
+            retries: 10,
+            retry_budget: std::time::Duration::from_secs(180),
+        }
+    }
+}
+
+impl RequestPolicy {
+    /// object_store's client options for this policy.
+    fn client_options(&self) -> object_store::ClientOptions {
+        object_store::ClientOptions::new()
+            .with_timeout(self.timeout)
+            .with_connect_timeout(self.timeout.min(std::time::Duration::from_secs(5)))
+    }
+
+    /// object_store's retry configuration for this policy.
+    fn retry(&self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            max_retries: self.retries,
+            retry_timeout: self.retry_budget,
+            ..object_store::RetryConfig::default()
+        }
+    }
 }
 
 impl StoreConfig {
@@ -144,16 +188,20 @@ impl Store {
                 let parsed = url::Url::parse(&url).map_err(|e| config_error(&url, e))?;
                 let prefix = parsed.path().trim_matches('/').to_string();
                 let objects: Arc<dyn ObjectStore> = match scheme {
-                    "s3" | "s3a" => Arc::new(Self::s3(&url, &config.s3)?),
+                    "s3" | "s3a" => Arc::new(Self::s3(&url, &config.s3, &config.requests)?),
                     "gs" => Arc::new(
                         object_store::gcp::GoogleCloudStorageBuilder::from_env()
                             .with_url(&url)
+                            .with_client_options(config.requests.client_options())
+                            .with_retry(config.requests.retry())
                             .build()
                             .map_err(|e| config_error(&url, e))?,
                     ),
                     "az" | "azure" | "abfs" | "abfss" => Arc::new(
                         object_store::azure::MicrosoftAzureBuilder::from_env()
                             .with_url(&url)
+                            .with_client_options(config.requests.client_options())
+                            .with_retry(config.requests.retry())
                             .build()
                             .map_err(|e| config_error(&url, e))?,
                     ),
@@ -198,8 +246,15 @@ impl Store {
         &self.requests
     }
 
-    fn s3(url: &str, options: &S3Options) -> Result<object_store::aws::AmazonS3> {
-        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+    fn s3(
+        url: &str,
+        options: &S3Options,
+        requests: &RequestPolicy,
+    ) -> Result<object_store::aws::AmazonS3> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_url(url)
+            .with_client_options(requests.client_options())
+            .with_retry(requests.retry());
         if let Some(endpoint) = &options.endpoint {
             builder = builder
                 .with_endpoint(endpoint)

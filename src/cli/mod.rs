@@ -112,6 +112,14 @@ pub struct GlobalArgs {
     /// [default: /run/thaw for root, else $XDG_RUNTIME_DIR/thaw].
     #[arg(long, global = true)]
     runtime_dir: Option<PathBuf>,
+    /// Milliseconds one request to a cloud store may take, its body included, before it is
+    /// retried [env: THAW_STORE_TIMEOUT_MS] [default: 30000].
+    #[arg(long, global = true)]
+    store_timeout_ms: Option<u64>,
+    /// Retries of a failed or timed-out cloud store request, with back-off [env:
+    /// THAW_STORE_RETRIES] [default: 10].
+    #[arg(long, global = true)]
+    store_retries: Option<usize>,
     /// Wait this many milliseconds before every store read (to measure against a distant
     /// object store; benchmarks use 20) [env: THAW_STORE_READ_LATENCY_MS].
     #[arg(long, global = true, hide = true)]
@@ -144,6 +152,8 @@ impl GlobalArgs {
             &some(&self.s3_secret_access_key),
         );
         store.s3_allow_http |= self.s3_allow_http;
+        given(&mut store.timeout_ms, &self.store_timeout_ms.map(Some));
+        given(&mut store.retries, &self.store_retries.map(Some));
         given(
             &mut store.read_latency_ms,
             &self.store_read_latency_ms.map(Some),

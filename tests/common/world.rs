@@ -40,6 +40,13 @@ impl World {
         }
     }
 
+    /// This world with `name=value` in every `thaw` it runs (replacing an earlier value).
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.extra_env.retain(|(k, _)| k != name);
+        self.extra_env.push((name.into(), value.into()));
+        self
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

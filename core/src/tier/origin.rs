@@ -72,8 +72,20 @@ impl PackSource {
         }))
     }
 
-    /// Reads and decodes one chunk at its location.
+    /// Reads and decodes one chunk at its location; bytes that fail to decode or verify are
+    /// read once more (corruption in transit is transient; a bad pack fails twice).
     async fn fetch_at(&self, chunk: &ChunkRef) -> Result<Bytes> {
+        match self.read_decode(chunk).await {
+            Err(e) if e.is_corrupt() => {
+                reading_again(chunk, &e);
+                self.read_decode(chunk).await
+            }
+            other => other,
+        }
+    }
+
+    /// One read of a chunk's frame, decoded and verified.
+    async fn read_decode(&self, chunk: &ChunkRef) -> Result<Bytes> {
         let location = located(chunk)?;
         let frame = self
             .read_range(&location.pack, location.frame_range(), chunk)
@@ -184,8 +196,24 @@ impl ChunkSource for PackSource {
                 }
             }
         });
-        futures::future::join_all(decodes).await
+        let decoded = futures::future::join_all(decodes).await;
+        let mut out = Vec::with_capacity(run.len());
+        for (chunk, result) in run.iter().zip(decoded) {
+            out.push(match result {
+                Err(e) if e.is_corrupt() => {
+                    reading_again(chunk, &e);
+                    self.read_decode(chunk).await.map(Some)
+                }
+                other => other,
+            });
+        }
+        out
     }
+}
+
+/// Logs that `chunk` came back bad from the store and is read again.
+fn reading_again(chunk: &ChunkRef, error: &Error) {
+    tracing::warn!(chunk = %chunk.id, %error, "bad bytes from the store; reading the chunk again");
 }
 
 /// Decodes and verifies one frame of a run in a runtime task of its own, so the frames of one

@@ -1,0 +1,248 @@
+//! Injected faults, nothing lost: thaw against a real S3-compatible server (moto) behind a
+//! fault-injecting proxy. Indexing (PUTs), extracting, reading one file and loading weights
+//! (GETs of packs) either succeed with the right bytes, or, when the fault does not go away,
+//! fail within the configured bounds with an error naming the object. Never wrong bytes, never
+//! a hang. The scenarios and the bytes checked are counted and printed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Per-request timeout and retries the scenarios run with (a 10 s stall is past the timeout).
+const TIMEOUT_MS: &str = "2000";
+const RETRIES: &str = "3";
+/// The longest a failing operation may take: every try at the full timeout plus back-off.
+const BOUND: Duration = Duration::from_secs(40);
+
+/// The transient faults: each is injected into the first two matching requests.
+fn transient_faults() -> Vec<Fault> {
+    vec![
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::ResetMidBody,
+        Fault::Truncate,
+        Fault::Stall(Duration::from_secs(10)),
+    ]
+}
+
+struct Bench {
+    _server: S3Server,
+    proxy: FaultProxy,
+    w: World,
+    src: std::path::PathBuf,
+    model_digests: BTreeMap<String, String>,
+    scenarios: usize,
+    bytes_checked: u64,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let server = S3Server::start();
+        let proxy = FaultProxy::start(server.endpoint().trim_start_matches("http://"));
+        let w = World::s3(&server, "faults")
+            .with_env("THAW_S3_ENDPOINT", &proxy.url())
+            .with_env("THAW_STORE_TIMEOUT_MS", TIMEOUT_MS)
+            .with_env("THAW_STORE_RETRIES", RETRIES)
+            .with_env("THAW_NO_DISK_CACHE", "true");
+        let src = w.rich_src();
+        let model = w.path("model");
+        fs::create_dir_all(&model).unwrap();
+        let model_digests = write_safetensors(
+            &model.join("model.safetensors"),
+            &[
+                ("embed", "F16", vec![1024, 1024], random_bytes(2 << 20, 41)),
+                ("head", "F32", vec![256, 1024], random_bytes(1 << 20, 42)),
+            ],
+        );
+        w.index("model", &model, "m", &[]);
+        Bench {
+            _server: server,
+            proxy,
+            w,
+            src,
+            model_digests,
+            scenarios: 0,
+            bytes_checked: 0,
+        }
+    }
+
+    /// Runs `thaw ARGS`: whether it succeeded, its output, and how long it took.
+    fn run(&self, args: &[&str]) -> (bool, String, Duration) {
+        let started = Instant::now();
+        let out = self.w.thaw().args(args).output().unwrap();
+        assert_no_panic(&out);
+        (out.status.success(), describe(&out), started.elapsed())
+    }
+
+    /// Extract of `tag`, checked against the source when it succeeds.
+    fn extract(&mut self, tag: &str, dest: &str) -> (bool, String, Duration) {
+        let dest = self.w.path(dest);
+        let _ = fs::remove_dir_all(&dest);
+        let result = self.run(&["extract", tag, dest.to_str().unwrap(), "--quiet"]);
+        if result.0 {
+            assert_same_tree(&self.src, &dest);
+            self.bytes_checked += tree_bytes(&self.src);
+        }
+        result
+    }
+
+    /// `thaw cat` of the tree's largest file, checked when it succeeds.
+    fn cat(&mut self, tag: &str) -> (bool, String, Duration) {
+        let started = Instant::now();
+        let out = self
+            .w
+            .thaw()
+            .args(["cat", tag, "/big.bin"])
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        if out.status.success() {
+            let expected = fs::read(self.src.join("big.bin")).unwrap();
+            assert!(out.stdout == expected, "cat returned wrong bytes");
+            self.bytes_checked += expected.len() as u64;
+        }
+        (out.status.success(), describe(&out), started.elapsed())
+    }
+
+    /// `thaw weights load m --device cpu`, every tensor's digest checked when it succeeds.
+    fn weights(&mut self) -> (bool, String, Duration) {
+        let started = Instant::now();
+        let out = self
+            .w
+            .thaw()
+            .args([
+                "weights",
+                "load",
+                "m",
+                "--device",
+                "cpu",
+                "--json",
+                "--digests",
+            ])
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        if out.status.success() {
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let loaded: BTreeMap<String, String> = json["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    let name = t["name"].as_str().unwrap().to_string();
+                    (name, t["blake3"].as_str().unwrap().to_string())
+                })
+                .collect();
+            assert_eq!(loaded, self.model_digests, "weights loaded wrong bytes");
+            self.bytes_checked += 3 << 20;
+        }
+        (out.status.success(), describe(&out), started.elapsed())
+    }
+}
+
+/// Bytes of the regular files of a tree.
+fn tree_bytes(root: &Path) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let t = e.file_type().unwrap();
+                if t.is_dir() {
+                    walk(&e.path())
+                } else if t.is_file() {
+                    e.metadata().unwrap().len()
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+    walk(root)
+}
+
+#[test]
+fn transient_store_faults_are_retried_and_persistent_ones_name_the_object() {
+    let mut b = Bench::new();
+    let src = b.src.clone();
+    // Indexing through PUT faults: the tag is set and every byte is there.
+    for (i, fault) in transient_faults().into_iter().enumerate() {
+        b.proxy.inject(fault, "PUT ", 2);
+        let tag = format!("app{i}");
+        let (ok, out, _) = b.run(&[
+            "index",
+            "dir",
+            src.to_str().unwrap(),
+            "--tag",
+            &tag,
+            "--quiet",
+        ]);
+        let injected = b.proxy.clear();
+        assert!(ok, "{fault:?} during index: {out}");
+        assert!(injected >= 1, "{fault:?} was never injected");
+        let (ok, out, _) = b.extract(&tag, "check");
+        assert!(ok, "after {fault:?} during index: {out}");
+        b.scenarios += 1;
+    }
+    // Reading through GET faults on packs: extract, cat and weights load all come back whole.
+    for fault in transient_faults() {
+        for op in ["extract", "cat", "weights"] {
+            b.proxy.inject(fault, "/packs/", 2);
+            let (ok, out, took) = match op {
+                "extract" => b.extract("app0", "dest"),
+                "cat" => b.cat("app0"),
+                _ => b.weights(),
+            };
+            let injected = b.proxy.clear();
+            assert!(ok, "{fault:?} during {op}: {out}");
+            assert!(injected >= 1, "{fault:?} during {op} was never injected");
+            assert!(took < BOUND, "{fault:?} during {op} took {took:?}");
+            b.scenarios += 1;
+        }
+    }
+    // Faults that do not go away: the read fails, naming the pack, within the bounds.
+    for fault in transient_faults() {
+        b.proxy.inject(fault, "/packs/", usize::MAX);
+        let (ok, out, took) = b.cat("app0");
+        b.proxy.clear();
+        assert!(!ok, "{fault:?} for ever: cat succeeded");
+        assert!(
+            out.contains("packs/"),
+            "{fault:?} for ever: the error names no pack: {out}"
+        );
+        assert!(took < BOUND, "{fault:?} for ever took {took:?}");
+        b.scenarios += 1;
+    }
+    // Flipped bytes are never served: one bad answer is read again; bad answers every time fail
+    // naming the chunk and the pack.
+    for times in [1, usize::MAX] {
+        for op in ["extract", "cat", "weights"] {
+            b.proxy.inject(Fault::FlipByte, "/packs/", times);
+            let (ok, out, _) = match op {
+                "extract" => b.extract("app0", "dest"),
+                "cat" => b.cat("app0"),
+                _ => b.weights(),
+            };
+            let injected = b.proxy.clear();
+            assert!(injected >= 1, "no byte was flipped during {op}");
+            if times == 1 {
+                // One bad answer: the chunk is read again and comes back whole.
+                assert!(ok, "one flipped byte during {op}: {out}");
+            } else {
+                assert!(!ok, "a byte flipped in every answer, yet {op} succeeded");
+                assert!(
+                    out.contains("packs/") && out.contains("chunk"),
+                    "flipped bytes during {op}: the error names no chunk and pack: {out}"
+                );
+            }
+            b.scenarios += 1;
+        }
+    }
+    eprintln!(
+        "fault scenarios: {}, bytes checked: {}",
+        b.scenarios, b.bytes_checked
+    );
+}
