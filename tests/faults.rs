@@ -246,3 +246,121 @@ fn transient_store_faults_are_retried_and_persistent_ones_name_the_object() {
         b.scenarios, b.bytes_checked
     );
 }
+
+#[test]
+fn a_faulty_peer_never_serves_wrong_bytes_and_reads_fall_back_to_the_store() {
+    // The store is a local folder here: the peer is what misbehaves.
+    let w = World::local();
+    let src = w.rich_src();
+    w.index("dir", &src, "app", &[]);
+    let server = w.cache_server("peer", 0, &[], &[]);
+    let proxy = FaultProxy::start(server.url.trim_start_matches("http://"));
+    let expected = fs::read(src.join("big.bin")).unwrap();
+    let (mut scenarios, mut bytes_checked) = (0, 0u64);
+    let faults = [
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::ResetMidBody,
+        Fault::Truncate,
+        Fault::FlipByte,
+        Fault::Stall(Duration::from_secs(10)),
+    ];
+    for fault in faults {
+        for times in [2, usize::MAX] {
+            proxy.inject(fault, "/v1/chunks/", times);
+            let started = Instant::now();
+            let out = w
+                .thaw()
+                .env("THAW_PEERS", proxy.url())
+                .env("THAW_PEER_TOKEN", PEER_TOKEN)
+                .env("THAW_PEER_TIMEOUT_MS", "1000")
+                .env("THAW_NO_DISK_CACHE", "true")
+                .args(["cat", "app", "/big.bin"])
+                .output()
+                .unwrap();
+            let took = started.elapsed();
+            let injected = proxy.clear();
+            assert_no_panic(&out);
+            assert!(
+                out.status.success(),
+                "{fault:?} x{times}: {}",
+                describe(&out)
+            );
+            assert!(out.stdout == expected, "{fault:?} x{times}: wrong bytes");
+            assert!(injected >= 1, "{fault:?} was never injected");
+            // A stalled peer costs its timeout per chunk at most, and is then backed off from.
+            assert!(took < BOUND, "{fault:?} x{times} took {took:?}");
+            scenarios += 1;
+            bytes_checked += expected.len() as u64;
+        }
+    }
+    eprintln!("peer fault scenarios: {scenarios}, bytes checked: {bytes_checked}");
+}
+
+#[test]
+fn cache_server_restarts_under_reading_clients_fail_no_read() {
+    let w = World::local();
+    let src = w.rich_src();
+    w.index("dir", &src, "app", &[]);
+    let mut servers: Vec<CacheServerProc> = (0..2)
+        .map(|i| w.cache_server(&format!("peer{i}"), 0, &[], &[]))
+        .collect();
+    let peers = servers
+        .iter()
+        .map(|s| s.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let expected = fs::read(src.join("big.bin")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, peers, expected) = (stop.clone(), peers.clone(), expected.clone());
+            let mut command = w.thaw();
+            command
+                .env("THAW_PEERS", &peers)
+                .env("THAW_PEER_TOKEN", PEER_TOKEN)
+                .env("THAW_PEER_TIMEOUT_MS", "1000")
+                .env("THAW_NO_DISK_CACHE", "true")
+                .args(["cat", "app", "/big.bin"]);
+            std::thread::spawn(move || {
+                let (mut reads, mut failed) = (0, 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let out = command.output().unwrap();
+                    reads += 1;
+                    if !out.status.success() || out.stdout != expected {
+                        failed += 1;
+                    }
+                }
+                (reads, failed)
+            })
+        })
+        .collect();
+    // Ten clean restarts and five kill -9s, alternating between the two peers, each back on
+    // its port.
+    for round in 0..15 {
+        let i = round % 2;
+        std::thread::sleep(Duration::from_millis(300));
+        if round < 10 {
+            servers[i].stop();
+        } else {
+            servers[i].kill();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        servers[i] = w.cache_server(&format!("peer{i}"), ports[i], &[], &[]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut reads, mut failed) = (0, 0);
+    for reader in readers {
+        let (r, f) = reader.join().unwrap();
+        reads += r;
+        failed += f;
+    }
+    eprintln!("peer restarts: 15 (10 clean, 5 kill -9); reads {reads}, failed {failed}");
+    assert!(reads >= 15, "the readers hardly ran: {reads} reads");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {reads} reads failed across peer restarts"
+    );
+}
