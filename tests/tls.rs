@@ -190,6 +190,9 @@ fn peers_over_tls_serve_clients_that_trust_their_ca_and_refuse_the_rest() {
         "{}",
         describe(&out)
     );
+    // An HTTPS server stops cleanly on SIGTERM, keep-alive connections and all.
+    let mut server = server;
+    server.stop();
 }
 
 #[test]

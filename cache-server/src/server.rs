@@ -64,6 +64,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// How long requests under way may take once an HTTPS server is asked to stop.
+const TLS_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// How often the disk cache's newest chunks are made durable.
 pub const DISK_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -251,7 +254,8 @@ impl CacheServer {
                 let stopper = handle.clone();
                 tokio::spawn(async move {
                     shutdown.await;
-                    stopper.graceful_shutdown(None);
+                    // Requests under way get this long; idle keep-alive connections close now.
+                    stopper.graceful_shutdown(Some(TLS_SHUTDOWN_GRACE));
                 });
                 axum_server::from_tcp_rustls(listener.into_std()?, config)?
                     .handle(handle)
