@@ -23,6 +23,9 @@
 //! timeout_ms = 5000
 //! refresh_secs = 10
 //! ```
+//!
+//! `[store]` also takes `timeout_ms` and `retries` (cloud store requests), and `[peers]` takes
+//! `cert_file`, `key_file` and `tls_name`.
 
 use std::path::{Path, PathBuf};
 
@@ -268,6 +271,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The config file is written by people and tools: a mutated one is an error or a
+    /// configuration, never a panic, and what it sets turns into store and peer settings.
+    #[test]
+    fn fuzz_config_file() {
+        let seed = "[store]\nurl = \"s3://b/p\"\ns3_endpoint = \"http://m:9000\"\ntimeout_ms = 2000\nretries = 3\n\
+            [cache]\nbytes = \"20GiB\"\nmemory_bytes = 1000\ndisk = true\ndir = \"/c\"\n[runtime]\ndir = \"/r\"\n\
+            [peers]\nlist = \"dns+https://cache:7070\"\ntoken_file = \"/t\"\nca_file = \"/ca\"\ntls_name = \"cache\"\n\
+            timeout_ms = 900\nrefresh_secs = 10\n";
+        let cases = thaw_core::fuzz::cases(3000);
+        thaw_core::fuzz::run("config file", &[seed.as_bytes().to_vec()], cases, |input| {
+            let Ok(text) = std::str::from_utf8(input) else {
+                return;
+            };
+            if let Ok(config) = Config::from_toml(text) {
+                let _ = crate::connect::store_config(&config);
+                let _ = crate::connect::peer_tls(&config);
+                let _ = config.disk_cache_dir();
+                let _ = config.to_env();
+            }
+        });
+    }
 
     #[test]
     fn the_file_sets_every_section_and_sizes_take_units() {

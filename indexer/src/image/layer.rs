@@ -491,6 +491,77 @@ pub fn index_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::{with_sink, KnownChunks};
+    use crate::IndexOptions;
+
+    /// A small layer tar: a directory, files, a symlink, a hard link, a whiteout.
+    fn layer_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_mode(0o644);
+            header.set_size(data.len() as u64);
+            if let Some(target) = link {
+                header.set_link_name(target).unwrap();
+            }
+            builder.append_data(&mut header, path, data).unwrap();
+        };
+        add("usr/", tar::EntryType::Directory, b"", None);
+        add("usr/a.txt", tar::EntryType::Regular, &[b'a'; 3000], None);
+        add("usr/b.bin", tar::EntryType::Regular, &[7u8; 70_000], None);
+        add("usr/link", tar::EntryType::Symlink, b"", Some("a.txt"));
+        add("usr/hard", tar::EntryType::Link, b"", Some("usr/a.txt"));
+        add("usr/.wh.gone", tar::EntryType::Regular, b"", None);
+        builder.into_inner().unwrap()
+    }
+
+    /// Layer streams come from registries: a mutated tar, gzip or zstd stream must be refused
+    /// or read, never panic, and never allocate what a header claims.
+    #[test]
+    fn fuzz_layer_streams() {
+        let tar = layer_tar();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            thaw_core::store::Store::open(&thaw_core::store::StoreConfig::local(dir.path()))
+                .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let known = KnownChunks {
+            locations: Default::default(),
+            skipped_indexes: Vec::new(),
+        };
+        let layer = Layer {
+            name: "sha256:fuzz".into(),
+            digest: None,
+            diff_id: format!("sha256:{}", "0".repeat(64)),
+        };
+        let abort = std::sync::atomic::AtomicBool::new(false);
+        let cases = thaw_core::fuzz::cases(1500);
+        with_sink(
+            &store,
+            runtime.handle(),
+            &known,
+            &IndexOptions::default(),
+            &abort,
+            |sink| {
+                for (name, seed) in [
+                    ("layer tar", &tar),
+                    ("layer tar.gz", &gz),
+                    ("layer tar.zst", &zst),
+                ] {
+                    thaw_core::fuzz::run(name, std::slice::from_ref(seed), cases, |input| {
+                        let _ = index_layer(input, &layer, Chunker::default(), sink, &());
+                    });
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    }
 
     #[test]
     fn paths_are_cleaned_or_refused() {

@@ -528,3 +528,71 @@ impl ImageSource for ArchiveSource {
         Ok(Box::new(self.open_entry(&self.layers[index])?))
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+
+    /// An image index, a manifest and a config as registries serve them.
+    fn seeds() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                 "size": 500, "platform": {"os": "linux", "architecture": "amd64"}},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                 "size": 500, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
+            ]
+        });
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": 300},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": 1000},
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": digest, "size": 2000}
+            ]
+        });
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["python3"]},
+            "rootfs": {"type": "layers", "diff_ids": [digest, digest]}
+        });
+        let bytes = |v: &serde_json::Value| serde_json::to_vec(v).unwrap();
+        (bytes(&index), bytes(&manifest), bytes(&config))
+    }
+
+    /// Index, manifest and config JSON come from registries and layouts: parsing, choosing a
+    /// platform and pairing layers with diff ids must never panic on a mutated one.
+    #[test]
+    fn fuzz_oci_index_manifest_and_config() {
+        let (index, manifest, config) = seeds();
+        let cases = thaw_core::fuzz::cases(3000);
+        let platform: PlatformSpec = "linux/amd64".parse().unwrap();
+        thaw_core::fuzz::run("oci index", &[index], cases, |input| {
+            if let Ok(index) = parse_json::<OciImageIndex>("i", "index", input) {
+                let _ = select_platform("i", &index, &platform);
+            }
+        });
+        let (_, _, config_seed) = seeds();
+        thaw_core::fuzz::run("oci manifest", &[manifest], cases, |input| {
+            let config: serde_json::Value = serde_json::from_slice(&config_seed).unwrap();
+            if let Ok(OciManifest::Image(m)) = parse_json::<OciManifest>("i", "manifest", input) {
+                let _ = layers_of("i", &config, Some(&m.layers));
+            }
+        });
+        let descriptors: Vec<OciDescriptor> = match parse_json::<OciManifest>("i", "m", &seeds().1)
+        {
+            Ok(OciManifest::Image(m)) => m.layers,
+            _ => panic!("the seed manifest parses"),
+        };
+        thaw_core::fuzz::run("oci config", &[config], cases, |input| {
+            if let Ok(config) = parse_json::<serde_json::Value>("i", "config", input) {
+                let _ = layers_of("i", &config, Some(&descriptors));
+                let _ = layers_of("i", &config, None);
+            }
+        });
+    }
+}
