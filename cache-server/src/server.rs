@@ -477,7 +477,11 @@ fn requested_range(range: Option<&HeaderValue>, total: u64) -> Result<Option<(u6
     let parsed = http_range_header::parse_range_header(text).map_err(|_| ())?;
     let ranges = parsed.validate(total).map_err(|_| ())?;
     match ranges.as_slice() {
-        [only] => Ok(Some((*only.start(), *only.end()))),
+        // An empty chunk has no byte to name: `validate(0)` lets `bytes=0-` through as 0..=MAX.
+        [only] if *only.start() <= *only.end() && *only.end() < total => {
+            Ok(Some((*only.start(), *only.end())))
+        }
+        [_] => Err(()),
         _ => Ok(None),
     }
 }
@@ -674,6 +678,15 @@ mod tests {
                 );
             }
         });
+    }
+
+    /// Found by the fuzzer: `bytes=0-` of an empty chunk named bytes past its end (the slice
+    /// panicked the request's task).
+    #[test]
+    fn an_open_range_of_an_empty_chunk_is_refused() {
+        let value = HeaderValue::from_static("bytes=0-");
+        assert_eq!(requested_range(Some(&value), 0), Err(()));
+        assert_eq!(requested_range(Some(&value), 10), Ok(Some((0, 9))));
     }
 
     /// Answers peers send (health, inventory) are parsed by clients and the planner.
