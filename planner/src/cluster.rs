@@ -20,6 +20,7 @@ use thaw_cache_server::auth::Token;
 use thaw_cache_server::protocol::Inventory;
 use thaw_cache_server::tls::ClientTls;
 
+use crate::lines::read_json;
 use crate::{Error, Result};
 
 /// One node as a nodes file gives it.
@@ -229,16 +230,7 @@ pub struct PeerAccess {
 /// Reads a nodes file, fetching the inventories of nodes that name a peer instead of embedding
 /// one.
 pub async fn read_nodes(path: &Path, access: &PeerAccess) -> Result<Cluster> {
-    let text = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let deserializer = &mut serde_json::Deserializer::from_slice(&text);
-    let file: NodesFile =
-        serde_path_to_error::deserialize(deserializer).map_err(|e| Error::Json {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+    let file: NodesFile = read_json(path, "")?;
     let mut http = reqwest::Client::builder();
     if let Some(tls) = &access.tls {
         let config = tls.config().map_err(|e| Error::Invalid(e.to_string()))?;

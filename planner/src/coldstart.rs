@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::lines::read_json;
 use crate::{Error, Result};
 
 /// One way of starting a replica and how long it takes to be ready.
@@ -30,17 +31,11 @@ struct Row {
 
 /// The paths of a cold-start result file.
 pub fn read_paths(path: &Path) -> Result<Vec<ColdStartPath>> {
-    let text = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file: File = read_json(path, "not a cold-start result")?;
     let json_error = |message: String| Error::Json {
         path: path.display().to_string(),
         message,
     };
-    let deserializer = &mut serde_json::Deserializer::from_slice(&text);
-    let file: File = serde_path_to_error::deserialize(deserializer)
-        .map_err(|e| json_error(format!("not a cold-start result: {e}")))?;
     if file.paths.is_empty() {
         return Err(json_error("no paths".into()));
     }

@@ -1,4 +1,5 @@
-//! CSV inputs with a fixed header, read line by line so that every error names its file and line.
+//! Input files: CSV with a fixed header, read line by line so that every error names its file
+//! and line, and JSON, whose errors name the file and the field path.
 
 use std::path::Path;
 
@@ -43,6 +44,29 @@ pub(crate) fn read_csv(path: &Path, header: &str) -> Result<Vec<(usize, Vec<Stri
         rows.push((i + 1, fields));
     }
     Ok(rows)
+}
+
+/// The bytes of `path`.
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A JSON file as `T`; errors name the file and the field (`nodes[0].free_gpus: ...`), after
+/// `context` when it is not empty.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, context: &str) -> Result<T> {
+    let bytes = read_file(path)?;
+    let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| Error::Json {
+        path: path.display().to_string(),
+        message: if context.is_empty() {
+            e.to_string()
+        } else {
+            format!("{context}: {e}")
+        },
+    })
 }
 
 /// An [`Error::Line`].

@@ -30,6 +30,7 @@ use good_lp::{constraint, variable, Expression, Solution, SolverModel, Variable}
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, Fetch, Links};
+use crate::lines::read_json;
 use crate::solve::solver_error;
 use crate::{Error, Result};
 
@@ -72,16 +73,7 @@ struct ReplicasFile {
 /// The replicas of a file: `{"replicas": [{"name": "r1", "image": "tag", "model": "tag",
 /// "gpus": 1}]}`.
 pub fn read_replicas(path: &Path) -> Result<Vec<ReplicaSpec>> {
-    let text = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let deserializer = &mut serde_json::Deserializer::from_slice(&text);
-    let file: ReplicasFile =
-        serde_path_to_error::deserialize(deserializer).map_err(|e| Error::Json {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+    let file: ReplicasFile = read_json(path, "")?;
     Ok(file.replicas)
 }
 
