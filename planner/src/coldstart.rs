@@ -53,3 +53,22 @@ pub fn read_paths(path: &Path) -> Result<Vec<ColdStartPath>> {
         })
         .collect()
 }
+
+/// The ready time of the path named `name` in a cold-start result file, or of its fastest path.
+pub fn ready_seconds(path: &Path, name: Option<&str>) -> Result<f64> {
+    let paths = read_paths(path)?;
+    let chosen = match name {
+        Some(name) => paths
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::Json {
+                path: path.display().to_string(),
+                message: format!("no path named {name}"),
+            })?,
+        None => paths
+            .iter()
+            .min_by(|a, b| a.ready_seconds.total_cmp(&b.ready_seconds))
+            .expect("read_paths refuses an empty list"),
+    };
+    Ok(chosen.ready_seconds)
+}

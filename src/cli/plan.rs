@@ -98,20 +98,10 @@ pub struct ServeArgs {
 fn cold_start(args: &BufferArgs) -> anyhow::Result<f64> {
     match (&args.coldstart_json, args.cold_start) {
         (_, Some(seconds)) => Ok(seconds),
-        (Some(file), None) => {
-            let paths = thaw_planner::coldstart::read_paths(file)?;
-            let chosen = match &args.path {
-                Some(name) => paths
-                    .iter()
-                    .find(|p| &p.name == name)
-                    .with_context(|| format!("{}: no path named {name}", file.display()))?,
-                None => paths
-                    .iter()
-                    .min_by(|a, b| a.ready_seconds.total_cmp(&b.ready_seconds))
-                    .expect("read_paths refuses an empty list"),
-            };
-            Ok(chosen.ready_seconds)
-        }
+        (Some(file), None) => Ok(thaw_planner::coldstart::ready_seconds(
+            file,
+            args.path.as_deref(),
+        )?),
         (None, None) => bail!("give --coldstart-json FILE or --cold-start SECONDS"),
     }
 }
