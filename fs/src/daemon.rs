@@ -204,6 +204,13 @@ impl DaemonMount {
         })
     }
 
+    /// Leaves the mount running after this handle is gone, for a mount that outlives the
+    /// command that started it (the containerd snapshotter's lazy layers); [`unmount`] ends it.
+    pub fn detach(mut self) -> PathBuf {
+        self.mounted = false;
+        self.dir.clone()
+    }
+
     /// The mount point.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -193,6 +193,44 @@ fn index_layers(
         .collect()
 }
 
+/// The tree of the stored layers `diff_ids` (bottom first) laid over each other, as a
+/// manifest in `store` (content-addressed: the same layers always give the same id). For a
+/// containerd snapshot whose layers thaw holds but that no indexed image ends with (a base an
+/// unindexed image builds on). Fails naming the first layer the store does not hold.
+pub fn flatten_stored_layers(
+    store: &Store,
+    runtime: &tokio::runtime::Handle,
+    diff_ids: &[String],
+    options: &IndexOptions,
+) -> Result<Manifest, IndexError> {
+    let layers = diff_ids
+        .iter()
+        .map(|diff_id| {
+            let layer = source::Layer {
+                name: diff_id.clone(),
+                digest: None,
+                diff_id: diff_id.clone(),
+            };
+            stored_layer(store, runtime, &layer).ok_or_else(|| IndexError::Image {
+                image: diff_id.clone(),
+                reason: "the store holds no whole tree of this layer".into(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let chunker = options.chunker.unwrap_or_default();
+    crate::with_write_lock(store, runtime, "flatten layers", options, |_| {
+        let (mut builder, locations) = flatten::flatten(chunker, &layers)?;
+        builder.annotate("org.thaw.source.kind", "layers");
+        builder.annotate(
+            thaw_core::related::IMAGE_LAYERS_ANNOTATION,
+            serde_json::to_string(diff_ids).expect("strings"),
+        );
+        let (manifest, _) =
+            seal_manifest(store, runtime, builder, &Written::default(), &locations)?;
+        Ok(manifest)
+    })
+}
+
 /// Indexes `image` into `store`: new layers are streamed and chunked, known ones reused, all of
 /// them flattened into one manifest; `tag` is set last.
 pub fn index_image(
