@@ -180,7 +180,9 @@ impl DaemonMount {
         options: &[&str],
     ) -> Result<Self, FsError> {
         std::fs::create_dir_all(dir).map_err(|e| FsError::mount(dir, e))?;
+        // A command run by a daemon child (the snapshotter) must not pass for one itself.
         let out = thaw
+            .env_remove(DAEMON_CHILD_ENV)
             .args(["mount", tag])
             .arg(dir)
             .arg("--daemon")

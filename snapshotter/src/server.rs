@@ -10,10 +10,12 @@ use crate::api::snapshots::snapshots_server::SnapshotsServer;
 use crate::service::{Service, Snapshotter};
 use crate::{Result, SnapshotterError};
 
-/// Serves `snapshotter` at `socket` (a stale socket file is replaced) until `shutdown` resolves.
+/// Serves `snapshotter` at `socket` (a stale socket file is replaced) until `shutdown` resolves;
+/// `ready` runs once the socket accepts connections.
 pub async fn serve(
     snapshotter: Arc<Snapshotter>,
     socket: &Path,
+    ready: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<()> {
     if let Some(dir) = socket.parent() {
@@ -27,6 +29,7 @@ pub async fn serve(
     let listener =
         tokio::net::UnixListener::bind(socket).map_err(|e| SnapshotterError::io(socket, e))?;
     tracing::info!(socket = %socket.display(), "serving containerd's snapshots API");
+    ready();
     tonic::transport::Server::builder()
         .add_service(SnapshotsServer::new(Service(snapshotter)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

@@ -81,6 +81,13 @@ pub struct ImageArgs {
     image: ImageRef,
     #[command(flatten)]
     write: WriteArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// The platform, credentials and transport for reading an image from a registry.
+#[derive(Args, Debug)]
+pub struct RegistryArgs {
     /// Platform to pick from a multi-platform image index (OS/ARCH[/VARIANT]).
     #[arg(long, default_value = "linux/amd64")]
     platform: PlatformSpec,
@@ -93,6 +100,37 @@ pub struct ImageArgs {
     /// Plain HTTP to the registry (a registry on a private network or loopback).
     #[arg(long)]
     insecure: bool,
+}
+
+impl RegistryArgs {
+    /// The image options these flags give (the password read from stdin or the environment).
+    pub fn options(&self) -> anyhow::Result<ImageOptions> {
+        let credentials = match &self.username {
+            Some(user) => {
+                let mut password = String::new();
+                if self.password_stdin {
+                    std::io::stdin()
+                        .read_to_string(&mut password)
+                        .context("reading the registry password from standard input")?;
+                } else {
+                    password = std::env::var("THAW_REGISTRY_PASSWORD")
+                        .context("--username needs --password-stdin or THAW_REGISTRY_PASSWORD")?;
+                }
+                Some((
+                    user.clone(),
+                    password.trim_end_matches(['\n', '\r']).to_string(),
+                ))
+            }
+            None => None,
+        };
+        Ok(ImageOptions {
+            platform: self.platform.clone(),
+            registry: RegistryOptions {
+                credentials,
+                insecure: self.insecure,
+            },
+        })
+    }
 }
 
 /// Prints a run's summary: JSON with `--json`, else a few aligned lines.
@@ -166,31 +204,7 @@ fn image(
     args: ImageArgs,
 ) -> anyhow::Result<ExitCode> {
     let store = global.open_store()?;
-    let credentials = match &args.username {
-        Some(user) => {
-            let mut password = String::new();
-            if args.password_stdin {
-                std::io::stdin()
-                    .read_to_string(&mut password)
-                    .context("reading the registry password from standard input")?;
-            } else {
-                password = std::env::var("THAW_REGISTRY_PASSWORD")
-                    .context("--username needs --password-stdin or THAW_REGISTRY_PASSWORD")?;
-            }
-            Some((
-                user.clone(),
-                password.trim_end_matches(['\n', '\r']).to_string(),
-            ))
-        }
-        None => None,
-    };
-    let image_options = ImageOptions {
-        platform: args.platform.clone(),
-        registry: RegistryOptions {
-            credentials,
-            insecure: args.insecure,
-        },
-    };
+    let image_options = args.registry.options()?;
     let bar = Bar::new(global.quiet);
     let started = std::time::Instant::now();
     let report = index_image(

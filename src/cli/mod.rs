@@ -3,6 +3,7 @@
 mod browse;
 mod cache;
 mod cache_server;
+mod containerd;
 mod index;
 mod lifecycle;
 mod mount;
@@ -246,6 +247,12 @@ enum Command {
     /// Run a container from an indexed image: mounted lazily (nothing pulled or unpacked), a
     /// writable overlay on top, started with crun or runc using the image's config.
     Run(run::RunArgs),
+    /// containerd's remote snapshotter: containerd (ctr, nerdctl, Kubernetes' CRI) starts
+    /// images thaw indexed from lazy mounts, nothing pulled or unpacked.
+    Snapshotter(containerd::SnapshotterArgs),
+    /// containerd: pull an indexed image's manifest and config, its layers from thaw.
+    #[command(subcommand)]
+    Containerd(containerd::ContainerdCommand),
     /// Plans: the idle GPU buffer per offer and window, replicas onto the nodes that hold their
     /// bytes, and a kube-scheduler extender scoring nodes the same way.
     #[command(subcommand)]
@@ -316,7 +323,10 @@ impl Cli {
     /// True for the commands that run as daemons serving sockets (a mount's metrics and control
     /// socket, the cache server): a peer closing its end must be an error there, not SIGPIPE.
     pub fn serves_connections(&self) -> bool {
-        matches!(self.command, Command::Mount(_) | Command::CacheServer(_))
+        matches!(
+            self.command,
+            Command::Mount(_) | Command::CacheServer(_) | Command::Snapshotter(_)
+        )
     }
 }
 
@@ -368,6 +378,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "bench")]
         Command::Bench(cmd) => thaw_bench::run(&global.config, &runtime, cmd),
         Command::Plan(cmd) => plan::run(global, &runtime, cmd),
+        Command::Snapshotter(args) => containerd::snapshotter(global, &runtime, args),
+        Command::Containerd(cmd) => containerd::run(global, &runtime, cmd),
     }
 }
 

@@ -327,6 +327,113 @@ impl ImageSource for RegistrySource {
     }
 }
 
+/// A blob as the registry serves it: its media type, digest and exact bytes.
+#[derive(Clone, Debug)]
+pub struct RawBlob {
+    /// The media type (a manifest's own, or the config descriptor's).
+    pub media_type: String,
+    /// `sha256:HEX` of `bytes`.
+    pub digest: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// An image's manifest and config as the registry serves them, and its layers: what a
+/// container runtime needs to know of an image without any layer blob.
+#[derive(Clone, Debug)]
+pub struct ImageMetadata {
+    /// The reference, normalised (`REGISTRY/REPO:TAG` or `@DIGEST`).
+    pub name: String,
+    /// The platform's image manifest.
+    pub manifest: RawBlob,
+    /// The image config.
+    pub config: RawBlob,
+    /// Its layers, bottom first.
+    pub layers: Vec<Layer>,
+}
+
+/// Media types of manifests and indexes a pull accepts.
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+impl RegistrySource {
+    /// One manifest as served, checked against its digest.
+    fn raw_manifest(&self, reference: &Reference) -> Result<RawBlob, IndexError> {
+        let (bytes, digest) = self
+            .runtime
+            .block_on(
+                self.client
+                    .pull_manifest_raw(reference, &self.auth, MANIFEST_TYPES),
+            )
+            .map_err(|e| self.registry_error("pulling the manifest", e))?;
+        if sha256(&bytes) != digest {
+            return Err(image_error(
+                &self.name,
+                format!("manifest does not match its digest {digest}"),
+            ));
+        }
+        let value: serde_json::Value = parse_json(&self.name, "manifest", &bytes)?;
+        let media_type = value
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .unwrap_or(MANIFEST_TYPES[0])
+            .to_string();
+        Ok(RawBlob {
+            media_type,
+            digest,
+            bytes,
+        })
+    }
+}
+
+/// The manifest, config and layers of registry image `reference` for `platform`, fetched and
+/// checked without reading a layer.
+pub fn fetch_image_metadata(
+    reference: &str,
+    options: &RegistryOptions,
+    platform: &PlatformSpec,
+    runtime: &tokio::runtime::Handle,
+) -> Result<ImageMetadata, IndexError> {
+    let source = RegistrySource::new(reference, options, runtime.clone())?;
+    let mut manifest = source.raw_manifest(&source.reference)?;
+    if let Ok(index) = serde_json::from_slice::<OciImageIndex>(&manifest.bytes) {
+        if !index.manifests.is_empty() {
+            let entry = select_platform(&source.name, &index, platform)?;
+            let by_digest = source.reference.clone_with_digest(entry.digest.clone());
+            manifest = source.raw_manifest(&by_digest)?;
+        }
+    }
+    let image: oci_client::manifest::OciImageManifest =
+        parse_json(&source.name, "manifest", &manifest.bytes)?;
+    let mut config = Vec::new();
+    runtime
+        .block_on(
+            source
+                .client
+                .pull_blob(&source.reference, &image.config, &mut config),
+        )
+        .map_err(|e| source.registry_error("pulling the config", e))?;
+    if sha256(&config) != image.config.digest {
+        return Err(image_error(&source.name, "config blob does not match its digest"));
+    }
+    let value: serde_json::Value = parse_json(&source.name, "config", &config)?;
+    let layers = layers_of(&source.name, &value, Some(&image.layers))?;
+    Ok(ImageMetadata {
+        name: source.reference.whole(),
+        manifest,
+        config: RawBlob {
+            media_type: image.config.media_type.clone(),
+            digest: image.config.digest.clone(),
+            bytes: config,
+        },
+        layers,
+    })
+}
+
 /// An OCI image layout folder.
 struct LayoutSource {
     name: String,
