@@ -10,6 +10,7 @@ mod bad_input;
 mod bench;
 mod cache;
 mod cluster;
+mod containerd;
 mod faults;
 mod first_start;
 mod image;

@@ -14,28 +14,40 @@ pub mod containerd {
         pub mod snapshots {
             /// v1.
             pub mod v1 {
-                include!(concat!(env!("OUT_DIR"), "/containerd.services.snapshots.v1.rs"));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/containerd.services.snapshots.v1.rs"
+                ));
             }
         }
         /// Content.
         pub mod content {
             /// v1.
             pub mod v1 {
-                include!(concat!(env!("OUT_DIR"), "/containerd.services.content.v1.rs"));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/containerd.services.content.v1.rs"
+                ));
             }
         }
         /// Images.
         pub mod images {
             /// v1.
             pub mod v1 {
-                include!(concat!(env!("OUT_DIR"), "/containerd.services.images.v1.rs"));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/containerd.services.images.v1.rs"
+                ));
             }
         }
         /// Leases.
         pub mod leases {
             /// v1.
             pub mod v1 {
-                include!(concat!(env!("OUT_DIR"), "/containerd.services.leases.v1.rs"));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/containerd.services.leases.v1.rs"
+                ));
             }
         }
     }

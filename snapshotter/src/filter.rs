@@ -88,7 +88,10 @@ fn condition<'a>(filter: &str, rest: &'a str) -> Result<(Condition, &'a str)> {
         let (v, rest) = token(filter, value, &[','])?;
         (Test::Differs(v), rest)
     } else if rest.starts_with("~=") {
-        return Err(bad(filter, "regular-expression matches (~=) are not supported"));
+        return Err(bad(
+            filter,
+            "regular-expression matches (~=) are not supported",
+        ));
     } else if rest.is_empty() || rest.starts_with(',') {
         (Test::Present, rest)
     } else {
@@ -131,7 +134,9 @@ impl Filter {
 fn holds(condition: &Condition, snapshot: &Snapshot) -> bool {
     let value: Option<&str> = match &condition.field {
         Field::Name => Some(&snapshot.key),
-        Field::Parent => Some(&snapshot.parent).filter(|p| !p.is_empty()).map(|p| p.as_str()),
+        Field::Parent => Some(&snapshot.parent)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.as_str()),
         Field::Kind => Some(snapshot.kind.name()),
         Field::Label(key) => snapshot.labels.get(key).map(String::as_str),
     };
@@ -201,7 +206,13 @@ mod tests {
 
     #[test]
     fn malformed_filters_are_refused_naming_the_filter() {
-        for bad in ["size==1", "labels", "name~=a.*", r#"labels."open==1"#, "name==a b,"] {
+        for bad in [
+            "size==1",
+            "labels",
+            "name~=a.*",
+            r#"labels."open==1"#,
+            "name==a b,",
+        ] {
             let e = Filter::parse(&[bad.into()]).unwrap_err().to_string();
             assert!(e.contains("filter"), "{bad}: {e}");
         }

@@ -66,8 +66,7 @@ impl LazyMounts {
         let (tag, target) = (manifest.to_hex(), dir.to_path_buf());
         tokio::task::spawn_blocking(move || {
             let options: Vec<&str> = options.iter().map(String::as_str).collect();
-            DaemonMount::start(thaw, &runtime_dir, &tag, &target, &options)
-                .map(DaemonMount::detach)
+            DaemonMount::start(thaw, &runtime_dir, &tag, &target, &options).map(DaemonMount::detach)
         })
         .await
         .expect("the mount task does not panic")?;

@@ -355,8 +355,14 @@ mod tests {
     fn label_updates_replace_or_touch_one_label() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Metadata::open(&dir.path().join("m.json")).unwrap();
-        m.create(Kind::Active, "a", "", labels(&[("x", "1"), ("y", "2")]), None)
-            .unwrap();
+        m.create(
+            Kind::Active,
+            "a",
+            "",
+            labels(&[("x", "1"), ("y", "2")]),
+            None,
+        )
+        .unwrap();
         let one = m
             .update_labels("a", labels(&[("x", "9")]), &["labels.x".into()])
             .unwrap();

@@ -162,7 +162,11 @@ async fn put_image(channel: &Channel, calls: &Calls, name: &str, manifest: &RawB
 
 /// Pulls `image` into containerd over `channel` (see the module documentation). A layer the
 /// snapshotter does not hold is an error naming it (index the image into thaw's store first).
-pub async fn pull(channel: Channel, target: &PullTarget, image: &ImageMetadata) -> Result<PullReport> {
+pub async fn pull(
+    channel: Channel,
+    target: &PullTarget,
+    image: &ImageMetadata,
+) -> Result<PullReport> {
     let mut calls = Calls {
         namespace: ascii("namespace", &target.namespace)?,
         lease: None,

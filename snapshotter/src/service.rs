@@ -271,10 +271,7 @@ impl Snapshotter {
         labels: BTreeMap<String, String>,
         paths: &[String],
     ) -> Result<Snapshot> {
-        self.metadata
-            .lock()
-            .await
-            .update_labels(key, labels, paths)
+        self.metadata.lock().await.update_labels(key, labels, paths)
     }
 
     /// The snapshots passing `filters`.
@@ -347,8 +344,9 @@ fn labels(map: std::collections::HashMap<String, String>) -> BTreeMap<String, St
 #[derive(Debug)]
 pub struct Service(pub std::sync::Arc<Snapshotter>);
 
-type ListStream =
-    Pin<Box<dyn futures::Stream<Item = std::result::Result<pb::ListSnapshotsResponse, Status>> + Send>>;
+type ListStream = Pin<
+    Box<dyn futures::Stream<Item = std::result::Result<pb::ListSnapshotsResponse, Status>> + Send>,
+>;
 
 /// Infos sent per List message.
 const LIST_BATCH: usize = 100;

@@ -72,7 +72,12 @@ pub fn snapshotter(
             .clone()
             .unwrap_or_else(|| global.runtime_dir().join("snapshotter.log"));
         let started = daemon::start_detached(std::env::args_os().skip(1), &log)?;
-        eprintln!("thaw: {} (pid {}, log {})", started.line, started.pid, log.display());
+        eprintln!(
+            "thaw: {} (pid {}, log {})",
+            started.line,
+            started.pid,
+            log.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     runtime.block_on(serve(global, args))

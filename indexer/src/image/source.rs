@@ -418,7 +418,10 @@ pub fn fetch_image_metadata(
         )
         .map_err(|e| source.registry_error("pulling the config", e))?;
     if sha256(&config) != image.config.digest {
-        return Err(image_error(&source.name, "config blob does not match its digest"));
+        return Err(image_error(
+            &source.name,
+            "config blob does not match its digest",
+        ));
     }
     let value: serde_json::Value = parse_json(&source.name, "config", &config)?;
     let layers = layers_of(&source.name, &value, Some(&image.layers))?;
