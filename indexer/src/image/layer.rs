@@ -5,7 +5,7 @@
 //! stay entries); [`crate::image::flatten`] applies them. Hard links to files of lower layers
 //! cannot be links inside this tree; they are kept aside as `external_links`.
 //!
-//! Hostile input is refused with the layer and entry named: absolute paths, `..`, entries whose
+//! Hostile input is refused with the layer and entry named: a `..` above the root, entries whose
 //! parent is not a directory, absurd sizes, unknown entry types, truncated streams, and blobs or
 //! uncompressed layers whose digest is not the one the image declares.
 
@@ -51,25 +51,23 @@ fn layer_error(layer: &Layer, entry: impl AsRef<[u8]>, reason: impl Into<String>
 }
 
 /// A tar path as a clean relative path (`a/b`), or why it is refused. The empty path is the
-/// root.
+/// root. Names are cleaned as containerd's tar applier cleans them (joined under the root):
+/// a leading `/` (umoci's `insert` writes a root entry named `/`), `./` and empty parts are
+/// dropped and `x/../y` is `y`; only a `..` that would leave the root is refused.
 pub fn clean_path(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
-    if raw.first() == Some(&b'/') {
-        return Err("absolute path");
-    }
-    let mut out = Vec::with_capacity(raw.len());
+    let mut parts: Vec<&[u8]> = Vec::new();
     for part in raw.split(|b| *b == b'/') {
         match part {
             b"" | b"." => continue,
-            b".." => return Err("path contains '..'"),
-            _ => {
-                if !out.is_empty() {
-                    out.push(b'/');
+            b".." => {
+                if parts.pop().is_none() {
+                    return Err("path escapes the root ('..' above it)");
                 }
-                out.extend_from_slice(part);
             }
+            _ => parts.push(part),
         }
     }
-    Ok(out)
+    Ok(parts.join(&b'/'))
 }
 
 /// Small files waiting to share one chunk.
@@ -568,8 +566,14 @@ mod tests {
         assert_eq!(clean_path(b"./usr/bin/").unwrap(), b"usr/bin");
         assert_eq!(clean_path(b"usr//lib/./x").unwrap(), b"usr/lib/x");
         assert_eq!(clean_path(b"./").unwrap(), b"");
-        assert_eq!(clean_path(b"/etc/passwd"), Err("absolute path"));
-        assert_eq!(clean_path(b"usr/../../etc"), Err("path contains '..'"));
+        assert_eq!(clean_path(b"/etc/passwd").unwrap(), b"etc/passwd");
+        assert_eq!(clean_path(b"/").unwrap(), b"");
+        assert_eq!(clean_path(b"x/../y").unwrap(), b"y");
+        assert_eq!(
+            clean_path(b"usr/../../etc"),
+            Err("path escapes the root ('..' above it)")
+        );
+        assert!(clean_path(b"../escape").is_err());
         assert_eq!(parent_of(b"a/b/c"), b"a/b");
         assert_eq!(parent_of(b"c"), b"");
     }
