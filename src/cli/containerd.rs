@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use thaw_fs::daemon;
 use thaw_snapshotter::layout::Layout;
@@ -85,13 +84,7 @@ pub fn snapshotter(
 
 async fn serve(global: &GlobalOptions, args: SnapshotterArgs) -> anyhow::Result<ExitCode> {
     let store = global.open_store()?;
-    let exe = std::env::current_exe().context("locating the thaw binary")?;
-    let config = global.config.clone();
-    let thaw = Arc::new(move || {
-        let mut command = std::process::Command::new(&exe);
-        config.pass_to(&mut command);
-        command
-    });
+    let thaw = Arc::new(global.thaw_command()?);
     let mounts = LazyMounts::new(thaw, &global.runtime_dir(), args.mount_options.clone());
     let layout = Layout::create(&args.root)?;
     let snapshotter = Arc::new(Snapshotter::open(layout, store, mounts)?);

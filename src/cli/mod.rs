@@ -288,6 +288,20 @@ impl GlobalOptions {
         Ok(connect::tiers(&self.config, store, fill_disk).await?)
     }
 
+    /// A maker of commands running this thaw program with this configuration (for the
+    /// processes thaw starts: background mounts, the snapshotter's lazy layers).
+    fn thaw_command(
+        &self,
+    ) -> anyhow::Result<impl Fn() -> std::process::Command + Send + Sync + 'static> {
+        let exe = std::env::current_exe().context("locating the thaw binary")?;
+        let config = self.config.clone();
+        Ok(move || {
+            let mut command = std::process::Command::new(&exe);
+            config.pass_to(&mut command);
+            command
+        })
+    }
+
     /// Mounts `tag` at `dir` in a background `thaw mount --daemon` with this configuration
     /// and more `thaw mount` options; unmounted when the handle drops.
     fn start_mount(
@@ -296,11 +310,8 @@ impl GlobalOptions {
         dir: &std::path::Path,
         options: &[&str],
     ) -> anyhow::Result<DaemonMount> {
-        let exe = std::env::current_exe().context("locating the thaw binary")?;
-        let mut thaw = std::process::Command::new(exe);
-        self.config.pass_to(&mut thaw);
         Ok(DaemonMount::start(
-            thaw,
+            self.thaw_command()?(),
             &self.runtime_dir(),
             tag,
             dir,

@@ -266,6 +266,26 @@ impl RegistrySource {
     }
 }
 
+impl RegistrySource {
+    /// The config blob `descriptor` names, checked against its digest.
+    fn config_blob(&self, descriptor: &OciDescriptor) -> Result<Vec<u8>, IndexError> {
+        let mut bytes = Vec::new();
+        self.runtime
+            .block_on(
+                self.client
+                    .pull_blob(&self.reference, descriptor, &mut bytes),
+            )
+            .map_err(|e| self.registry_error("pulling the config", e))?;
+        if sha256(&bytes) != descriptor.digest {
+            return Err(image_error(
+                &self.name,
+                "config blob does not match its digest",
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
 impl ImageSource for RegistrySource {
     fn resolve(&mut self, platform: &PlatformSpec) -> Result<ResolvedImage, IndexError> {
         let (manifest, _) = self
@@ -290,19 +310,7 @@ impl ImageSource for RegistrySource {
                 }
             }
         };
-        let mut config_bytes = Vec::new();
-        self.runtime
-            .block_on(
-                self.client
-                    .pull_blob(&self.reference, &manifest.config, &mut config_bytes),
-            )
-            .map_err(|e| self.registry_error("pulling the config", e))?;
-        if sha256(&config_bytes) != manifest.config.digest {
-            return Err(image_error(
-                &self.name,
-                "config blob does not match its digest",
-            ));
-        }
+        let config_bytes = self.config_blob(&manifest.config)?;
         let config: serde_json::Value = parse_json(&self.name, "config", &config_bytes)?;
         let layers = layers_of(&self.name, &config, Some(&manifest.layers))?;
         self.descriptors = manifest.layers;
@@ -409,20 +417,7 @@ pub fn fetch_image_metadata(
     }
     let image: oci_client::manifest::OciImageManifest =
         parse_json(&source.name, "manifest", &manifest.bytes)?;
-    let mut config = Vec::new();
-    runtime
-        .block_on(
-            source
-                .client
-                .pull_blob(&source.reference, &image.config, &mut config),
-        )
-        .map_err(|e| source.registry_error("pulling the config", e))?;
-    if sha256(&config) != image.config.digest {
-        return Err(image_error(
-            &source.name,
-            "config blob does not match its digest",
-        ));
-    }
+    let config = source.config_blob(&image.config)?;
     let value: serde_json::Value = parse_json(&source.name, "config", &config)?;
     let layers = layers_of(&source.name, &value, Some(&image.layers))?;
     Ok(ImageMetadata {
