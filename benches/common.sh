@@ -68,3 +68,43 @@ host_libraries() {
   for lib in $libs; do mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; done
   mkdir -p "$root/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 }
+
+# build_numpy_image WORK: the image benches/image.sh and benches/containerd.sh run, as the OCI
+# layout WORK/layout (tag py), built once (WORK/layout/.complete marks it done): the Python
+# install at $PYTHON_PREFIX with numpy (layer 1), the shared libraries it loads (layer 2) and a
+# 384 MiB model file (layer 3); its command imports numpy and prints "ready VERSION".
+build_numpy_image() {
+  local work=$1 layout=$1/layout libs lib
+  mkdir -p "$work"
+  [ -e "$layout/.complete" ] && return 0
+  rm -rf "$layout" "$work/bundle"
+  echo "building the image from $PYTHON_PREFIX (once)"
+  umoci init --layout "$layout" && umoci new --image "$layout:py"
+  umoci unpack --image "$layout:py" "$work/bundle" > /dev/null
+  mkdir -p "$work/bundle/rootfs$PYTHON_PREFIX"
+  cp -a "$PYTHON_PREFIX/." "$work/bundle/rootfs$PYTHON_PREFIX/"
+  mkdir -p "$work/bundle/rootfs/tmp" "$work/bundle/rootfs/usr/bin"
+  ln -sf "$PYTHON_PREFIX/bin/python3" "$work/bundle/rootfs/usr/bin/python3"
+  umoci repack --image "$layout:py" "$work/bundle"
+  rm -rf "$work/bundle"
+  umoci unpack --image "$layout:py" "$work/bundle" > /dev/null
+  # Every shared library the install's binaries and extension modules load, from the host.
+  # (ldd fails on files that are not dynamic objects: the list is what it could read.)
+  libs=$( { find "$PYTHON_PREFIX" \( -name '*.so*' -o -path "$PYTHON_PREFIX/bin/python3*" \) -type f -print0 |
+    xargs -0 ldd 2>/dev/null || true; } | awk '/=> \// {print $3}' | sort -u | { grep -v "^$PYTHON_PREFIX" || true; })
+  for lib in $libs; do
+    mkdir -p "$work/bundle/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$work/bundle/rootfs$lib"
+  done
+  mkdir -p "$work/bundle/rootfs/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$work/bundle/rootfs/lib64/"
+  umoci repack --image "$layout:py" "$work/bundle"
+  rm -rf "$work/bundle"
+  umoci unpack --image "$layout:py" "$work/bundle" > /dev/null
+  mkdir -p "$work/bundle/rootfs/models"
+  head -c $((384 << 20)) /dev/urandom > "$work/bundle/rootfs/models/model.bin"
+  umoci repack --image "$layout:py" "$work/bundle"
+  rm -rf "$work/bundle"
+  umoci config --image "$layout:py" --config.cmd=python3 --config.cmd=-c \
+    --config.cmd="import numpy; print('ready', numpy.__version__)" > /dev/null
+  touch "$layout/.complete"
+}

@@ -27,39 +27,7 @@ timed() { local t0; t0=$(now); "$@" > /dev/null 2>&1; awk -v a="$t0" -v b="$(now
 
 work="$BENCH_DIR/image"
 layout="$work/layout"
-mkdir -p "$work"
-if [ ! -e "$layout/.complete" ]; then
-  rm -rf "$layout" "$work/bundle"
-  echo "building the image from $PYTHON_PREFIX (once)"
-  umoci init --layout "$layout" && umoci new --image "$layout:py"
-  umoci unpack --image "$layout:py" "$work/bundle" > /dev/null
-  mkdir -p "$work/bundle/rootfs$PYTHON_PREFIX"
-  cp -a "$PYTHON_PREFIX/." "$work/bundle/rootfs$PYTHON_PREFIX/"
-  mkdir -p "$work/bundle/rootfs/tmp" "$work/bundle/rootfs/usr/bin"
-  ln -sf "$PYTHON_PREFIX/bin/python3" "$work/bundle/rootfs/usr/bin/python3"
-  umoci repack --image "$layout:py" "$work/bundle"
-  rm -rf "$work/bundle"
-  umoci unpack --image "$layout:py" "$work/bundle" > /dev/null
-  # Every shared library the install's binaries and extension modules load, from the host.
-  # (ldd fails on files that are not dynamic objects: the list is what it could read.)
-  libs=$( { find "$PYTHON_PREFIX" \( -name '*.so*' -o -path "$PYTHON_PREFIX/bin/python3*" \) -type f -print0 |
-    xargs -0 ldd 2>/dev/null || true; } | awk '/=> \// {print $3}' | sort -u | { grep -v "^$PYTHON_PREFIX" || true; })
-  for lib in $libs; do
-    mkdir -p "$work/bundle/rootfs$(dirname "$lib")"
-    cp -L "$lib" "$work/bundle/rootfs$lib"
-  done
-  mkdir -p "$work/bundle/rootfs/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$work/bundle/rootfs/lib64/"
-  umoci repack --image "$layout:py" "$work/bundle"
-  rm -rf "$work/bundle"
-  umoci unpack --image "$layout:py" "$work/bundle" > /dev/null
-  mkdir -p "$work/bundle/rootfs/models"
-  head -c $((384 << 20)) /dev/urandom > "$work/bundle/rootfs/models/model.bin"
-  umoci repack --image "$layout:py" "$work/bundle"
-  rm -rf "$work/bundle"
-  umoci config --image "$layout:py" --config.cmd=python3 --config.cmd=-c \
-    --config.cmd="import numpy; print('ready', numpy.__version__)" > /dev/null
-  touch "$layout/.complete"
-fi
+build_numpy_image "$work"
 image_bytes=$(du -sb "$layout/blobs" | cut -f1)
 
 start_registry "$work/registry"
