@@ -83,7 +83,7 @@ stop_node() {
   ctr_ image rm --sync "$image" > /dev/null 2>&1 || true
   kill "$containerd_pid" "$snapshotter_pid" 2>/dev/null || true
   wait "$containerd_pid" "$snapshotter_pid" 2>/dev/null || true
-  pkill -f "containerd-shim-runc-v2 .*-namespace bench" 2>/dev/null || true
+  pkill -f "containerd-shim-runc-v2 .*-address $node/containerd.sock" 2>/dev/null || true
   unmount_node
 }
 trap 'stop_node; kill $registry_pid 2>/dev/null || true' EXIT
