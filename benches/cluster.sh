@@ -22,7 +22,6 @@ DURATION=${DURATION:-10}
 REQUESTS=${REQUESTS:-20000}
 source "$(dirname "$0")/common.sh"
 require_tools benches/setup-baselines.sh nginx moto_server curl openssl
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
 

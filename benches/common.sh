@@ -11,6 +11,12 @@ THAW="$target_dir/release/thaw"
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# median_of X...: the median of the arguments.
+median_of() { printf '%s\n' "$@" | median; }
+# ratio A B: A / B to two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+# since T0: seconds from T0 (a `now`) to now, to the millisecond.
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
 drop_page_cache() { sync; { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null || true; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 can_drop=no; { echo 1 > /proc/sys/vm/drop_caches; } 2>/dev/null && can_drop=yes
@@ -74,7 +80,7 @@ host_libraries() {
 # install at $PYTHON_PREFIX with numpy (layer 1), the shared libraries it loads (layer 2) and a
 # 384 MiB model file (layer 3); its command imports numpy and prints "ready VERSION".
 build_numpy_image() {
-  local work=$1 layout=$1/layout libs lib
+  local work=$1 layout=$1/layout
   mkdir -p "$work"
   [ -e "$layout/.complete" ] && return 0
   rm -rf "$layout" "$work/bundle"
@@ -88,15 +94,7 @@ build_numpy_image() {
   umoci repack --image "$layout:py" "$work/bundle"
   rm -rf "$work/bundle"
   umoci unpack --image "$layout:py" "$work/bundle" > /dev/null
-  # Every shared library the install's binaries and extension modules load, from the host.
-  # (ldd fails on files that are not dynamic objects: the list is what it could read.)
-  libs=$( { find "$PYTHON_PREFIX" \( -name '*.so*' -o -path "$PYTHON_PREFIX/bin/python3*" \) -type f -print0 |
-    xargs -0 ldd 2>/dev/null || true; } | awk '/=> \// {print $3}' | sort -u | { grep -v "^$PYTHON_PREFIX" || true; })
-  for lib in $libs; do
-    mkdir -p "$work/bundle/rootfs$(dirname "$lib")"
-    cp -L "$lib" "$work/bundle/rootfs$lib"
-  done
-  mkdir -p "$work/bundle/rootfs/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$work/bundle/rootfs/lib64/"
+  host_libraries "$work/bundle/rootfs" "$PYTHON_PREFIX"
   umoci repack --image "$layout:py" "$work/bundle"
   rm -rf "$work/bundle"
   umoci unpack --image "$layout:py" "$work/bundle" > /dev/null

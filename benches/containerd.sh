@@ -23,8 +23,6 @@ source "$(dirname "$0")/common.sh"
 require_tools scripts/setup containerd ctr containerd-shim-runc-v2 runc docker-registry umoci skopeo
 PYTHON_PREFIX=${PYTHON_PREFIX:-$(python3 -c 'import sys; print(sys.base_prefix)')}
 python3 -c 'import numpy' 2>/dev/null || { echo "python3 needs numpy" >&2; exit 1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
 
 build_numpy_image "$BENCH_DIR/image"
 layout="$BENCH_DIR/image/layout"
@@ -134,11 +132,11 @@ done
 for out in "${outputs[@]}"; do
   [[ "$out" == ready* ]] || { echo "a run printed: $out" >&2; exit 1; }
 done
-ov=$(printf '%s\n' "${overlay[@]}" | median); co=$(printf '%s\n' "${cold[@]}" | median)
-tr=$(printf '%s\n' "${traced[@]}" | median)
-po=$(printf '%s\n' "${pull_overlay[@]}" | median); pc=$(printf '%s\n' "${pull_cold[@]}" | median)
-pt=$(printf '%s\n' "${pull_traced[@]}" | median)
-rc=$(printf '%s\n' "${read_cold[@]}" | median); rt=$(printf '%s\n' "${read_traced[@]}" | median)
+ov=$(median_of "${overlay[@]}"); co=$(median_of "${cold[@]}")
+tr=$(median_of "${traced[@]}")
+po=$(median_of "${pull_overlay[@]}"); pc=$(median_of "${pull_cold[@]}")
+pt=$(median_of "${pull_traced[@]}")
+rc=$(median_of "${read_cold[@]}"); rt=$(median_of "${read_traced[@]}")
 echo "first output of every run: ${outputs[0]}"
 echo "time to the container's first output through containerd (median of $RUNS, empty node, page cache dropped):"
 echo "  overlayfs: ctr image pull + ctr run                 ${ov}s   (pull ${po}s)"

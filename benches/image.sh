@@ -22,8 +22,7 @@ source "$(dirname "$0")/common.sh"
 require_tools scripts/setup docker-registry umoci skopeo runc
 PYTHON_PREFIX=${PYTHON_PREFIX:-$(python3 -c 'import sys; print(sys.base_prefix)')}
 python3 -c 'import numpy' 2>/dev/null || { echo "python3 needs numpy" >&2; exit 1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-timed() { local t0; t0=$(now); "$@" > /dev/null 2>&1; awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.3f\n", b - a}'; }
+timed() { local t0; t0=$(now); "$@" > /dev/null 2>&1; since "$t0"; }
 
 work="$BENCH_DIR/image"
 layout="$work/layout"
@@ -44,7 +43,7 @@ for _ in $(seq "$RUNS"); do
   t0=$(now)
   skopeo copy --src-tls-verify=false "$ref" "oci:$work/pulled:py" > /dev/null
   umoci unpack --image "$work/pulled:py" "$work/unpacked" > /dev/null
-  t_pull=$(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}')
+  t_pull=$(since "$t0")
   pull_unpack+=("$t_pull")
   rm -rf "$THAW_STORE" "$THAW_CACHE_DIR"; drop_page_cache
   index+=("$(timed "$THAW" index image "$ref" --insecure --tag py -q)")
@@ -63,17 +62,17 @@ spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type
 json.dump(spec, open(path, "w"))
 PY
   out=$(runc run --bundle "$work/unpacked" "bench-$$" 2>&1 | head -n1)
-  naive_first+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}')")
+  naive_first+=("$(since "$t0")")
   cmd_out+=("$out")
   rm -rf "$THAW_CACHE_DIR"; drop_page_cache
   t0=$(now)
   out=$("$THAW" run py 2>&1 | head -n1)
-  thaw_first+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}')")
+  thaw_first+=("$(since "$t0")")
   cmd_out+=("$out")
   drop_page_cache
   t0=$(now)
   out=$("$THAW" run py 2>&1 | head -n1)
-  warm_first+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}')")
+  warm_first+=("$(since "$t0")")
   cmd_out+=("$out")
 done
 for out in "${cmd_out[@]}"; do

@@ -18,7 +18,6 @@ source "$(dirname "$0")/common.sh"
 command -v criu >/dev/null || { echo "missing criu: run scripts/install-criu" >&2; exit 1; }
 PYENV=${PYENV:-$BENCH_DIR/pyenv}
 [ -x "$PYENV/bin/python" ] || { echo "no venv at $PYENV: run benches/mount.sh once (it builds it)" >&2; exit 1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f\n", b - a}'; }
 
 work="$BENCH_DIR/snapshot"

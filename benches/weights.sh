@@ -19,7 +19,6 @@ cargo build --release --quiet --jobs "${THAW_BUILD_JOBS:-2}" -p thaw-weights --e
 BASELINE="$target_dir/release/examples/safetensors_load"
 MODEL_GIB=${MODEL_GIB:-3}
 DEVICE=${DEVICE:-cpu}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 gbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.2f", b / s / 1e9}'; }
 
 work="$BENCH_DIR/weights"
