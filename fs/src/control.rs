@@ -83,6 +83,12 @@ pub struct MountStatus {
     /// What each class of background work did (`trace`, `opened`, `listed`, `all`).
     #[serde(default)]
     pub background: std::collections::BTreeMap<String, crate::background::ClassReport>,
+    /// The supervisor holding the mount's connection, when supervised (`--supervise`).
+    #[serde(default)]
+    pub supervisor_pid: Option<u32>,
+    /// Workers before this one on the connection (handoffs and restarts).
+    #[serde(default)]
+    pub worker_generation: u32,
 }
 
 impl MountStatus {
@@ -111,6 +117,13 @@ impl MountStatus {
 
 /// The absolute, symlink-free form of a mount point (as the kernel and the socket name see it).
 pub fn canonical_mountpoint(mountpoint: &Path) -> PathBuf {
+    // A supervised worker's mount point is canonical already, and looking it up would wait for
+    // the worker itself.
+    if let Some(given) = crate::supervisor::worker_mountpoint() {
+        if given == mountpoint {
+            return given;
+        }
+    }
     std::fs::canonicalize(mountpoint).unwrap_or_else(|_| {
         if mountpoint.is_absolute() {
             mountpoint.to_path_buf()

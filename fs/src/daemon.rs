@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -67,6 +67,37 @@ pub fn start_detached(
     }
     let log =
         std::fs::File::create(log_path).map_err(|e| fail(format!("creating the log file: {e}")))?;
+    let (started, _child) = start_reporting(args, log, None, log_path)?;
+    Ok(started)
+}
+
+/// A connection a supervisor hands to the worker it starts.
+pub(crate) struct Handed<'a> {
+    /// The connection's descriptor (placed at the worker's `takeover::CONNECTION_FD`).
+    pub(crate) fd: BorrowedFd<'a>,
+    /// What the kernel offered, in the environment form.
+    pub(crate) offered: String,
+    /// Workers before this one.
+    pub(crate) generation: u32,
+    /// The canonical mount point (a worker must not look it up: nothing answers yet).
+    pub(crate) mountpoint: PathBuf,
+}
+
+/// Starts this program with `args` in its own session, output to `log`, the descriptor of
+/// `handed` passed when given, and waits until it reports the mount ready (`log_path` is quoted
+/// in errors). Returns the child, still running.
+pub(crate) fn start_reporting(
+    args: impl IntoIterator<Item = OsString>,
+    log: std::fs::File,
+    handed: Option<Handed<'_>>,
+    log_path: &Path,
+) -> Result<(Started, std::process::Child), FsError> {
+    let fail = |reason: String| {
+        FsError::Daemon(format!(
+            "starting the mount daemon (log {}): {reason}",
+            log_path.display()
+        ))
+    };
     let log_err = log.try_clone().map_err(|e| fail(e.to_string()))?;
     let (ready_read, ready_write) = pipe().map_err(|e| fail(format!("the readiness pipe: {e}")))?;
     let exe = std::env::current_exe().map_err(|e| fail(format!("finding this program: {e}")))?;
@@ -78,11 +109,31 @@ pub fn start_detached(
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
+    let connection_fd = handed.as_ref().map(|h| h.fd.as_raw_fd());
+    if let Some(handed) = &handed {
+        command
+            .env(crate::takeover::CONNECTION_ENV, &handed.offered)
+            .env(
+                crate::supervisor::GENERATION_ENV,
+                handed.generation.to_string(),
+            )
+            .env(crate::supervisor::MOUNTPOINT_ENV, &handed.mountpoint);
+    }
     // SAFETY: only async-signal-safe calls (setsid, dup2) between fork and exec.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 || libc::dup2(write_fd, READY_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = connection_fd {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                let placed = match fd == crate::takeover::CONNECTION_FD {
+                    true => libc::fcntl(fd, libc::F_SETFD, 0),
+                    false => libc::dup2(fd, crate::takeover::CONNECTION_FD),
+                };
+                if placed < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -92,10 +143,11 @@ pub fn start_detached(
     let mut answer = String::new();
     let _ = std::fs::File::from(ready_read).read_to_string(&mut answer);
     if let Some(line) = answer.strip_prefix("ready ") {
-        return Ok(Started {
+        let started = Started {
             line: line.trim().to_string(),
             pid: child.id(),
-        });
+        };
+        return Ok((started, child));
     }
     let status = child
         .wait()
@@ -158,6 +210,40 @@ pub async fn save_trace(runtime_dir: &Path, mountpoint: &Path) -> Result<String,
         true => Ok(answer.message),
         false => Err(FsError::mount(mountpoint, answer.message)),
     }
+}
+
+/// Replaces the worker of the supervised mount at `mountpoint` by a new one (this program as
+/// it is on disk now: an upgrade), which takes the connection over with no request lost; waits
+/// until the new worker answers and returns its status.
+pub async fn handoff(runtime_dir: &Path, mountpoint: &Path) -> Result<MountStatus, FsError> {
+    let before = status(runtime_dir, mountpoint).await?;
+    let Some(supervisor) = before.supervisor_pid else {
+        return Err(FsError::mount(
+            mountpoint,
+            "this mount is not supervised (mount it with --supervise to hand it over)",
+        ));
+    };
+    // SAFETY: kill sends a signal to a process id; no memory is involved.
+    if unsafe { libc::kill(supervisor as i32, libc::SIGHUP) } != 0 {
+        return Err(FsError::Daemon(format!(
+            "signalling the supervisor {supervisor}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    while std::time::Instant::now() < deadline {
+        if let Ok(now) = status(runtime_dir, mountpoint).await {
+            if now.worker_generation > before.worker_generation && now.pid != before.pid {
+                return Ok(now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(FsError::Daemon(format!(
+        "the supervisor {supervisor} of {} did not hand the mount to a new worker within {:?}",
+        mountpoint.display(),
+        STOP_WAIT
+    )))
 }
 
 /// A `thaw mount --daemon` started by another command, unmounted (its trace saved) on drop.

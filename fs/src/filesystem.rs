@@ -131,19 +131,12 @@ impl ThawFs {
 
 impl Filesystem for ThawFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Bigger requests mean fewer round trips; each setter returns the nearest allowed
-        // value when the kernel offers less.
-        if let Err(nearest) = config.set_max_write(MAX_REQUEST_BYTES) {
-            let _ = config.set_max_write(nearest);
+        let wanted = self.passthrough.answers_opens();
+        let granted = negotiate(config, wanted);
+        if wanted && !granted {
+            self.passthrough
+                .turn_off("off (the kernel does not offer FUSE passthrough)".into());
         }
-        if let Err(nearest) = config.set_max_readahead(MAX_REQUEST_BYTES) {
-            let _ = config.set_max_readahead(nearest);
-        }
-        // Directory listings carry attributes: a tree walk needs no LOOKUP per entry.
-        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
-        let _ = config.set_max_background(64);
-        let _ = config.set_congestion_threshold(48);
-        self.passthrough.init(config);
         Ok(())
     }
 
@@ -404,4 +397,25 @@ fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
     } else {
         reply.data(value);
     }
+}
+
+/// Asks the kernel at `FUSE_INIT` for what a thaw mount uses, passthrough too when
+/// `passthrough`; returns whether passthrough was granted. The supervisor's handshake and every
+/// worker's file system ask the same (`crate::takeover`).
+pub(crate) fn negotiate(config: &mut KernelConfig, passthrough: bool) -> bool {
+    // Bigger requests mean fewer round trips; each setter returns the nearest allowed value
+    // when the kernel offers less.
+    if let Err(nearest) = config.set_max_write(MAX_REQUEST_BYTES) {
+        let _ = config.set_max_write(nearest);
+    }
+    if let Err(nearest) = config.set_max_readahead(MAX_REQUEST_BYTES) {
+        let _ = config.set_max_readahead(nearest);
+    }
+    // Directory listings carry attributes: a tree walk needs no LOOKUP per entry.
+    let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+    let _ = config.set_max_background(64);
+    let _ = config.set_congestion_threshold(48);
+    passthrough
+        && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+        && config.set_max_stack_depth(1).is_ok()
 }

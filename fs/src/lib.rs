@@ -9,6 +9,9 @@
 //! manifest when the mount ends and replayed as prefetch by the next mount ([`trace`],
 //! [`prefetch`]). [`session`] runs a whole mount: readiness, signals, the control socket used by
 //! `thaw umount` and `thaw trace save`, the Prometheus endpoint and the trace save at the end.
+//! [`supervisor`] keeps a mount's FUSE connection in a small process of its own so that the
+//! serving process can be upgraded or can die and be replaced under running readers
+//! ([`takeover`]).
 
 mod access;
 mod attr;
@@ -22,6 +25,8 @@ mod passthrough;
 pub mod prefetch;
 mod read;
 pub mod session;
+pub mod supervisor;
+pub mod takeover;
 pub mod trace;
 mod volume;
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use fuser::{BackingId, FileHandle, FopenFlags, InitFlags, KernelConfig, ReplyOpen};
+use fuser::{BackingId, FileHandle, FopenFlags, ReplyOpen};
 use thaw_core::manifest::InodeNo;
 use thaw_core::tier::{DiskCache, FileContent, FileSlice, WholeFile};
 
@@ -50,16 +50,43 @@ const IDLE_BACKING_KEPT: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero
 
 /// The backing files registered with the kernel: those of open inodes with their open count,
 /// and recently closed ones. The kernel wants one backing id per inode while it is open.
+#[derive(Default)]
 struct Backing {
     open: HashMap<InodeNo, (BackingId, u32)>,
-    idle: lru::LruCache<InodeNo, BackingId>,
+    idle: Idle,
+    /// Ids an earlier worker on this connection registered: files may still be open with them,
+    /// so every open of those inodes uses them and they are never closed.
+    pinned: HashMap<InodeNo, Pinned>,
+    /// Where registrations are written down for the next worker (supervised mounts).
+    ledger: Option<Ledger>,
 }
 
-impl Default for Backing {
+/// Recently closed inodes' backing ids, least recently closed first out.
+struct Idle(lru::LruCache<InodeNo, BackingId>);
+
+impl Default for Idle {
     fn default() -> Self {
-        Backing {
-            open: HashMap::new(),
-            idle: lru::LruCache::new(IDLE_BACKING_KEPT),
+        Idle(lru::LruCache::new(IDLE_BACKING_KEPT))
+    }
+}
+
+/// An inherited backing id: as written down, or wrapped once an open used it.
+enum Pinned {
+    Raw(u32),
+    Wrapped(BackingId),
+}
+
+impl Pinned {
+    /// The id, wrapped for `reply`'s connection on first use.
+    fn id(&mut self, reply: &ReplyOpen) -> &BackingId {
+        if let Pinned::Raw(raw) = *self {
+            // SAFETY: the id was registered on this connection by an earlier worker and is
+            // never closed while this process runs (pinned ids are not released).
+            *self = Pinned::Wrapped(unsafe { reply.wrap_backing(raw) });
+        }
+        match self {
+            Pinned::Wrapped(id) => id,
+            Pinned::Raw(_) => unreachable!("wrapped above"),
         }
     }
 }
@@ -67,7 +94,7 @@ impl Default for Backing {
 impl Backing {
     /// The backing id of `ino` for one more open, if one is registered.
     fn acquire(&mut self, ino: InodeNo) -> Option<&BackingId> {
-        if let Some(id) = self.idle.pop(&ino) {
+        if let Some(id) = self.idle.0.pop(&ino) {
             self.open.insert(ino, (id, 0));
         }
         let (id, opens) = self.open.get_mut(&ino)?;
@@ -84,9 +111,84 @@ impl Backing {
         *opens -= 1;
         if *opens == 0 {
             let (id, _) = self.open.remove(&ino).expect("present");
-            self.idle.put(ino, id);
+            if let Some((evicted, _closed)) = self.idle.0.push(ino, id) {
+                if evicted != ino {
+                    self.write_down(format_args!("-{evicted}"));
+                }
+            }
         }
     }
+
+    /// Notes a registration in the ledger, if there is one.
+    fn write_down(&mut self, line: std::fmt::Arguments<'_>) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.append(line);
+        }
+    }
+}
+
+/// The backing ids registered on a supervised mount's connection, one line per change
+/// (`+INODE ID` registered, `-INODE` closed), in a file of the runtime dir: a worker that takes
+/// the connection over (after an upgrade or a crash) reads it to know which inodes may still be
+/// open with which id, since the kernel refuses a second backing file for an open inode.
+struct Ledger {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl Ledger {
+    /// Opens the ledger at `path`: an inheriting worker reads the ids registered so far (and
+    /// rewrites the file with just those), a first worker starts it empty.
+    fn open(
+        path: &std::path::Path,
+        inherited: bool,
+    ) -> std::io::Result<(Ledger, HashMap<InodeNo, u32>)> {
+        let registered = if inherited {
+            parse_ledger(&std::fs::read_to_string(path).unwrap_or_default())
+        } else {
+            HashMap::new()
+        };
+        let mut text = String::new();
+        for (ino, id) in &registered {
+            text.push_str(&format!("+{ino} {id}\n"));
+        }
+        let temporary = path.with_extension("ledger-new");
+        std::fs::write(&temporary, text)?;
+        std::fs::rename(&temporary, path)?;
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        Ok((
+            Ledger {
+                path: path.to_path_buf(),
+                file,
+            },
+            registered,
+        ))
+    }
+
+    fn append(&mut self, line: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        if let Err(e) = writeln!(self.file, "{line}") {
+            tracing::warn!(ledger = %self.path.display(), error = %e, "could not write down a backing id");
+        }
+    }
+}
+
+/// The ids a ledger's lines leave registered; lines it cannot read (a torn last line) are
+/// skipped.
+fn parse_ledger(text: &str) -> HashMap<InodeNo, u32> {
+    let mut registered = HashMap::new();
+    for line in text.lines() {
+        if let Some(closed) = line.strip_prefix('-') {
+            if let Ok(ino) = closed.parse::<InodeNo>() {
+                registered.remove(&ino);
+            }
+        } else if let Some((ino, id)) = line.strip_prefix('+').and_then(|l| l.split_once(' ')) {
+            if let (Ok(ino), Ok(id)) = (ino.parse::<InodeNo>(), id.parse::<u32>()) {
+                registered.insert(ino, id);
+            }
+        }
+    }
+    registered
 }
 
 /// How one open was answered.
@@ -124,16 +226,30 @@ impl Passthrough {
         }
     }
 
-    /// Asks the kernel for passthrough at FUSE init; off when it does not offer it.
-    pub(crate) fn init(&self, config: &mut KernelConfig) {
-        if !self.on.load(Ordering::Relaxed) {
-            return;
+    /// Writes the mount's backing ids down at `path` (a supervised mount); a worker that
+    /// `inherited` the connection first takes over the ids written there.
+    pub(crate) fn with_ledger(self, path: &std::path::Path, inherited: bool) -> Self {
+        match Ledger::open(path, inherited) {
+            Ok((ledger, registered)) => {
+                let mut backing = self.backing.lock().expect("backing lock");
+                if !registered.is_empty() {
+                    tracing::info!(
+                        ids = registered.len(),
+                        "took over the backing ids of the previous worker"
+                    );
+                }
+                backing.pinned = registered
+                    .into_iter()
+                    .map(|(ino, id)| (ino, Pinned::Raw(id)))
+                    .collect();
+                backing.ledger = Some(ledger);
+            }
+            Err(e) => self.turn_off(format!(
+                "off (the backing id ledger {}: {e})",
+                path.display()
+            )),
         }
-        let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-            && config.set_max_stack_depth(1).is_ok();
-        if !granted {
-            self.turn_off("off (the kernel does not offer FUSE passthrough)".into());
-        }
+        self
     }
 
     /// Whether opens are answered at all (else ENOSYS once makes them free).
@@ -150,7 +266,8 @@ impl Passthrough {
             .unwrap_or_else(|| "on".into())
     }
 
-    fn turn_off(&self, reason: String) {
+    /// Turns passthrough off for `reason` (shown by `thaw mount status`).
+    pub(crate) fn turn_off(&self, reason: String) {
         tracing::warn!(%reason, "FUSE passthrough is off; reads go through thaw");
         self.on.store(false, Ordering::Relaxed);
         *self.off_reason.lock().expect("lock") = Some(reason);
@@ -161,6 +278,13 @@ impl Passthrough {
         let recording = self
             .recording_until
             .is_some_and(|until| Instant::now() < until);
+        {
+            let mut backing = self.backing.lock().expect("backing lock");
+            if let Some(pinned) = backing.pinned.get_mut(&ino) {
+                let id = pinned.id(&reply);
+                return opened_passthrough(reply, id);
+            }
+        }
         if !recording {
             let mut backing = self.backing.lock().expect("backing lock");
             if let Some(id) = backing.acquire(ino) {
@@ -185,6 +309,13 @@ impl Passthrough {
                     }
                     match reply.open_backing(&file) {
                         Ok(id) => {
+                            // Written down before any file uses it (a worker killed first
+                            // leaves an unused id).
+                            let raw = id.into_raw();
+                            backing.write_down(format_args!("+{ino} {raw}"));
+                            // SAFETY: `raw` was just registered on this connection and is
+                            // owned again by the wrapper.
+                            let id = unsafe { reply.wrap_backing(raw) };
                             let mode = opened_passthrough(reply, &id);
                             backing.open.insert(ino, (id, 1));
                             return mode;
@@ -206,6 +337,7 @@ impl Passthrough {
     /// after a read through thaw prepares the file if its chunks are all cached now.
     pub(crate) fn release(&self, volume: &Arc<Volume>, ino: InodeNo, fh: u64) {
         if fh == PASSTHROUGH_FH {
+            // An inherited open the old worker counted, or a pinned inode: nothing to count.
             self.backing.lock().expect("backing lock").release(ino);
             return;
         }
@@ -297,4 +429,17 @@ fn content_of(volume: &Volume, ino: InodeNo) -> Option<(u64, Vec<FileSlice>)> {
         })
         .collect::<Option<Vec<_>>>()?;
     Some((reader.size(), slices))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ledger;
+
+    #[test]
+    fn the_ledger_leaves_registered_what_was_not_closed() {
+        let registered = parse_ledger("+5 1\n+7 2\n-5\n+9 3\n+5 4\ngarbage\n+11");
+        let mut ids: Vec<_> = registered.into_iter().collect();
+        ids.sort();
+        assert_eq!(ids, vec![(5, 4), (7, 2), (9, 3)]);
+    }
 }

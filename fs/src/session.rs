@@ -19,6 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::control::{self, ControlRequest, ControlResponse, MountStatus};
 use crate::passthrough::Passthrough;
 use crate::prefetch::Class;
+use crate::takeover;
 use crate::trace::{carry, TraceSource};
 use crate::{FsError, ThawFs, Volume};
 
@@ -187,6 +188,7 @@ fn widen_kernel_readahead(mountpoint: &Path) {
 async fn bind_control(
     runtime_dir: &Path,
     mountpoint: &Path,
+    takes_over: bool,
 ) -> Result<(UnixListener, PathBuf), FsError> {
     let socket = control::socket_path(runtime_dir, mountpoint);
     if let Some(dir) = socket.parent() {
@@ -195,7 +197,7 @@ async fn bind_control(
             reason: format!("creating {}: {e}", dir.display()),
         })?;
     }
-    if socket.exists() {
+    if socket.exists() && !takes_over {
         if control::request(runtime_dir, mountpoint, &ControlRequest::Status)
             .await
             .is_ok()
@@ -205,8 +207,10 @@ async fn bind_control(
                 "a thaw mount is already running there (thaw umount it first)",
             ));
         }
-        let _ = std::fs::remove_file(&socket);
     }
+    // A worker taking over replaces its predecessor's socket (which stops answering when it
+    // exits); anyone else replaces only a stale one.
+    let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).map_err(|e| FsError::Control {
         socket: socket.display().to_string(),
         reason: format!("bind: {e}"),
@@ -278,7 +282,8 @@ async fn start_background(
     }
 }
 
-fn fuse_config(options: &SessionOptions) -> Config {
+/// The FUSE session configuration of a mount (the supervisor mounts with the same).
+pub(crate) fn fuse_config(options: &SessionOptions) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -297,22 +302,34 @@ fn fuse_config(options: &SessionOptions) -> Config {
     config
 }
 
-/// Mounts `volume` at `mountpoint`, runs its FUSE session on a thread and waits until the mount
-/// answers; the receiver says when the session has ended.
+/// Mounts `volume` at `mountpoint` (or serves the connection a supervisor passed in), runs its
+/// FUSE session on a thread and waits until the mount answers; the receiver says when the
+/// session has ended.
 async fn mount_fuse(
     volume: Arc<Volume>,
     passthrough: Arc<Passthrough>,
     mountpoint: &Path,
     options: &SessionOptions,
+    worker: Option<Worker>,
 ) -> Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>, FsError> {
-    let device_before = device_of(mountpoint);
+    let supervised = worker.is_some();
+    // (A worker's mount answers only once it serves.)
+    let device_before = (!supervised).then(|| device_of(mountpoint)).flatten();
     let fs = ThawFs::new(volume, tokio::runtime::Handle::current(), passthrough);
-    let config = fuse_config(options);
+    let mut config = fuse_config(options);
     let target = mountpoint.to_path_buf();
-    let session = tokio::task::spawn_blocking(move || fuser::Session::new(fs, &target, &config))
-        .await
-        .map_err(|e| FsError::mount(mountpoint, e))?
-        .map_err(|e| FsError::mount(mountpoint, e))?;
+    let session = tokio::task::spawn_blocking(move || match worker {
+        Some(worker) => {
+            // Every thread reads the supervisor's descriptor: a clone would be this process's
+            // own, and the kernel fails the requests of a clone closed by a crash.
+            config.clone_fd = false;
+            takeover::worker_session(fs, worker.connection, &worker.offered, config)
+        }
+        None => fuser::Session::new(fs, &target, &config),
+    })
+    .await
+    .map_err(|e| FsError::mount(mountpoint, e))?
+    .map_err(|e| FsError::mount(mountpoint, e))?;
     let (finished_tx, finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("fuse-session".into())
@@ -320,7 +337,7 @@ async fn mount_fuse(
             let _ = finished_tx.send(session.run());
         })
         .map_err(|e| FsError::mount(mountpoint, e))?;
-    if !wait_until_mounted(mountpoint, device_before, options.ready_timeout).await {
+    if !supervised && !wait_until_mounted(mountpoint, device_before, options.ready_timeout).await {
         let _ = unmount(mountpoint, true);
         return Err(FsError::mount(
             mountpoint,
@@ -333,6 +350,33 @@ async fn mount_fuse(
     Ok(finished)
 }
 
+/// A worker of a supervised mount: the connection it serves and what it knows of it.
+struct Worker {
+    connection: std::os::fd::OwnedFd,
+    offered: takeover::Offered,
+    /// Workers before this one on the connection.
+    generation: u32,
+    supervisor: u32,
+}
+
+impl Worker {
+    /// This process's worker role, if a supervisor started it.
+    fn inherited() -> Option<Worker> {
+        let (connection, offered) = takeover::inherited()?;
+        let generation = std::env::var(crate::supervisor::GENERATION_ENV)
+            .ok()
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0);
+        Some(Worker {
+            connection,
+            offered,
+            generation,
+            // SAFETY: getppid has no preconditions.
+            supervisor: unsafe { libc::getppid() } as u32,
+        })
+    }
+}
+
 /// Answers one control connection. An unmount request that succeeded returns the connection:
 /// it is answered once the trace is saved.
 async fn handle_control(
@@ -341,6 +385,7 @@ async fn handle_control(
     passthrough: &Passthrough,
     store: &Store,
     mountpoint: &Path,
+    identity: Option<(u32, u32)>,
 ) -> Option<tokio::net::unix::OwnedWriteHalf> {
     let (read, write) = stream.into_split();
     // A client that connects and says nothing must not stall the mount's loop.
@@ -355,7 +400,7 @@ async fn handle_control(
         Ok(ControlRequest::Status) => ControlResponse {
             ok: true,
             message: "mounted".into(),
-            status: Some(status(volume, passthrough)),
+            status: Some(status(volume, passthrough, identity)),
         },
         Ok(ControlRequest::SaveTrace) => save_answer(&volume.save_trace(store).await),
         Ok(ControlRequest::Unmount { lazy }) => match unmount(mountpoint, lazy) {
@@ -379,16 +424,27 @@ pub async fn run(
     options: SessionOptions,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<Summary, FsError> {
-    let mountpoint = control::canonical_mountpoint(&options.mountpoint);
-    if !mountpoint.is_dir() {
-        return Err(FsError::mount(&mountpoint, "not a directory"));
-    }
+    // A worker must not look its mount point up: nothing answers there until it serves.
+    let mountpoint = match crate::supervisor::worker_mountpoint() {
+        Some(path) => path,
+        None => {
+            let mountpoint = control::canonical_mountpoint(&options.mountpoint);
+            if !mountpoint.is_dir() {
+                return Err(FsError::mount(&mountpoint, "not a directory"));
+            }
+            mountpoint
+        }
+    };
     // Handlers first: a SIGTERM at any moment once the mount exists must unmount it.
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| FsError::mount(&mountpoint, e))?;
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| FsError::mount(&mountpoint, e))?;
-    let (listener, socket) = bind_control(&options.runtime_dir, &mountpoint).await?;
+    let mut retire =
+        signal(SignalKind::user_defined1()).map_err(|e| FsError::mount(&mountpoint, e))?;
+    let worker = Worker::inherited();
+    let (listener, socket) =
+        bind_control(&options.runtime_dir, &mountpoint, worker.is_some()).await?;
     let _remove_socket = RemoveOnDrop(socket.clone());
 
     let background = start_background(&volume, &store, &options).await;
@@ -407,13 +463,25 @@ pub async fn run(
         None => None,
     };
 
-    let passthrough = Arc::new(Passthrough::new(
+    let mut passthrough = Passthrough::new(
         options.passthrough,
         options.save_trace.then(|| volume.recorder.window_end()),
         tokio::runtime::Handle::current(),
-    ));
-    let mut finished =
-        mount_fuse(volume.clone(), passthrough.clone(), &mountpoint, &options).await?;
+    );
+    let identity = worker.as_ref().map(|w| (w.supervisor, w.generation));
+    if let Some(worker) = &worker {
+        let ledger = control::runtime_file(&options.runtime_dir, &mountpoint, "ledger");
+        passthrough = passthrough.with_ledger(&ledger, worker.generation > 0);
+    }
+    let passthrough = Arc::new(passthrough);
+    let mut finished = mount_fuse(
+        volume.clone(),
+        passthrough.clone(),
+        &mountpoint,
+        &options,
+        worker,
+    )
+    .await?;
     widen_kernel_readahead(&mountpoint);
     on_ready(&Ready {
         mountpoint: mountpoint.clone(),
@@ -436,9 +504,15 @@ pub async fn run(
             }
             _ = terminate.recv() => stop(&mountpoint, "SIGTERM"),
             _ = interrupt.recv() => stop(&mountpoint, "SIGINT"),
+            // A supervisor's next worker serves the connection now: leave at once, mounted.
+            // Requests read and not answered are queued again for it (`takeover`).
+            _ = retire.recv(), if identity.is_some() => {
+                tracing::info!("handing the mount over to the next worker");
+                std::process::exit(0);
+            }
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    if let Some(write) = handle_control(stream, &volume, &passthrough, &store, &mountpoint).await {
+                    if let Some(write) = handle_control(stream, &volume, &passthrough, &store, &mountpoint, identity).await {
                         waiting_for_unmount = Some(write);
                     }
                 }
@@ -489,7 +563,8 @@ fn stop(mountpoint: &Path, why: &str) {
     }
 }
 
-fn status(volume: &Volume, passthrough: &Passthrough) -> MountStatus {
+/// The mount's status; `identity` is the supervisor's pid and this worker's generation.
+fn status(volume: &Volume, passthrough: &Passthrough, identity: Option<(u32, u32)>) -> MountStatus {
     let counters = volume.tiers().counters();
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
@@ -513,6 +588,8 @@ fn status(volume: &Volume, passthrough: &Passthrough) -> MountStatus {
             .iter()
             .map(|class| (class.name().to_string(), volume.background_report(*class)))
             .collect(),
+        supervisor_pid: identity.map(|(pid, _)| pid),
+        worker_generation: identity.map_or(0, |(_, generation)| generation),
     }
 }
 

@@ -13,6 +13,7 @@ use thaw_fs::control;
 use thaw_fs::daemon;
 use thaw_fs::metrics::{ExtraMetrics, FsMetrics};
 use thaw_fs::session::{self, FetchAll, SessionOptions};
+use thaw_fs::supervisor::{self, SupervisorOptions};
 use thaw_fs::trace::{carry, Trace, TraceLog, DEFAULT_TRACE_WINDOW};
 use thaw_fs::{OpenAhead, Volume};
 
@@ -73,6 +74,10 @@ pub struct MountArgs {
     /// read directly (FUSE passthrough, used by default when running as root).
     #[arg(long)]
     no_passthrough: bool,
+    /// Keep the mount's FUSE connection in a small supervisor process: a worker that dies is
+    /// replaced under the running readers, and `thaw mount handoff` upgrades it in place.
+    #[arg(long)]
+    supervise: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +90,12 @@ enum MountAction {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Hand a supervised mount (`--supervise`) to a new worker started from the program on disk
+    /// now (an upgrade): readers see no error, only a pause.
+    Handoff {
+        /// Mount point of a running `thaw mount --supervise`.
+        mountpoint: PathBuf,
     },
 }
 
@@ -145,13 +156,58 @@ pub fn mount(
     runtime: &tokio::runtime::Runtime,
     args: MountArgs,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(MountAction::Status { mountpoint, json }) = &args.action {
-        return runtime.block_on(mount_status(global, mountpoint, *json));
+    match &args.action {
+        Some(MountAction::Status { mountpoint, json }) => {
+            return runtime.block_on(mount_status(global, mountpoint, *json));
+        }
+        Some(MountAction::Handoff { mountpoint }) => {
+            return runtime.block_on(handoff(global, mountpoint));
+        }
+        None => {}
     }
     if args.daemon && !daemon::is_daemon_child() {
         return start_daemon(&global.runtime_dir(), &args);
     }
+    if args.supervise && !supervisor::is_worker() {
+        return runtime.block_on(supervise(global, &args));
+    }
     runtime.block_on(mount_here(global, args))
+}
+
+/// `thaw mount --supervise`: the process holding the connection, with workers serving it.
+async fn supervise(global: &GlobalOptions, args: &MountArgs) -> anyhow::Result<ExitCode> {
+    let (name, dir) = args.target();
+    let options = SupervisorOptions {
+        session: SessionOptions {
+            fs_name: format!("thaw:{name}"),
+            dispatch_threads: args.threads,
+            passthrough: !args.no_passthrough,
+            runtime_dir: global.runtime_dir(),
+            ..SessionOptions::new(dir)
+        },
+        worker_args: std::env::args_os().skip(1).collect(),
+        log_path: log_path(&global.runtime_dir(), args),
+    };
+    let supervised = supervisor::run(options, daemon::report_ready)
+        .await
+        .with_context(|| format!("supervising the mount of {name} at {}", dir.display()))?;
+    eprintln!(
+        "thaw: the supervised mount ended ({} handoffs, {} workers restarted)",
+        supervised.handoffs, supervised.restarts
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `thaw mount handoff DIR`.
+async fn handoff(global: &GlobalOptions, dir: &Path) -> anyhow::Result<ExitCode> {
+    let status = daemon::handoff(&global.runtime_dir(), dir).await?;
+    eprintln!(
+        "thaw: {} is served by worker {} (pid {})",
+        dir.display(),
+        status.worker_generation,
+        status.pid
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `thaw mount status DIR`.
@@ -165,6 +221,12 @@ async fn mount_status(global: &GlobalOptions, dir: &Path, json: bool) -> anyhow:
         "manifest:     {} (daemon pid {})",
         status.manifest, status.pid
     );
+    if let Some(supervisor) = status.supervisor_pid {
+        println!(
+            "supervised:   by pid {supervisor}; worker {} of the connection",
+            status.worker_generation
+        );
+    }
     println!(
         "fetched:      {} chunks from the store, {} from peers; {} prefetch hits",
         status.store_fetches, status.peer_fetches, status.prefetch_hits
@@ -277,10 +339,7 @@ async fn mount_here(global: &GlobalOptions, args: MountArgs) -> anyhow::Result<E
 
 /// Starts this command again as a detached daemon, waits for it to report the mount ready.
 fn start_daemon(runtime_dir: &Path, args: &MountArgs) -> anyhow::Result<ExitCode> {
-    let log_path = args
-        .log_file
-        .clone()
-        .unwrap_or_else(|| control::runtime_file(runtime_dir, args.target().1, "log"));
+    let log_path = log_path(runtime_dir, args);
     let started = daemon::start_detached(std::env::args_os().skip(1), &log_path)?;
     eprintln!(
         "thaw: {} (pid {}, log {})",
@@ -289,6 +348,13 @@ fn start_daemon(runtime_dir: &Path, args: &MountArgs) -> anyhow::Result<ExitCode
         log_path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The log file of a `--daemon` mount.
+fn log_path(runtime_dir: &Path, args: &MountArgs) -> PathBuf {
+    args.log_file
+        .clone()
+        .unwrap_or_else(|| control::runtime_file(runtime_dir, args.target().1, "log"))
 }
 
 /// `thaw umount`: asks the daemon (which saves its trace), else unmounts directly (a daemon
