@@ -197,16 +197,16 @@ async fn bind_control(
             reason: format!("creating {}: {e}", dir.display()),
         })?;
     }
-    if socket.exists() && !takes_over {
-        if control::request(runtime_dir, mountpoint, &ControlRequest::Status)
+    if socket.exists()
+        && !takes_over
+        && control::request(runtime_dir, mountpoint, &ControlRequest::Status)
             .await
             .is_ok()
-        {
-            return Err(FsError::mount(
-                mountpoint,
-                "a thaw mount is already running there (thaw umount it first)",
-            ));
-        }
+    {
+        return Err(FsError::mount(
+            mountpoint,
+            "a thaw mount is already running there (thaw umount it first)",
+        ));
     }
     // A worker taking over replaces its predecessor's socket (which stops answering when it
     // exits); anyone else replaces only a stale one.
