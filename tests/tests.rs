@@ -21,6 +21,7 @@ mod robustness;
 mod s3;
 mod snapshot;
 mod store_cli;
+mod supervised;
 mod tls;
 mod weights;
 mod weights_python;

@@ -18,6 +18,8 @@ use crate::FsError;
 const DAEMON_CHILD_ENV: &str = "THAW_MOUNT_DAEMON_CHILD";
 /// The descriptor a daemon child reports readiness on.
 const READY_FD: i32 = 3;
+/// The lowest descriptor number above those a child is handed (READY_FD, CONNECTION_FD).
+const HANDED_FDS_END: i32 = 10;
 /// How long a stopping daemon has to exit.
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
@@ -81,6 +83,35 @@ pub(crate) struct Handed<'a> {
     pub(crate) generation: u32,
     /// The canonical mount point (a worker must not look it up: nothing answers yet).
     pub(crate) mountpoint: PathBuf,
+    /// Which program the worker runs.
+    pub(crate) program: Program,
+}
+
+/// The program a supervisor starts a worker from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Program {
+    /// The file this program was started from, as it is on disk now (an upgrade replaces it).
+    OnDisk,
+    /// The image this process runs, even if its file was replaced or deleted since.
+    Running,
+}
+
+impl Program {
+    /// The path to execute.
+    fn path(self) -> std::io::Result<PathBuf> {
+        match self {
+            Program::Running => Ok(PathBuf::from("/proc/self/exe")),
+            Program::OnDisk => {
+                let exe = std::env::current_exe()?;
+                // A file replaced since (rename over it, as installers do) reads "(deleted)".
+                let path = exe.to_string_lossy();
+                Ok(match path.strip_suffix(" (deleted)") {
+                    Some(on_disk) => PathBuf::from(on_disk),
+                    None => exe,
+                })
+            }
+        }
+    }
 }
 
 /// Starts this program with `args` in its own session, output to `log`, the descriptor of
@@ -100,7 +131,10 @@ pub(crate) fn start_reporting(
     };
     let log_err = log.try_clone().map_err(|e| fail(e.to_string()))?;
     let (ready_read, ready_write) = pipe().map_err(|e| fail(format!("the readiness pipe: {e}")))?;
-    let exe = std::env::current_exe().map_err(|e| fail(format!("finding this program: {e}")))?;
+    let program = handed.as_ref().map_or(Program::OnDisk, |h| h.program);
+    let exe = program
+        .path()
+        .map_err(|e| fail(format!("finding this program: {e}")))?;
     let write_fd = ready_write.as_raw_fd();
     let mut command = std::process::Command::new(exe);
     command
@@ -119,19 +153,22 @@ pub(crate) fn start_reporting(
             )
             .env(crate::supervisor::MOUNTPOINT_ENV, &handed.mountpoint);
     }
-    // SAFETY: only async-signal-safe calls (setsid, dup2) between fork and exec.
+    // SAFETY: only async-signal-safe calls (setsid, fcntl, dup2) between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            if libc::setsid() < 0 || libc::dup2(write_fd, READY_FD) < 0 {
+            if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if let Some(fd) = connection_fd {
-                // dup2 onto itself keeps close-on-exec: clear it instead.
-                let placed = match fd == crate::takeover::CONNECTION_FD {
-                    true => libc::fcntl(fd, libc::F_SETFD, 0),
-                    false => libc::dup2(fd, crate::takeover::CONNECTION_FD),
-                };
-                if placed < 0 {
+            // Both descriptors first move above the slots they go to, so placing one never
+            // replaces the other (the connection may well sit at READY_FD, or the pipe at
+            // CONNECTION_FD); the copies close on exec, the placed ones (dup2) do not.
+            let ready = lift(write_fd)?;
+            let connection = connection_fd.map(lift).transpose()?;
+            if libc::dup2(ready, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = connection {
+                if libc::dup2(fd, crate::takeover::CONNECTION_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -159,6 +196,18 @@ pub(crate) fn start_reporting(
         log_path.display(),
         log.trim_end()
     )))
+}
+
+/// A close-on-exec copy of `fd` numbered above every descriptor a child is handed.
+///
+/// Called between fork and exec: fcntl is async-signal-safe.
+fn lift(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates an open descriptor; no memory is involved.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HANDED_FDS_END) };
+    match copy < 0 {
+        true => Err(std::io::Error::last_os_error()),
+        false => Ok(copy),
+    }
 }
 
 /// A pipe whose ends close on exec (the child's copy is made by dup2, which clears that flag).

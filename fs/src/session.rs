@@ -508,6 +508,13 @@ pub async fn run(
             // Requests read and not answered are queued again for it (`takeover`).
             _ = retire.recv(), if identity.is_some() => {
                 tracing::info!("handing the mount over to the next worker");
+                // What the disk cache learnt is kept for the next worker (it reconciles the
+                // rest: files written since, as after a crash).
+                if let Some(disk) = volume.tiers().local_files() {
+                    if let Err(e) = disk.flush().await {
+                        tracing::warn!(error = %e, "could not flush the disk cache");
+                    }
+                }
                 std::process::exit(0);
             }
             accepted = listener.accept() => {

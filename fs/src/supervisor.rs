@@ -5,19 +5,21 @@
 //! the connection: [`crate::takeover`]) and waits. When the worker is killed or crashes, the
 //! mount stays (the supervisor's descriptor keeps the connection), the requests it had read
 //! are queued again and a new worker serves them and everything after. On SIGHUP (`thaw mount
-//! handoff`) it starts a new worker from the program on disk (an upgrade), retires the old one
-//! once the new one answers, and has the old one's unanswered requests queued again: readers
-//! see no error either way, only a pause. It ends when the mount does (`thaw umount`, `umount`,
+//! handoff`) it retires the worker (which leaves at once, mounted, releasing the disk cache),
+//! has its unanswered requests queued again and starts a new worker from the program on disk
+//! (an upgrade), or from its own image when that one does not start: readers see no error
+//! either way, only a pause. Workers that keep dying as they start end the mount (detached,
+//! so readers get errors instead of waiting for ever). It ends when the mount does (`thaw umount`, `umount`,
 //! SIGTERM forwarded to the worker).
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::daemon::{start_reporting, Handed};
+use crate::daemon::{start_reporting, Handed, Program};
 use crate::session::SessionOptions;
 use crate::takeover::Connection;
 use crate::FsError;
@@ -28,8 +30,16 @@ pub(crate) const GENERATION_ENV: &str = "THAW_MOUNT_GENERATION";
 pub(crate) const MOUNTPOINT_ENV: &str = "THAW_MOUNT_POINT";
 /// Workers in a row that may fail to start before the supervisor gives the mount up.
 const START_ATTEMPTS: u32 = 3;
-/// The pause between a failed start and the next.
+/// The pause between a failed start and the next, and after the first quick death (doubled
+/// after each further one, up to [`LONGEST_PAUSE`]).
 const RESTART_PAUSE: Duration = Duration::from_millis(200);
+/// The longest pause before restarting after quick deaths.
+const LONGEST_PAUSE: Duration = Duration::from_secs(5);
+/// A worker that served this long before dying was not killed by its own start.
+const STABLE: Duration = Duration::from_secs(10);
+/// Workers in a row that may die within [`STABLE`] before the supervisor gives the mount up
+/// (about half a minute of trying, with the pauses).
+const QUICK_DEATHS: u32 = 10;
 
 /// Whether this process is a supervised mount's worker (it serves, it does not supervise).
 pub fn is_worker() -> bool {
@@ -66,6 +76,7 @@ pub struct Supervised {
 /// The worker serving now.
 struct Running {
     pid: u32,
+    started: Instant,
     exited: tokio::task::JoinHandle<std::io::Result<std::process::ExitStatus>>,
 }
 
@@ -104,6 +115,7 @@ pub async fn run(
     };
     on_ready(&line);
     let mut summary = Supervised::default();
+    let mut crashes = Crashes::default();
     loop {
         tokio::select! {
             exited = &mut worker.exited => {
@@ -113,6 +125,14 @@ pub async fn run(
                     break;
                 }
                 tracing::warn!(pid = worker.pid, ?status, "the worker died; the mount stays, a new worker takes it over");
+                let Some(pause) = crashes.record(worker.started.elapsed()) else {
+                    give_up(&mountpoint);
+                    return Err(FsError::Daemon(format!(
+                        "{QUICK_DEATHS} workers in a row died within {STABLE:?} of starting (log {})",
+                        options.log_path.display()
+                    )));
+                };
+                tokio::time::sleep(pause).await;
                 // Its requests read and not answered go back in the queue for the next one.
                 resend(&connection);
                 generation += 1;
@@ -120,17 +140,15 @@ pub async fn run(
                 summary.restarts += 1;
             }
             _ = hangup.recv() => {
+                // The old worker leaves first (it holds the disk cache's lock); requests wait
+                // in the kernel's queue meanwhile, its unanswered ones go back there, and the
+                // new one serves them all.
+                retire(&worker).await;
+                resend(&connection);
                 generation += 1;
-                match start_worker(&connection, &options, generation).await {
-                    Ok((_, next)) => {
-                        retire(&worker).await;
-                        resend(&connection);
-                        worker = next;
-                        summary.handoffs += 1;
-                        tracing::info!(pid = worker.pid, generation, "handed the mount over");
-                    }
-                    Err(e) => tracing::error!(error = %e, "the new worker did not start; the old one keeps serving"),
-                }
+                worker = restart(&connection, &options, &mut generation, &mountpoint).await?;
+                summary.handoffs += 1;
+                tracing::info!(pid = worker.pid, generation, "handed the mount over");
             }
             _ = terminate.recv() => signal_worker(&worker, libc::SIGTERM),
             _ = interrupt.recv() => signal_worker(&worker, libc::SIGINT),
@@ -139,11 +157,48 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Starts worker `generation` on the connection and waits until it answers.
+/// Workers that died soon after starting, in a row.
+#[derive(Debug, Default)]
+struct Crashes {
+    quick: u32,
+}
+
+impl Crashes {
+    /// Counts a death after `lived`; returns the pause before the next start, or `None` once
+    /// [`QUICK_DEATHS`] in a row died within [`STABLE`] (a worker that cannot serve this mount).
+    fn record(&mut self, lived: Duration) -> Option<Duration> {
+        if lived >= STABLE {
+            self.quick = 0;
+            return Some(Duration::ZERO);
+        }
+        self.quick += 1;
+        let pause = RESTART_PAUSE.saturating_mul(1 << (self.quick - 1).min(16));
+        (self.quick < QUICK_DEATHS).then(|| pause.min(LONGEST_PAUSE))
+    }
+}
+
+/// Starts worker `generation` on the connection from the program on disk, or, when that does
+/// not start (a broken upgrade), from the supervisor's own image; waits until it answers.
 async fn start_worker(
     connection: &Connection,
     options: &SupervisorOptions,
     generation: u32,
+) -> Result<(String, Running), FsError> {
+    match start_program(connection, options, generation, Program::OnDisk).await {
+        Ok(started) => Ok(started),
+        Err(e) => {
+            tracing::error!(error = %e, "the program on disk did not start a worker; starting the supervisor's own");
+            start_program(connection, options, generation, Program::Running).await
+        }
+    }
+}
+
+/// Starts worker `generation` from `program` and waits until it answers.
+async fn start_program(
+    connection: &Connection,
+    options: &SupervisorOptions,
+    generation: u32,
+    program: Program,
 ) -> Result<(String, Running), FsError> {
     let fd = connection
         .fd()
@@ -163,24 +218,31 @@ async fn start_worker(
             offered,
             generation,
             mountpoint,
+            program,
         };
         start_reporting(args, std::fs::File::from(log), Some(handed), &log_path)
     })
     .await
     .map_err(|e| FsError::Daemon(e.to_string()))??;
-    tracing::info!(pid = started.pid, generation, "a worker serves the mount");
+    tracing::info!(
+        pid = started.pid,
+        generation,
+        ?program,
+        "a worker serves the mount"
+    );
     let exited = tokio::task::spawn_blocking(move || child.wait());
     Ok((
         started.line,
         Running {
             pid: started.pid,
+            started: Instant::now(),
             exited,
         },
     ))
 }
 
-/// Starts the next worker after one died, trying [`START_ATTEMPTS`] times; gives the mount up
-/// (detached) when none starts.
+/// Starts the next worker, trying [`START_ATTEMPTS`] times; gives the mount up (detached) when
+/// none starts.
 async fn restart(
     connection: &Connection,
     options: &SupervisorOptions,
@@ -240,4 +302,34 @@ fn connected(connection: &Connection) -> bool {
 fn give_up(mountpoint: &Path) {
     tracing::error!(mountpoint = %mountpoint.display(), "no worker can serve the mount; detaching it");
     let _ = crate::session::unmount(mountpoint, true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_deaths_back_off_and_then_give_up_while_a_stable_worker_resets_the_count() {
+        let mut crashes = Crashes::default();
+        let quick = Duration::from_millis(10);
+        let pauses: Vec<_> = (1..QUICK_DEATHS)
+            .map(|_| crashes.record(quick).unwrap())
+            .collect();
+        assert_eq!(pauses[0], RESTART_PAUSE);
+        assert_eq!(pauses[1], RESTART_PAUSE * 2);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert_eq!(*pauses.last().unwrap(), LONGEST_PAUSE);
+        assert_eq!(crashes.record(quick), None, "one quick death too many");
+
+        let mut crashes = Crashes::default();
+        for _ in 1..QUICK_DEATHS {
+            crashes.record(quick).unwrap();
+        }
+        assert_eq!(crashes.record(STABLE), Some(Duration::ZERO));
+        assert_eq!(
+            crashes.record(quick),
+            Some(RESTART_PAUSE),
+            "counting starts again"
+        );
+    }
 }
