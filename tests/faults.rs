@@ -1,6 +1,6 @@
 //! Injected faults, nothing lost: thaw against a real S3-compatible server (moto) behind a
-//! fault-injecting proxy. Indexing (PUTs), extracting, reading one file and loading weights
-//! (GETs of packs) either succeed with the right bytes, or, when the fault does not go away,
+//! fault-injecting proxy. Indexing (PUTs), extracting, reading one file, reading it through a
+//! lazy mount and loading weights (GETs of packs) either succeed with the right bytes, or, when the fault does not go away,
 //! fail within the configured bounds with an error naming the object. Never wrong bytes, never
 //! a hang. The scenarios and the bytes checked are counted and printed.
 
@@ -107,6 +107,58 @@ impl Bench {
         (out.status.success(), describe(&out), started.elapsed())
     }
 
+    /// A lazy mount of `tag` (nothing fetched in the background, so every chunk comes on the
+    /// read) and a read of the tree's largest file through it, checked when it succeeds; on
+    /// failure the read's error and the mount's log.
+    fn mount_read(&mut self, tag: &str) -> (bool, String, Duration) {
+        let dir = self.w.path("mnt");
+        let log = self.w.path("mount.log");
+        let _ = fs::remove_file(&log);
+        let mount = self.w.mount(
+            tag,
+            &dir,
+            &[
+                "--no-prefetch",
+                "--no-trace",
+                "--log-file",
+                log.to_str().unwrap(),
+            ],
+        );
+        let started = Instant::now();
+        let read = fs::read(dir.join("big.bin"));
+        let took = started.elapsed();
+        mount.unmount();
+        let log = fs::read_to_string(&log).unwrap_or_default();
+        match read {
+            Ok(bytes) => {
+                let expected = fs::read(self.src.join("big.bin")).unwrap();
+                assert!(bytes == expected, "the mount returned wrong bytes");
+                self.bytes_checked += expected.len() as u64;
+                (true, log, took)
+            }
+            Err(e) => (false, format!("read: {e}\nthe mount's log:\n{log}"), took),
+        }
+    }
+
+    /// Runs `op` (extract, cat, weights, mount).
+    fn op(&mut self, op: &str) -> (bool, String, Duration) {
+        match op {
+            "extract" => self.extract("app0", "dest"),
+            "cat" => self.cat("app0"),
+            "mount" => self.mount_read("app0"),
+            _ => self.weights(),
+        }
+    }
+
+    /// The reading operations this machine can run (mounts need /dev/fuse).
+    fn reads(&self) -> Vec<&'static str> {
+        let mut ops = vec!["extract", "cat", "weights"];
+        if fuse_available("faults: mount reads under injected faults") {
+            ops.push("mount");
+        }
+        ops
+    }
+
     /// `thaw weights load m --device cpu`, every tensor's digest checked when it succeeds.
     fn weights(&mut self) -> (bool, String, Duration) {
         let started = Instant::now();
@@ -187,15 +239,13 @@ fn transient_store_faults_are_retried_and_persistent_ones_name_the_object() {
         assert!(ok, "after {fault:?} during index: {out}");
         b.scenarios += 1;
     }
-    // Reading through GET faults on packs: extract, cat and weights load all come back whole.
+    // Reading through GET faults on packs: extract, cat, weights load and reads through a mount
+    // all come back whole.
+    let reads = b.reads();
     for fault in transient_faults() {
-        for op in ["extract", "cat", "weights"] {
+        for &op in &reads {
             b.proxy.inject(fault, "/packs/", 2);
-            let (ok, out, took) = match op {
-                "extract" => b.extract("app0", "dest"),
-                "cat" => b.cat("app0"),
-                _ => b.weights(),
-            };
+            let (ok, out, took) = b.op(op);
             let injected = b.proxy.clear();
             assert!(ok, "{fault:?} during {op}: {out}");
             assert!(injected >= 1, "{fault:?} during {op} was never injected");
@@ -203,29 +253,33 @@ fn transient_store_faults_are_retried_and_persistent_ones_name_the_object() {
             b.scenarios += 1;
         }
     }
-    // Faults that do not go away: the read fails, naming the pack, within the bounds.
+    // Faults that do not go away: the read fails, naming the pack, within the bounds (a mount's
+    // read fails with EIO and its log names the pack).
+    let failing: Vec<_> = reads
+        .iter()
+        .copied()
+        .filter(|op| ["cat", "mount"].contains(op))
+        .collect();
     for fault in transient_faults() {
-        b.proxy.inject(fault, "/packs/", usize::MAX);
-        let (ok, out, took) = b.cat("app0");
-        b.proxy.clear();
-        assert!(!ok, "{fault:?} for ever: cat succeeded");
-        assert!(
-            out.contains("packs/"),
-            "{fault:?} for ever: the error names no pack: {out}"
-        );
-        assert!(took < BOUND, "{fault:?} for ever took {took:?}");
-        b.scenarios += 1;
+        for &op in &failing {
+            b.proxy.inject(fault, "/packs/", usize::MAX);
+            let (ok, out, took) = b.op(op);
+            b.proxy.clear();
+            assert!(!ok, "{fault:?} for ever: {op} succeeded");
+            assert!(
+                out.contains("packs/"),
+                "{fault:?} for ever: the error of {op} names no pack: {out}"
+            );
+            assert!(took < BOUND, "{fault:?} for ever took {took:?} in {op}");
+            b.scenarios += 1;
+        }
     }
     // Flipped bytes are never served: one bad answer is read again; bad answers every time fail
     // naming the chunk and the pack.
     for times in [1, usize::MAX] {
-        for op in ["extract", "cat", "weights"] {
+        for &op in &reads {
             b.proxy.inject(Fault::FlipByte, "/packs/", times);
-            let (ok, out, _) = match op {
-                "extract" => b.extract("app0", "dest"),
-                "cat" => b.cat("app0"),
-                _ => b.weights(),
-            };
+            let (ok, out, _) = b.op(op);
             let injected = b.proxy.clear();
             assert!(injected >= 1, "no byte was flipped during {op}");
             if times == 1 {
