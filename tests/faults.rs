@@ -2,7 +2,9 @@
 //! fault-injecting proxy. Indexing (PUTs), extracting, reading one file, reading it through a
 //! lazy mount and loading weights (GETs of packs) either succeed with the right bytes, or, when the fault does not go away,
 //! fail within the configured bounds with an error naming the object. Never wrong bytes, never
-//! a hang. The scenarios and the bytes checked are counted and printed.
+//! a hang. A CRIU snapshot restored through the same faults either runs with its state or is
+//! refused, naming the object, before any process runs. The scenarios and the bytes checked are
+//! counted and printed.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::snapshot::{assert_restored, criu_available, kill_tree, system_python, Counter};
 
 /// Per-request timeout and retries the scenarios run with (a 10 s stall is past the timeout).
 const TIMEOUT_MS: &str = "2000";
@@ -71,10 +74,16 @@ impl Bench {
 
     /// Runs `thaw ARGS`: whether it succeeded, its output, and how long it took.
     fn run(&self, args: &[&str]) -> (bool, String, Duration) {
+        let (out, took) = self.output(args);
+        (out.status.success(), describe(&out), took)
+    }
+
+    /// Runs `thaw ARGS`: what it printed, and how long it took.
+    fn output(&self, args: &[&str]) -> (std::process::Output, Duration) {
         let started = Instant::now();
         let out = self.w.thaw().args(args).output().unwrap();
         assert_no_panic(&out);
-        (out.status.success(), describe(&out), started.elapsed())
+        (out, started.elapsed())
     }
 
     /// Extract of `tag`, checked against the source when it succeeds.
@@ -417,4 +426,59 @@ fn cache_server_restarts_under_reading_clients_fail_no_read() {
         failed, 0,
         "{failed} of {reads} reads failed across peer restarts"
     );
+}
+
+#[test]
+fn a_snapshot_restores_whole_through_store_faults_or_is_refused_naming_the_object() {
+    let test = "a_snapshot_restores_whole_through_store_faults_or_is_refused_naming_the_object";
+    if !criu_available(test) {
+        return;
+    }
+    let mut b = Bench::new();
+    let mut counter = Counter::start(&b.w, &system_python(), 16);
+    let pid = counter.child.id();
+    let (_, last_before) = counter.dump(&b.w, "counter");
+    let restore = |b: &Bench| {
+        let (out, took) = b.output(&["snapshot", "restore", "counter", "--json"]);
+        let pid = out.status.success().then(|| {
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            report["pid"].as_u64().unwrap() as u32
+        });
+        (pid, describe(&out), took)
+    };
+
+    // Transient faults and one flipped byte: the restored process runs on with its state.
+    let mut once: Vec<(Fault, usize)> = transient_faults().into_iter().map(|f| (f, 2)).collect();
+    once.push((Fault::FlipByte, 1));
+    for (fault, times) in once {
+        b.proxy.inject(fault, "/packs/", times);
+        let (restored, out, took) = restore(&b);
+        let injected = b.proxy.clear();
+        let restored = restored.unwrap_or_else(|| panic!("{fault:?} during restore: {out}"));
+        assert!(injected >= 1, "{fault:?} during restore was never injected");
+        assert!(took < BOUND, "{fault:?} during restore took {took:?}");
+        assert_restored(&counter, restored, pid, last_before);
+        kill_tree(restored);
+        b.scenarios += 1;
+    }
+    // Faults that stay: refused, naming the pack, and no process runs.
+    for fault in [Fault::Status(503), Fault::ResetMidBody, Fault::FlipByte] {
+        let counted = counter.counts().len();
+        b.proxy.inject(fault, "/packs/", usize::MAX);
+        let (restored, out, took) = restore(&b);
+        b.proxy.clear();
+        assert!(
+            restored.is_none(),
+            "{fault:?} for ever: the restore succeeded"
+        );
+        assert!(
+            out.contains("packs/"),
+            "{fault:?} for ever: the error names no pack: {out}"
+        );
+        assert!(took < BOUND, "{fault:?} for ever took {took:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(counter.counts().len(), counted, "{fault:?}: a process ran");
+        b.scenarios += 1;
+    }
+    eprintln!("snapshot restore fault scenarios: {}", b.scenarios);
 }

@@ -37,7 +37,7 @@ while True:
 "#;
 
 /// Whether real CRIU can run here; says SKIPPED otherwise.
-fn criu_available(test: &str) -> bool {
+pub(crate) fn criu_available(test: &str) -> bool {
     if !is_root() {
         thaw_sys::skip::skipped(test, "CRIU needs root");
         return false;
@@ -57,13 +57,13 @@ fn criu_available(test: &str) -> bool {
 }
 
 /// A running counter process, in its own session with no terminal and no pipes to the test.
-struct Counter {
-    child: Child,
+pub(crate) struct Counter {
+    pub(crate) child: Child,
     state: PathBuf,
 }
 
 impl Counter {
-    fn start(world: &World, python: &Path, mib: u32) -> Self {
+    pub(crate) fn start(world: &World, python: &Path, mib: u32) -> Self {
         let state = world.path("state");
         std::fs::create_dir_all(&state).unwrap();
         let script = world.path("counter.py");
@@ -78,7 +78,16 @@ impl Counter {
         counter
     }
 
-    fn counts(&self) -> Vec<u64> {
+    /// `thaw snapshot create --pid PID --tag TAG` (CRIU stops the process), then reaps it so its
+    /// pid is free for a restore. Returns what create printed and the last count before the dump.
+    pub(crate) fn dump(&mut self, world: &World, tag: &str) -> (String, u64) {
+        let pid = self.child.id().to_string();
+        let out = world.ok(&["snapshot", "create", "--pid", &pid, "--tag", tag]);
+        self.child.wait().unwrap();
+        (out, *self.counts().last().unwrap())
+    }
+
+    pub(crate) fn counts(&self) -> Vec<u64> {
         std::fs::read_to_string(self.state.join("counter.log"))
             .unwrap_or_default()
             .lines()
@@ -167,7 +176,7 @@ fn wait_for_file(path: &Path, limit: Duration) -> String {
 
 /// Kills a restored tree (root and children) and waits until its pids are free again (reaped
 /// by init: the restored root was detached from thaw), so the next restore can take them.
-fn kill_tree(pid: u32) {
+pub(crate) fn kill_tree(pid: u32) {
     let children = Command::new("pgrep")
         .args(["-P", &pid.to_string()])
         .output()
@@ -198,7 +207,7 @@ fn has_child(pid: u32) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn system_python() -> PathBuf {
+pub(crate) fn system_python() -> PathBuf {
     let out = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
@@ -208,7 +217,7 @@ fn system_python() -> PathBuf {
 
 /// Checks a restored counter: same pid, counting on from where the dump stopped it (not from
 /// 1), with its child, and its memory intact.
-fn assert_restored(counter: &Counter, pid: u32, dumped_pid: u32, last_before: u64) {
+pub(crate) fn assert_restored(counter: &Counter, pid: u32, dumped_pid: u32, last_before: u64) {
     assert_eq!(pid, dumped_pid, "CRIU restores the same pid");
     let already = counter.counts().len();
     counter.wait_for_count(already + 5);
@@ -235,18 +244,8 @@ fn a_snapshot_restores_with_its_state_from_a_clean_cache_extracted_and_lazily_mo
     let world = World::local();
     let mut counter = Counter::start(&world, &system_python(), 200);
     let pid = counter.child.id();
-    let out = world.ok(&[
-        "snapshot",
-        "create",
-        "--pid",
-        &pid.to_string(),
-        "--tag",
-        "counter",
-    ]);
+    let (out, last_before) = counter.dump(&world, "counter");
     assert_eq!(out.trim().len(), 64, "prints the manifest id: {out}");
-    // CRIU stopped the process; reap it so its pid is free for the restore.
-    counter.child.wait().unwrap();
-    let last_before = *counter.counts().last().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         *counter.counts().last().unwrap(),
@@ -322,15 +321,7 @@ fn corrupt_or_unrunnable_snapshots_are_refused_before_any_process_runs() {
     std::fs::copy(system_python(), &python).unwrap();
     let mut counter = Counter::start(&world, &python, 16);
     let pid = counter.child.id();
-    world.ok(&[
-        "snapshot",
-        "create",
-        "--pid",
-        &pid.to_string(),
-        "--tag",
-        "small",
-    ]);
-    counter.child.wait().unwrap();
+    counter.dump(&world, "small");
 
     // Its executable is gone: refused with the reason, and nothing runs.
     std::fs::rename(&python, world.path("python-moved")).unwrap();
