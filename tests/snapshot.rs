@@ -78,12 +78,22 @@ impl Counter {
         counter
     }
 
-    /// `thaw snapshot create --pid PID --tag TAG` (CRIU stops the process), then reaps it so its
-    /// pid is free for a restore. Returns what create printed and the last count before the dump.
+    /// `thaw snapshot create --pid PID --tag TAG` (CRIU ends the process tree), then waits until
+    /// its pids are free for a restore: the root reaped here, its child by init. Returns what
+    /// create printed and the last count before the dump.
     pub(crate) fn dump(&mut self, world: &World, tag: &str) -> (String, u64) {
-        let pid = self.child.id().to_string();
-        let out = world.ok(&["snapshot", "create", "--pid", &pid, "--tag", tag]);
+        let pid = self.child.id();
+        let children = children_of(pid);
+        let out = world.ok(&[
+            "snapshot",
+            "create",
+            "--pid",
+            &pid.to_string(),
+            "--tag",
+            tag,
+        ]);
         self.child.wait().unwrap();
+        wait_until_free(&children);
         (out, *self.counts().last().unwrap())
     }
 
@@ -177,24 +187,34 @@ fn wait_for_file(path: &Path, limit: Duration) -> String {
 /// Kills a restored tree (root and children) and waits until its pids are free again (reaped
 /// by init: the restored root was detached from thaw), so the next restore can take them.
 pub(crate) fn kill_tree(pid: u32) {
-    let children = Command::new("pgrep")
-        .args(["-P", &pid.to_string()])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let mut pids: Vec<i32> = children
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
+    let mut pids = children_of(pid);
     pids.push(pid as i32);
     for p in &pids {
         // SAFETY: kill(2) on pids the test restored.
         unsafe { libc::kill(*p, libc::SIGKILL) };
     }
+    wait_until_free(&pids);
+}
+
+/// The child processes of `pid`.
+fn children_of(pid: u32) -> Vec<i32> {
+    let children = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Waits (up to 30 s) until every pid of `pids` is gone and reaped, free for a restore.
+fn wait_until_free(pids: &[i32]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     for p in pids {
         while Path::new(&format!("/proc/{p}")).exists() {
-            assert!(Instant::now() < deadline, "restored pid {p} was not reaped");
+            assert!(Instant::now() < deadline, "pid {p} was not reaped");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

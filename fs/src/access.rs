@@ -28,6 +28,9 @@ pub(crate) trait ChunkAccess: Send + Sync + 'static {
     /// Whether the local disk cache holds this chunk already (background work skips it).
     fn is_cached(&self, chunk: &ChunkRef) -> bool;
 
+    /// The bytes readahead may have in flight across the volume's files (KiB permits).
+    fn readahead_budget(&self) -> std::sync::Arc<tokio::sync::Semaphore>;
+
     /// The verified bytes of several chunks at once, in order (prefetch, readahead): no
     /// first-read accounting.
     fn fetch_many(
@@ -103,6 +106,10 @@ pub(crate) mod fake {
 
         fn is_cached(&self, _chunk: &ChunkRef) -> bool {
             false
+        }
+
+        fn readahead_budget(&self) -> std::sync::Arc<tokio::sync::Semaphore> {
+            crate::read::readahead_budget()
         }
 
         fn chunk_ref(&self, index: u32) -> thaw_core::Result<ChunkRef> {

@@ -14,6 +14,14 @@ use crate::ReadError;
 const READAHEAD_MIN: u64 = 1 << 20;
 /// ...and doubles with each further sequential read up to this.
 const READAHEAD_MAX: u64 = 64 << 20;
+/// Chunk bytes the readahead of all files may have in flight at once (one full window): many
+/// files read in parallel share it instead of each holding its own window in memory.
+pub(crate) const READAHEAD_IN_FLIGHT: usize = 64 << 20;
+
+/// The readahead budget of a volume, in KiB permits ([`READAHEAD_IN_FLIGHT`]).
+pub(crate) fn readahead_budget() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(READAHEAD_IN_FLIGHT >> 10))
+}
 
 /// A regular file being read: its extents (parsed once) and its readahead state. One per inode,
 /// shared by every reader of the file.
@@ -136,6 +144,9 @@ impl FileReader {
             .iter()
             .filter(|e| !volume.was_read(e.chunk))
             .filter_map(|e| volume.chunk_ref(e.chunk).ok())
+            // What the disk cache holds is read when asked for: fetching it ahead would only
+            // copy it into memory (and push the chunks readers are using out of the memory tier).
+            .filter(|c| !volume.is_cached(c))
             .collect();
         chunks.dedup_by_key(|c| c.id);
         if chunks.is_empty() {
@@ -143,8 +154,20 @@ impl FileReader {
         }
         // One batch through the tiers: cache hits are skipped, the misses come in runs (one
         // ranged read per run of adjacent frames), every frame decodes on its own core.
+        // It waits for its share of the volume's readahead budget, and holds it until the
+        // chunks are in the caches.
+        let kib: u64 = chunks
+            .iter()
+            .map(|c| u64::from(c.raw_len))
+            .sum::<u64>()
+            .div_ceil(1024);
+        let budget = volume.readahead_budget();
+        let permits = (kib as u32).clamp(1, (READAHEAD_IN_FLIGHT >> 10) as u32);
         let volume = volume.clone();
         tokio::spawn(async move {
+            let Ok(_held) = budget.acquire_many_owned(permits).await else {
+                return;
+            };
             volume.fetch_many(&chunks).await;
         });
     }

@@ -65,6 +65,7 @@ pub struct Volume {
     open_ahead: OpenAhead,
     opening_fetches: AtomicBool,
     trace_sources: Mutex<Vec<TraceSource>>,
+    readahead_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Files whose parsed extents and readahead state are kept.
@@ -96,6 +97,7 @@ impl Volume {
             open_ahead: OpenAhead::default(),
             opening_fetches: AtomicBool::new(false),
             trace_sources: Mutex::new(Vec::new()),
+            readahead_budget: crate::read::readahead_budget(),
         }
     }
 
@@ -401,6 +403,10 @@ impl ChunkAccess for Volume {
         self.tiers
             .local_files()
             .is_some_and(|disk| disk.contains(&chunk.id))
+    }
+
+    fn readahead_budget(&self) -> Arc<tokio::sync::Semaphore> {
+        self.readahead_budget.clone()
     }
 
     async fn fetch_many(&self, chunks: &[ChunkRef]) -> Vec<thaw_core::Result<Bytes>> {

@@ -357,10 +357,18 @@ pub fn init_logging(verbose: u8) {
         .init();
 }
 
+/// Threads for blocking work (disk cache reads and writes, frame decoding) at most: a burst of
+/// parallel reads otherwise grows the pool to hundreds, each thread's stack resident.
+const BLOCKING_THREADS: usize = 64;
+/// How long an idle blocking thread stays before it exits (giving its stack back).
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()
         .context("starting the async runtime")?;
     let global = &cli.global.resolve()?;

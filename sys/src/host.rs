@@ -48,9 +48,89 @@ pub fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_allocator() {}
 
+/// Hands memory the allocator keeps for reuse back to the kernel (glibc's `malloc_trim`).
+///
+/// [`tune_allocator`] has glibc keep up to 512 MiB of freed chunk buffers per arena, which a
+/// burst of reads fills; a long-running daemon calls this once it goes idle, so what it holds
+/// between bursts is what it uses.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free pages of the heap to the kernel.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Does nothing where the allocator is not glibc's.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_free_memory() {}
+
+/// Calls [`release_free_memory`] each time `activity` (a count of work done: reads, requests)
+/// stops changing for `quiet`, once per quiet spell. Runs until the task is dropped.
+pub async fn release_memory_when_idle(activity: impl Fn() -> u64, quiet: std::time::Duration) {
+    on_each_quiet_spell(activity, quiet, release_free_memory).await
+}
+
+/// Calls `then` once each time `activity` has not changed for `quiet`.
+async fn on_each_quiet_spell(
+    activity: impl Fn() -> u64,
+    quiet: std::time::Duration,
+    then: impl Fn(),
+) {
+    let mut last = activity();
+    let mut done = true;
+    loop {
+        tokio::time::sleep(quiet).await;
+        let now = activity();
+        if now != last {
+            (last, done) = (now, false);
+        } else if !done {
+            then();
+            done = true;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_released_once_per_quiet_spell_and_never_while_busy() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let work = Arc::new(AtomicU64::new(0));
+        let released = Arc::new(AtomicU64::new(0));
+        let (seen, count) = (work.clone(), released.clone());
+        let quiet = std::time::Duration::from_secs(2);
+        let task = tokio::spawn(async move {
+            on_each_quiet_spell(
+                move || seen.load(Ordering::Relaxed),
+                quiet,
+                move || {
+                    count.fetch_add(1, Ordering::Relaxed);
+                },
+            )
+            .await
+        });
+        let busy = |ticks: u32| {
+            let work = work.clone();
+            async move {
+                for _ in 0..ticks {
+                    work.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(quiet / 2).await;
+                }
+            }
+        };
+        tokio::time::sleep(quiet * 3).await;
+        assert_eq!(released.load(Ordering::Relaxed), 0, "nothing was done yet");
+        busy(10).await;
+        assert_eq!(released.load(Ordering::Relaxed), 0, "released while busy");
+        tokio::time::sleep(quiet * 5).await;
+        assert_eq!(released.load(Ordering::Relaxed), 1, "once per quiet spell");
+        busy(4).await;
+        tokio::time::sleep(quiet * 5).await;
+        assert_eq!(released.load(Ordering::Relaxed), 2, "again after more work");
+        task.abort();
+    }
 
     #[test]
     fn this_host_has_a_kernel_and_memory() {

@@ -159,20 +159,15 @@ impl TieredStore {
     }
 
     /// [`TieredStore::get`], also saying which tier answered.
+    ///
+    /// Cache reads are single-flight too: readers of one chunk at once (the kernel sends several
+    /// reads of a file together, each a slice of one chunk) share one disk read and one buffer
+    /// instead of each reading the whole chunk.
     pub async fn fetch(&self, chunk: &ChunkRef) -> Result<Fetched> {
-        if let Some(hit) = self.get_cached(chunk).await {
-            return Ok(hit);
-        }
         let (flight, joined) = {
             let mut in_flight = self.inner.in_flight.lock().expect("single-flight lock");
             match in_flight.get(&chunk.id) {
-                Some(flight) => {
-                    self.inner
-                        .counters
-                        .single_flight_joins
-                        .fetch_add(1, Ordering::Relaxed);
-                    (flight.clone(), true)
-                }
+                Some(flight) => (flight.clone(), true),
                 None => {
                     let inner = self.inner.clone();
                     let chunk = *chunk;
@@ -193,6 +188,13 @@ impl TieredStore {
             }
         };
         let (bytes, served) = flight.await.map_err(Error::Shared)?;
+        if joined && !matches!(served, Served::Cache(_)) {
+            // (A join of a cache read saved a disk read, not a fetch.)
+            self.inner
+                .counters
+                .single_flight_joins
+                .fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Fetched {
             bytes,
             served,
@@ -367,9 +369,10 @@ impl Inner {
             .map(|bytes| (bytes, Served::Origin))
     }
 
-    /// Inside a new flight: the caches once more, then the peers. A flight for the same chunk
-    /// may have ended between the reader's cache check and its registering this one; it filled
-    /// the caches before it ended, so this finds its bytes instead of fetching them again.
+    /// Inside a new flight: the caches, then the peers. (For [`TieredStore::get_many`], which
+    /// reads the caches before it registers flights, this is a second look: a flight for the
+    /// same chunk may have ended in between, filling the caches, and its bytes are found here
+    /// instead of fetched again.)
     async fn recheck_then_peers(&self, chunk: &ChunkRef) -> Option<(Bytes, Served)> {
         if let Some((bytes, tier)) = self.read_caches(chunk).await {
             return Some((bytes, Served::Cache(tier)));
