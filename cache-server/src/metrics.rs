@@ -77,6 +77,8 @@ pub struct ServerMetrics {
     pub rejected: Family<RejectLabels, Counter>,
     /// Requests being served now.
     pub in_flight: Gauge,
+    /// Requests admitted (past the token check and the limits), all routes.
+    pub admitted: Counter,
 }
 
 impl Default for ServerMetrics {
@@ -88,6 +90,7 @@ impl Default for ServerMetrics {
             store_fetch_seconds: seconds_histogram(),
             rejected: Family::default(),
             in_flight: Gauge::default(),
+            admitted: Counter::default(),
         }
     }
 }
@@ -114,6 +117,11 @@ impl ServerMetrics {
         );
         sub.register("rejected", "Requests refused", self.rejected.clone());
         sub.register("in_flight", "Requests being served", self.in_flight.clone());
+        sub.register(
+            "admitted",
+            "Requests admitted past the token check and the limits",
+            self.admitted.clone(),
+        );
     }
 
     /// Counts a refusal.
