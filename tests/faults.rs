@@ -1,10 +1,10 @@
 //! Injected faults, nothing lost: thaw against a real S3-compatible server (moto) behind a
 //! fault-injecting proxy. Indexing (PUTs), extracting, reading one file, reading it through a
-//! lazy mount and loading weights (GETs of packs) either succeed with the right bytes, or, when the fault does not go away,
-//! fail within the configured bounds with an error naming the object. Never wrong bytes, never
-//! a hang. A CRIU snapshot restored through the same faults either runs with its state or is
-//! refused, naming the object, before any process runs. The scenarios and the bytes checked are
-//! counted and printed.
+//! lazy mount and loading weights (GETs of packs) either succeed with the right bytes, or, when
+//! the fault does not go away, fail within the configured bounds with an error naming the
+//! object. Never wrong bytes, never a hang. A CRIU snapshot restored through the same faults
+//! either runs with its state or is refused, naming the object, before any process runs. The
+//! scenarios and the bytes checked are counted and printed.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -109,9 +109,7 @@ impl Bench {
             .unwrap();
         assert_no_panic(&out);
         if out.status.success() {
-            let expected = fs::read(self.src.join("big.bin")).unwrap();
-            assert!(out.stdout == expected, "cat returned wrong bytes");
-            self.bytes_checked += expected.len() as u64;
+            self.check_big_file(&out.stdout, "cat");
         }
         (out.status.success(), describe(&out), started.elapsed())
     }
@@ -140,13 +138,18 @@ impl Bench {
         let log = fs::read_to_string(&log).unwrap_or_default();
         match read {
             Ok(bytes) => {
-                let expected = fs::read(self.src.join("big.bin")).unwrap();
-                assert!(bytes == expected, "the mount returned wrong bytes");
-                self.bytes_checked += expected.len() as u64;
+                self.check_big_file(&bytes, "the mount");
                 (true, log, took)
             }
             Err(e) => (false, format!("read: {e}\nthe mount's log:\n{log}"), took),
         }
+    }
+
+    /// Asserts `bytes` (what `via` returned) are the source's /big.bin, and counts them.
+    fn check_big_file(&mut self, bytes: &[u8], via: &str) {
+        let expected = fs::read(self.src.join("big.bin")).unwrap();
+        assert!(bytes == expected, "{via} returned wrong bytes");
+        self.bytes_checked += expected.len() as u64;
     }
 
     /// Runs `op` (extract, cat, weights, mount).

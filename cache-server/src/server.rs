@@ -69,8 +69,6 @@ const TLS_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How often the disk cache's newest chunks are made durable.
 pub const DISK_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
-/// How long the server's requests pause before it hands freed memory back to the kernel.
-const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 /// How long a request may wait for its turn before it is answered 503.
 pub const ADMISSION_WAIT: Duration = Duration::from_secs(1);
@@ -245,10 +243,9 @@ impl CacheServer {
         });
         // Between bursts of requests the server gives back the buffers the allocator kept.
         let metrics = self.shared.metrics.clone();
-        let releaser = tokio::spawn(thaw_sys::host::release_memory_when_idle(
-            move || metrics.admitted.get(),
-            IDLE_RELEASE,
-        ));
+        let releaser = tokio::spawn(thaw_sys::host::release_memory_when_idle(move || {
+            metrics.admitted.get()
+        }));
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = match &self.tls {
             None => {

@@ -184,9 +184,6 @@ fn widen_kernel_readahead(mountpoint: &Path) {
     }
 }
 
-/// How long a mount's reads pause before it hands freed memory back to the kernel.
-const IDLE_RELEASE: Duration = Duration::from_secs(2);
-
 /// Binds the control socket, replacing a stale one left by a daemon that died.
 async fn bind_control(
     runtime_dir: &Path,
@@ -455,7 +452,6 @@ pub async fn run(
     let reads = volume.clone();
     let _release = AbortOnDrop(tokio::spawn(thaw_sys::host::release_memory_when_idle(
         move || reads.metrics.reads.get(),
-        IDLE_RELEASE,
     )));
 
     let metrics = match options.metrics_addr {

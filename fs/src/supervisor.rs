@@ -9,8 +9,8 @@
 //! has its unanswered requests queued again and starts a new worker from the program on disk
 //! (an upgrade), or from its own image when that one does not start: readers see no error
 //! either way, only a pause. Workers that keep dying as they start end the mount (detached,
-//! so readers get errors instead of waiting for ever). It ends when the mount does (`thaw umount`, `umount`,
-//! SIGTERM forwarded to the worker).
+//! so readers get errors instead of waiting for ever). It ends when the mount does (`thaw
+//! umount`, `umount`, SIGTERM forwarded to the worker).
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd};

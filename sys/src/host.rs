@@ -63,10 +63,13 @@ pub fn release_free_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn release_free_memory() {}
 
+/// How long a daemon's work pauses before [`release_memory_when_idle`] gives memory back.
+pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Calls [`release_free_memory`] each time `activity` (a count of work done: reads, requests)
-/// stops changing for `quiet`, once per quiet spell. Runs until the task is dropped.
-pub async fn release_memory_when_idle(activity: impl Fn() -> u64, quiet: std::time::Duration) {
-    on_each_quiet_spell(activity, quiet, release_free_memory).await
+/// stops changing for [`IDLE_RELEASE`], once per quiet spell. Runs until the task is dropped.
+pub async fn release_memory_when_idle(activity: impl Fn() -> u64) {
+    on_each_quiet_spell(activity, IDLE_RELEASE, release_free_memory).await
 }
 
 /// Calls `then` once each time `activity` has not changed for `quiet`.
