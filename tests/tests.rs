@@ -10,6 +10,7 @@ mod bad_input;
 mod bench;
 mod cache;
 mod cluster;
+mod container_snapshot;
 mod containerd;
 mod faults;
 mod first_start;

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod checkpoint;
 pub mod chroot;
 pub mod image;
 pub mod logs;
@@ -62,6 +63,16 @@ pub enum ContainerError {
     /// A mount or unmount failed.
     #[error(transparent)]
     Mount(#[from] thaw_sys::MountError),
+    /// The runtime's checkpoint or restore failed.
+    #[error("{action} of container {id} failed: {output}")]
+    Checkpoint {
+        /// `checkpoint` or `restore`.
+        action: &'static str,
+        /// The container.
+        id: String,
+        /// The runtime's error output and the end of CRIU's log.
+        output: String,
+    },
     /// The process ended before it was ready.
     #[error("{what} {ended} before it was ready ({readiness}): {output}")]
     EndedBeforeReady {

@@ -49,11 +49,26 @@ impl Runtime {
         &self.path
     }
 
-    fn command(&self) -> tokio::process::Command {
+    /// The first line of its `--version` (its name and version), else its path.
+    pub fn version(&self) -> String {
+        std::process::Command::new(&self.path)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
+
+    pub(crate) fn command(&self) -> tokio::process::Command {
         tokio::process::Command::new(&self.path)
     }
 
-    fn spawn_error(&self) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+    pub(crate) fn spawn_error(&self) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
         move |source| ContainerError::Spawn {
             program: self.path.display().to_string(),
             source,

@@ -30,6 +30,9 @@ pub struct ExtractOptions {
     pub concurrency: usize,
     /// Restore owners (needs root; defaults to "running as root").
     pub restore_owners: bool,
+    /// Extract only this directory of the tree (a path such as `upper`), as the destination's
+    /// root; the whole tree when `None`.
+    pub subtree: Option<String>,
 }
 
 impl Default for ExtractOptions {
@@ -38,6 +41,7 @@ impl Default for ExtractOptions {
             concurrency: 16,
             // SAFETY: geteuid has no preconditions.
             restore_owners: unsafe { libc::geteuid() } == 0,
+            subtree: None,
         }
     }
 }
@@ -57,6 +61,27 @@ fn os_path(root: &Path, rel: &[u8]) -> PathBuf {
     } else {
         root.join(OsStr::from_bytes(rel))
     }
+}
+
+/// The entries of `nodes` (a walk, root first) under directory `dir`, re-rooted there; `None`
+/// when `dir` is not a directory of the walk.
+fn subtree(nodes: Vec<(Vec<u8>, Inode)>, dir: &str) -> Option<Vec<(Vec<u8>, Inode)>> {
+    let dir = dir.trim_matches('/').as_bytes();
+    let found = nodes
+        .iter()
+        .any(|(rel, inode)| rel == dir && inode.kind == FileKind::Directory);
+    found.then(|| {
+        nodes
+            .into_iter()
+            .filter_map(|(rel, inode)| {
+                if rel == dir {
+                    return Some((Vec::new(), inode));
+                }
+                let rest = rel.strip_prefix(dir)?.strip_prefix(b"/")?;
+                Some((rest.to_vec(), inode))
+            })
+            .collect()
+    })
 }
 
 fn cstring(path: &Path) -> Result<CString, IndexError> {
@@ -270,7 +295,13 @@ pub async fn extract(
     progress: Arc<dyn Progress>,
 ) -> Result<ExtractReport, IndexError> {
     prepare_destination(dest)?;
-    let nodes = manifest.walk()?;
+    let nodes = match &options.subtree {
+        None => manifest.walk()?,
+        Some(dir) => subtree(manifest.walk()?, dir).ok_or_else(|| IndexError::Unsupported {
+            path: dest.to_path_buf(),
+            reason: format!("the tree has no directory {dir:?} to extract"),
+        })?,
+    };
     let mut report = ExtractReport {
         entries: nodes.len() as u64,
         bytes: 0,

@@ -222,16 +222,7 @@ impl Criu {
         }
         let log_path = work_dir.join(format!("{action}.log"));
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let errors: Vec<&str> = log
-            .lines()
-            .filter(|l| l.starts_with("Error") || l.contains("Error ("))
-            .collect();
-        let shown = if errors.is_empty() {
-            let lines: Vec<&str> = log.lines().collect();
-            lines[lines.len().saturating_sub(15)..].join("\n")
-        } else {
-            errors[errors.len().saturating_sub(15)..].join("\n")
-        };
+        let shown = thaw_sys::process::log_errors(&log, 15);
         Err(SnapshotError::CriuFailed {
             action,
             status: out.status.to_string(),

@@ -65,8 +65,8 @@ pub enum SnapshotError {
         /// The `CUresult`.
         code: i32,
     },
-    /// The store of image folders failed.
-    #[error("snapshot {name}: {source}")]
+    /// The store of image folders failed (its error is this one's source, shown after it).
+    #[error("snapshot {name}")]
     Images {
         /// The snapshot.
         name: String,

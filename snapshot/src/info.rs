@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::criu::{Criu, Version};
-use crate::{host, Result, SnapshotError};
+use crate::criu::Criu;
+use crate::host::HostFacts;
+use crate::{Result, SnapshotError};
 
 /// Name of the record inside the image folder.
 pub const INFO_FILE: &str = "thaw-snapshot.json";
@@ -23,12 +24,9 @@ pub struct SnapshotInfo {
     pub pid: u32,
     /// When the dump finished, seconds since the epoch.
     pub created_unix: u64,
-    /// The CRIU that made it.
-    pub criu_version: String,
-    /// The kernel it ran on.
-    pub kernel: String,
-    /// The CPU flags of that host (a restored process may use any of them).
-    pub cpu_flags: Vec<String>,
+    /// The CRIU, kernel and CPU flags of the host that made it.
+    #[serde(flatten)]
+    pub host: HostFacts,
     /// The process's executable: it must exist at the same path to restore.
     pub exe: PathBuf,
     /// Its working directory, likewise.
@@ -102,6 +100,10 @@ pub struct SnapshotSummary {
     pub bytes: u64,
     /// The criu version that took it.
     pub criu: String,
+    /// For a container snapshot, the image the container ran (its pid is then 0: a restore
+    /// gives it a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl SnapshotSummary {
@@ -115,7 +117,8 @@ impl SnapshotSummary {
             exe: info.exe.clone(),
             cmdline: info.cmdline.join(" "),
             bytes,
-            criu: info.criu_version.clone(),
+            criu: info.host.criu_version.clone(),
+            image: None,
         }
     }
 }
@@ -160,9 +163,7 @@ impl SnapshotInfo {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
-            criu_version: criu.version().to_string(),
-            kernel: host::kernel_release()?,
-            cpu_flags: host::cpu_flags()?.into_iter().collect(),
+            host: HostFacts::capture(criu)?,
             exe,
             cwd,
             cmdline,
@@ -195,9 +196,7 @@ impl SnapshotInfo {
                 info.format
             )));
         }
-        info.criu_version
-            .parse::<Version>()
-            .map_err(|e| bad(format!("criu_version: {e}")))?;
+        info.host.validate(origin)?;
         Ok(info)
     }
 
@@ -205,29 +204,11 @@ impl SnapshotInfo {
     /// that dumped it, every CPU feature the process may use, and its executable and working
     /// directory present.
     pub fn check_host(&self, name: &str, criu: &Criu, host_flags: &BTreeSet<String>) -> Result<()> {
+        self.host.check(name, criu, host_flags)?;
         let refuse = |reason: String| SnapshotError::Incompatible {
             name: name.to_string(),
             reason,
         };
-        let made_by: Version = self.criu_version.parse().map_err(|e: String| refuse(e))?;
-        if (criu.version().major, criu.version().minor) < (made_by.major, made_by.minor) {
-            return Err(refuse(format!(
-                "it was dumped by criu {made_by} and this host has criu {}",
-                criu.version()
-            )));
-        }
-        let missing: Vec<&str> = self
-            .cpu_flags
-            .iter()
-            .filter(|f| host::relevant(f) && !host_flags.contains(*f))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            return Err(refuse(format!(
-                "this CPU lacks features the snapshot's host had: {}",
-                missing.join(" ")
-            )));
-        }
         for (what, path) in [("executable", &self.exe), ("working directory", &self.cwd)] {
             if !path.exists() {
                 let hint = match &self.rootfs {
@@ -275,9 +256,11 @@ mod tests {
             format: INFO_FORMAT.into(),
             pid: 42,
             created_unix: 1,
-            criu_version: "4.1.1".into(),
-            kernel: "6.18".into(),
-            cpu_flags: vec!["fpu".into(), "avx2".into(), "hypervisor".into()],
+            host: HostFacts {
+                criu_version: "4.1.1".into(),
+                kernel: "6.18".into(),
+                cpu_flags: vec!["fpu".into(), "avx2".into(), "hypervisor".into()],
+            },
             exe: "/bin/sh".into(),
             cwd: "/".into(),
             cmdline: vec!["sh".into()],
@@ -322,7 +305,7 @@ mod tests {
             .to_string();
         assert!(err.contains("avx2") && !err.contains("hypervisor"), "{err}");
         let mut newer = info.clone();
-        newer.criu_version = "4.2".into();
+        newer.host.criu_version = "4.2".into();
         let err = newer
             .check_host("s", &criu("4.1.1"), &flags)
             .unwrap_err()

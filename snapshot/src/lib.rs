@@ -14,9 +14,12 @@ pub mod cuda;
 pub mod error;
 pub mod host;
 pub mod info;
+pub mod lazy_pages;
 pub mod lifecycle;
 
 pub use criu::{Criu, DumpRequest, RestoreRequest};
 pub use error::{Result, SnapshotError};
+pub use host::HostFacts;
 pub use info::{RootfsMount, SnapshotInfo, SnapshotSummary, INFO_FILE};
+pub use lazy_pages::LazyPages;
 pub use lifecycle::{FetchedBytes, FetchedImages, ImageStore, RestoreReport};

@@ -12,6 +12,8 @@ use thaw_core::tier::TieredStore;
 use thaw_fs::daemon::DaemonMount;
 use thaw_indexer::extract::{copy_file_to, extract, ExtractOptions};
 use thaw_indexer::{index_tree, IndexOptions, SourceKind};
+use thaw_replica::record::{ContainerRecord, RECORD_FILE};
+use thaw_replica::SNAPSHOT_TAG_PREFIX;
 use thaw_snapshot::lifecycle::{self, CreateOptions, StoreError, Stored};
 use thaw_snapshot::{
     Criu, FetchedBytes, FetchedImages, ImageStore, SnapshotInfo, SnapshotSummary, INFO_FILE,
@@ -19,9 +21,6 @@ use thaw_snapshot::{
 
 use super::progress::Bar;
 use super::GlobalOptions;
-
-/// Tags of snapshots live under this prefix.
-pub const SNAPSHOT_TAG_PREFIX: &str = "snapshot/";
 
 /// `thaw snapshot ...`.
 #[derive(Subcommand, Debug)]
@@ -114,7 +113,7 @@ pub fn run(
 }
 
 fn tag_of(name: &str) -> String {
-    format!("{SNAPSHOT_TAG_PREFIX}{name}")
+    thaw_replica::snapshot_tag(name)
 }
 
 /// A scratch directory (removed on drop) in `parent`, else the system temp dir.
@@ -262,6 +261,9 @@ async fn read_info(
         .await
         .with_context(|| format!("no snapshot named {name}"))?;
     let Some(inode) = manifest.lookup(INFO_FILE)? else {
+        if manifest.lookup(RECORD_FILE)?.is_some() {
+            bail!("it is a container snapshot: `thaw run --from-snapshot {name}`");
+        }
         bail!("{name} is not a thaw snapshot: it has no {INFO_FILE}");
     };
     let mut bytes = Vec::new();
@@ -305,18 +307,24 @@ async fn ls(global: &GlobalOptions, args: LsArgs) -> anyhow::Result<ExitCode> {
         let Some(name) = tag.strip_prefix(SNAPSHOT_TAG_PREFIX) else {
             continue;
         };
-        let (manifest, _, info) = read_info(&tiers, &store, name).await?;
+        let (manifest, map) = store.open_manifest(&tag).await?;
         let bytes = manifest
             .chunks()?
             .iter()
             .map(|c| u64::from(c.raw_len))
             .sum();
-        rows.push(SnapshotSummary::new(
-            name,
-            manifest_id.to_hex(),
-            bytes,
-            &info,
-        ));
+        let id = manifest_id.to_hex();
+        rows.push(match manifest.lookup(RECORD_FILE)? {
+            Some(inode) => {
+                let mut text = Vec::new();
+                copy_file_to(&tiers, &manifest, &map, &inode, &mut text).await?;
+                let record = ContainerRecord::parse(&text, &format!("{tag}/{RECORD_FILE}"))?;
+                record.summary(name, id, bytes)
+            }
+            None => {
+                SnapshotSummary::new(name, id, bytes, &read_info(&tiers, &store, name).await?.2)
+            }
+        });
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -328,9 +336,16 @@ async fn ls(global: &GlobalOptions, args: LsArgs) -> anyhow::Result<ExitCode> {
     );
     for r in &rows {
         let size = bytesize::ByteSize(r.bytes).to_string();
+        let (pid, command) = match &r.image {
+            Some(image) => (
+                "-".to_string(),
+                format!("container of {image}: {}", r.cmdline),
+            ),
+            None => (r.pid.to_string(), r.cmdline.clone()),
+        };
         println!(
-            "{:<24} {:>8} {size:>10} {:>6}  {}",
-            r.name, r.pid, r.criu, r.cmdline
+            "{:<24} {pid:>8} {size:>10} {:>6}  {command}",
+            r.name, r.criu
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -80,3 +80,33 @@ mod tests {
         assert!(wait_gone(pid, Duration::from_secs(5)).await);
     }
 }
+
+/// What to show of a tool's log when it failed (CRIU's, or a runtime's checkpoint log, whose
+/// error lines start with `Error`): its last `lines` error lines, else its last `lines` lines.
+pub fn log_errors(log: &str, lines: usize) -> String {
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("Error") || l.contains("Error ("))
+        .collect();
+    let shown = match errors.is_empty() {
+        true => log.lines().collect(),
+        false => errors,
+    };
+    shown[shown.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::log_errors;
+
+    #[test]
+    fn a_log_shows_its_errors_else_its_end() {
+        let log = "(0.1) start\nError (criu/x.c:1): bad\n(0.2) more\n(0.3) Error (y.c:2): worse\n";
+        assert_eq!(
+            log_errors(log, 15),
+            "Error (criu/x.c:1): bad\n(0.3) Error (y.c:2): worse"
+        );
+        assert_eq!(log_errors("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(log_errors("", 2), "");
+    }
+}

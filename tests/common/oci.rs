@@ -197,3 +197,64 @@ pub fn copy_with_libraries(binary: &str, rootfs: &Path) {
         fs::copy(&real, &dest).unwrap();
     }
 }
+
+/// The host's Python (Debian's /usr/bin/python3 where present: an interpreter whose standard
+/// library lives in one directory) copied into `rootfs` at the same paths: the interpreter, its
+/// standard library without tests, packages and the larger unused parts, the extension modules
+/// and every shared library they load. Returns the interpreter's path.
+pub fn copy_python(rootfs: &Path) -> String {
+    let python = match Path::new("/usr/bin/python3").exists() {
+        true => "/usr/bin/python3",
+        false => "python3",
+    };
+    let paths = run_tool(
+        python,
+        &[
+            "-c",
+            "import os, sys, sysconfig; print(os.path.realpath(sys.executable)); \
+             print(sysconfig.get_paths()['stdlib']); print(sysconfig.get_config_var('DESTSHARED'))",
+        ],
+    );
+    let mut lines = paths.lines();
+    let (exe, stdlib, dynload) = (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    );
+    copy_with_libraries(&exe, rootfs);
+    let dest = rootfs.join(stdlib.trim_start_matches('/'));
+    fs::create_dir_all(&dest).unwrap();
+    let excluded = [
+        "test",
+        "site-packages",
+        "dist-packages",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "ensurepip",
+        "lib2to3",
+        "config-*",
+        "pydoc_data",
+        "__pycache__",
+        "distutils",
+        "sqlite3",
+        "curses",
+        "dbm",
+    ];
+    let mut script = format!("tar -C {stdlib} -cf -");
+    for name in excluded {
+        script.push_str(&format!(" --exclude='./{name}' --exclude='{name}'"));
+    }
+    script.push_str(&format!(" . | tar -C {} -xf -", dest.display()));
+    run_tool("sh", &["-c", &script]);
+    for entry in fs::read_dir(&dynload).unwrap().flatten() {
+        copy_with_libraries(&entry.path().display().to_string(), rootfs);
+    }
+    let bin = rootfs.join("usr/bin");
+    fs::create_dir_all(&bin).unwrap();
+    let link = bin.join("python3");
+    if fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(&exe, &link).unwrap();
+    }
+    exe
+}

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use thaw_container::chroot::{self, ChrootProcess};
 use thaw_container::image::resolve_user;
 use thaw_container::logs::RunLogs;
@@ -93,23 +93,7 @@ pub struct Snapshot {
 
 /// Copies a directory tree with its metadata (`cp -a`).
 async fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let _ = std::fs::remove_dir_all(to);
-    let out = tokio::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .output()
-        .await
-        .context("running cp")?;
-    if !out.status.success() {
-        bail!(
-            "copying {} to {}: {}",
-            from.display(),
-            to.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    Ok(thaw_sys::tree::copy_tree(from, to).await?)
 }
 
 /// A restored process tree (it leads its own session and process group), killed on drop.
