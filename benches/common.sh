@@ -59,6 +59,24 @@ python_root() {
   echo 'root:x:0:0::/root:/bin/sh' > "$root/etc/passwd"
 }
 
+# system_python_root ROOT: Debian's /usr/bin/python3 under ROOT at the same paths: the
+# interpreter, its standard library without tests, packages and the larger unused parts, the
+# extension modules and the shared libraries they load; /usr/bin/python3 and a passwd file.
+system_python_root() {
+  local root=$1 exe stdlib dynload lib
+  read -r exe stdlib dynload < <(/usr/bin/python3 -c 'import os, sys, sysconfig; print(os.path.realpath(sys.executable), sysconfig.get_paths()["stdlib"], sysconfig.get_config_var("DESTSHARED"))')
+  mkdir -p "$root$stdlib" "$root/usr/bin" "$root/etc" "$root/tmp"
+  tar -C "$stdlib" --exclude=./test --exclude=site-packages --exclude=dist-packages --exclude=idlelib \
+    --exclude=tkinter --exclude=turtledemo --exclude=ensurepip --exclude=lib2to3 --exclude='./config-*' \
+    --exclude=__pycache__ -cf - . | tar -C "$root$stdlib" -xf -
+  for lib in $( { echo "$exe"; ls "$dynload"/*.so; } | xargs ldd 2>/dev/null | awk '/=> \// {print $3}' | sort -u) "$exe"; do
+    mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"
+  done
+  mkdir -p "$root/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+  ln -sf "$exe" "$root/usr/bin/python3"
+  echo 'root:x:0:0::/root:/bin/sh' > "$root/etc/passwd"
+}
+
 # host_libraries ROOT DIR...: copies into ROOT, at their host paths, the shared libraries that
 # the interpreter and every *.so under DIR... load (ldd), except those found under $PYTHON_PREFIX
 # or the DIRs themselves, plus the dynamic loader.

@@ -1,8 +1,9 @@
 //! thaw-container: running an indexed image's process. It owns the runtime spec built from the
 //! image config ([`image`], [`spec`]), finding and driving the OCI runtime (crun or runc:
-//! [`runtime`]), the root a container runs in (a writable overlay over the mounted image, with
-//! /proc and /dev inside when a process runs there without a runtime: [`rootfs`]), and one
-//! readiness poll (exit, file or URL: [`readiness`]).
+//! [`runtime`]), a container as a foreground handle the runtime can checkpoint and restore with
+//! CRIU ([`checkpoint`]), the root a container runs in (a writable overlay over the mounted
+//! image, with /proc and /dev inside when a process runs there without a runtime: [`rootfs`]),
+//! and one readiness poll (exit, file or URL: [`readiness`]).
 //!
 //! It does not mount images (thaw-fs does; the binary hands this crate the mounted directory)
 //! and does not read the store beyond the manifest it is given.
