@@ -15,7 +15,9 @@
 #
 #   benches/coldstart.sh     needs root, docker-registry, umoci, skopeo, runc, criu (scripts/setup)
 # Env: RUNS (default 3), BENCH_DIR, STORE_LATENCY_MS (e.g. 20: a remote object store),
-#      PACKAGES (extra pip packages for layer 2), PYTHON_PREFIX (default: python3's).
+#      PACKAGES (extra pip packages for layer 2), PYTHON_PREFIX (default: python3's),
+#      PATHS (comma-separated paths of `thaw bench coldstart --paths`, default all),
+#      WHOLE_MEMORY=1 (the snapshot path restores all memory first: --no-lazy-pages).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 [ "$can_drop" = yes ] || { echo "benches/coldstart.sh needs root" >&2; exit 1; }
@@ -152,7 +154,7 @@ latency=()
 result="$work/coldstart${STORE_LATENCY_MS:+-${STORE_LATENCY_MS}ms}.json"
 "$THAW" bench coldstart "docker://$registry_addr/bench/server:latest" --insecure \
   --ready-url "http://127.0.0.1:$PORT/ready" --expect-output "ready on $PORT" \
-  --runs "$RUNS" "${latency[@]}" --work-dir "$work/bench" \
+  --runs "$RUNS" "${latency[@]}" ${PATHS:+--paths "$PATHS"} ${WHOLE_MEMORY:+--no-lazy-pages} --work-dir "$work/bench" \
   --save-json "$result" --plot "${result%.json}.svg"
 # How much of the naive unpack is umoci's own cost: a plain `tar -xzf` of every layer (no whiteout
 # handling, no mtree) is the least any runtime's unpack can take.

@@ -30,7 +30,8 @@ if [ ! -e "$layout/.complete" ]; then
   system_python_root "$work/bundle/rootfs"
   mkdir -p "$work/bundle/rootfs/app"
   cat > "$work/bundle/rootfs/app/server.py" <<'PY'
-import http.server, os, random
+import http.server, os, random, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 ignores signals it does not handle
 mib, port = int(os.environ["MIB"]), int(os.environ["PORT"])
 generator, mem = random.Random(7), bytearray()
 for _ in range(mib):  # randbytes takes at most 256 MiB at once
@@ -73,8 +74,9 @@ restore() {
   [ "$2" = whole ] && flags=(--no-lazy-pages)
   rm -rf "$node"; drop_page_cache
   t0=$(now)
-  THAW_STORE_READ_LATENCY_MS=$LATENCY on_node "$node" "$THAW" run --from-snapshot "$1" "${flags[@]}" \
-    > /dev/null 2> "$node.log" &
+  # env, not on_node: $! must be thaw itself for the kill below.
+  env THAW_STORE_READ_LATENCY_MS="$LATENCY" THAW_CACHE_DIR="$node/cache" THAW_RUNTIME_DIR="$node/run" \
+    "$THAW" run --from-snapshot "$1" "${flags[@]}" > /dev/null 2> "$node.log" &
   pid=$!
   until curl -fs -m 30 "http://127.0.0.1:$PORT/work" > /dev/null; do
     kill -0 $pid 2>/dev/null || { echo "restore of $1 ($2) failed:" >&2; cat "$node.log" >&2; exit 1; }

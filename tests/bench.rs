@@ -111,12 +111,12 @@ fn runtime_available(test: &str) -> bool {
     found
 }
 
-/// Whether criu is installed (the snapshot path needs it).
-fn criu_installed() -> bool {
+/// Whether criu and runc are installed (the snapshot path checkpoints the container with them).
+fn criu_and_runc_installed() -> bool {
     std::process::Command::new("sh")
         .args([
             "-c",
-            "command -v criu || test -x /usr/local/sbin/criu || test -x /usr/sbin/criu",
+            "(command -v criu || test -x /usr/local/sbin/criu || test -x /usr/sbin/criu) && command -v runc",
         ])
         .output()
         .is_ok_and(|o| o.status.success())
@@ -239,7 +239,7 @@ fn coldstart_measures_every_path_of_a_tiny_image_from_a_registry() {
         "thaw-trace",
         "thaw-peer",
     ];
-    if criu_installed() {
+    if criu_and_runc_installed() {
         expected.push("thaw-snapshot");
     } else {
         assert_eq!(json["skipped"][0]["name"], "thaw-snapshot", "{json}");

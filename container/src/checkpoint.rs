@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
+use crate::logs::RunLogs;
 use crate::runtime::Runtime;
 use crate::{io_error, ContainerError};
 
@@ -54,6 +55,8 @@ pub struct Restore<'a> {
     pub tcp_established: bool,
     /// The checkpoint holds file locks.
     pub file_locks: bool,
+    /// Where the restored container's output goes [default: our standard streams].
+    pub logs: Option<&'a RunLogs>,
 }
 
 impl Runtime {
@@ -76,9 +79,15 @@ impl Runtime {
         })
     }
 
-    /// Starts the bundle as container `id` in the foreground (our stdin, stdout and stderr are
-    /// copied to and from its pipes), writing its pid to `bundle/container.pid`.
-    pub fn start(&self, bundle: &Path, id: &str) -> Result<Started, ContainerError> {
+    /// Starts the bundle as container `id` in the foreground (our stdin, stdout and stderr, or
+    /// the files of `logs`, are copied to and from its pipes), writing its pid to
+    /// `bundle/container.pid`.
+    pub fn start(
+        &self,
+        bundle: &Path,
+        id: &str,
+        logs: Option<&RunLogs>,
+    ) -> Result<Started, ContainerError> {
         let pid_file = bundle.join("container.pid");
         let mut command = self.command();
         command
@@ -88,7 +97,7 @@ impl Runtime {
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(id);
-        self.spawn_started(command, id, pid_file)
+        self.spawn_started(command, id, pid_file, logs)
     }
 
     /// Restores a container from a checkpoint, in the foreground like [`Runtime::start`] (the
@@ -111,7 +120,7 @@ impl Runtime {
         flag(&mut command, request.tcp_established, "--tcp-established");
         flag(&mut command, request.file_locks, "--file-locks");
         command.arg(request.id);
-        self.spawn_started(command, request.id, pid_file)
+        self.spawn_started(command, request.id, pid_file, request.logs)
     }
 
     fn spawn_started(
@@ -119,8 +128,13 @@ impl Runtime {
         mut command: tokio::process::Command,
         id: &str,
         pid_file: PathBuf,
+        logs: Option<&RunLogs>,
     ) -> Result<Started, ContainerError> {
         let _ = std::fs::remove_file(&pid_file);
+        if let Some(logs) = logs {
+            let (stdout, stderr) = logs.create()?;
+            command.stdout(stdout).stderr(stderr);
+        }
         let child = command
             .kill_on_drop(true)
             .spawn()

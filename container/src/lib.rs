@@ -2,8 +2,7 @@
 //! image config ([`image`], [`spec`]), finding and driving the OCI runtime (crun or runc:
 //! [`runtime`]), a container as a foreground handle the runtime can checkpoint and restore with
 //! CRIU ([`checkpoint`]), the root a container runs in (a writable overlay over the mounted
-//! image, with /proc and /dev inside when a process runs there without a runtime: [`rootfs`]),
-//! and one readiness poll (exit, file or URL: [`readiness`]).
+//! image: [`rootfs`]), and one readiness poll (exit, file or URL: [`readiness`]).
 //!
 //! It does not mount images (thaw-fs does; the binary hands this crate the mounted directory)
 //! and does not read the store beyond the manifest it is given.
@@ -21,7 +20,6 @@
 //! ```
 
 pub mod checkpoint;
-pub mod chroot;
 pub mod image;
 pub mod logs;
 pub mod readiness;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use thaw_container::checkpoint::Started;
 use thaw_container::image::{resolve_user, ImageRuntime};
+use thaw_container::logs::RunLogs;
 use thaw_container::rootfs::Overlay;
 use thaw_container::runtime::{ContainerDir, Runtime};
 use thaw_container::spec;
@@ -36,6 +37,8 @@ pub struct LaunchOptions {
     pub keep: bool,
     /// More `thaw mount` options for the image.
     pub mount_options: Vec<String>,
+    /// Where the container's output goes [default: our standard streams].
+    pub logs: Option<RunLogs>,
 }
 
 /// A container ready to start: the image mounted, the overlay on top, the bundle written.
@@ -51,6 +54,7 @@ pub struct Prepared {
     pub spec: serde_json::Value,
     /// The bundle directory.
     pub bundle: PathBuf,
+    logs: Option<RunLogs>,
     overlay: Overlay,
     mount: DaemonMount,
     dir: ContainerDir,
@@ -118,6 +122,7 @@ pub async fn prepare(
         image: (options.image.clone(), manifest_hex),
         spec,
         bundle,
+        logs: options.logs.clone(),
         overlay,
         mount,
         dir,
@@ -147,7 +152,9 @@ impl Prepared {
 
     /// Starts the container in the foreground.
     pub fn start(&self) -> Result<Started, ReplicaError> {
-        Ok(self.runtime.start(&self.bundle, &self.id)?)
+        Ok(self
+            .runtime
+            .start(&self.bundle, &self.id, self.logs.as_ref())?)
     }
 }
 

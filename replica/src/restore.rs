@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thaw_container::checkpoint::{Restore, Started};
+use thaw_container::logs::RunLogs;
 use thaw_container::rootfs::Overlay;
 use thaw_container::runtime::{ContainerDir, Runtime};
 use thaw_container::spec;
@@ -45,6 +46,8 @@ pub struct RestoreOptions {
     pub runtime: Option<String>,
     /// Keep the container's directory after it ends.
     pub keep: bool,
+    /// Where the restored container's output goes [default: our standard streams].
+    pub logs: Option<RunLogs>,
 }
 
 impl Default for RestoreOptions {
@@ -54,6 +57,7 @@ impl Default for RestoreOptions {
             lazy_pages: true,
             runtime: None,
             keep: false,
+            logs: None,
         }
     }
 }
@@ -83,11 +87,45 @@ pub struct Restored {
     container: Started,
     lazy: Option<LazyPages>,
     images: Option<DaemonMount>,
+    /// What the images mount read, once it is gone.
+    images_read: Sources,
     overlay: Overlay,
     image: DaemonMount,
     dir: ContainerDir,
     /// How the restore went.
     pub report: RestoreReport,
+}
+
+/// Bytes the mounts under a restored container fetched, by source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// From the object store.
+    pub store: u64,
+    /// From peer caches.
+    pub peers: u64,
+}
+
+impl Sources {
+    /// What `mount` has fetched so far (nothing known when its daemon does not answer).
+    async fn of(mount: &DaemonMount) -> Sources {
+        match mount.status().await {
+            Ok(status) => Sources {
+                store: status.store_bytes,
+                peers: status.peer_bytes,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "mount status");
+                Sources::default()
+            }
+        }
+    }
+
+    fn add(self, other: Sources) -> Sources {
+        Sources {
+            store: self.store + other.store,
+            peers: self.peers + other.peers,
+        }
+    }
 }
 
 /// What the checks before a restore found.
@@ -239,6 +277,7 @@ pub async fn restore(
         lazy_pages,
         tcp_established: record.tcp_established,
         file_locks: record.file_locks,
+        logs: options.logs.as_ref(),
     })?;
     let pid = restored_pid(&mut container, &work).await?;
     if let Some(gpu) = &gpu {
@@ -246,10 +285,15 @@ pub async fn restore(
     }
     let restore_seconds = started.elapsed().as_secs_f64() - check_seconds - mount_seconds;
     stage("restored");
+    // A full restore has read every image: the images mount can go now, its counters kept.
+    let (images, images_read) = match lazy {
+        Some(_) => (Some(images), Sources::default()),
+        None => (None, Sources::of(&images).await),
+    };
     Ok(Restored {
         container,
-        // A full restore has read every image: the images mount can go now.
-        images: lazy.is_some().then_some(images),
+        images,
+        images_read,
         lazy,
         overlay,
         image,
@@ -337,6 +381,16 @@ impl Restored {
     /// The image mount under it (its counters).
     pub fn image_mount(&self) -> &DaemonMount {
         &self.image
+    }
+
+    /// What the image and the snapshot's images have fetched so far, by source (the images'
+    /// lazy mount counts until [`Restored::wait`] lets it go with the last page in).
+    pub async fn fetched(&self) -> Sources {
+        let images = match &self.images {
+            Some(images) => Sources::of(images).await,
+            None => self.images_read,
+        };
+        Sources::of(&self.image).await.add(images)
     }
 
     /// Waits for the container to exit, passing SIGTERM and SIGINT on to it. While memory

@@ -138,6 +138,7 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<ExitCo
         runtime,
         keep: args.keep,
         mount_options,
+        logs: None,
     };
     let prepared = launch::prepare(&node, &options, &stage).await?;
     let mut container = match &snapshot {
@@ -184,6 +185,7 @@ async fn from_snapshot(
         lazy_pages: !args.no_lazy_pages,
         runtime: args.runtime.clone(),
         keep: args.keep,
+        logs: None,
     };
     let mut restored = restore::restore(node, &options, stage).await?;
     let report = &restored.report;

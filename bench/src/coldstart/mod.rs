@@ -81,6 +81,10 @@ pub struct ColdstartArgs {
     /// `--mount-arg=--fetch-all-below=0`.
     #[arg(long, allow_hyphen_values = true)]
     mount_arg: Vec<String>,
+    /// The snapshot path reads all of the process's memory before it runs (default: paged in
+    /// lazily, as `thaw run --from-snapshot`).
+    #[arg(long)]
+    no_lazy_pages: bool,
     /// An earlier version of the image: indexed under the same tag first and started once
     /// (unmeasured) to record its trace, which the `first` path then carries over.
     #[arg(long)]
