@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 export THAW_FUZZ_CASES=${FUZZ_CASES:-1000000}
 start=$(date +%s)
 cargo test --release --jobs "${THAW_BUILD_JOBS:-2}" -p thaw-core -p thaw-fs -p thaw-snapshot \
-  -p thaw-indexer -p thaw-cache-server -p thaw-client fuzz \
+  -p thaw-indexer -p thaw-cache-server -p thaw-client -p thaw-replica fuzz \
   -- --nocapture --test-threads 1 2>&1 | grep -oE 'fuzz target.*|panicked.*|FAILED.*'
 echo "campaign: $THAW_FUZZ_CASES cases per target in $(( $(date +%s) - start )) s (build included)"

@@ -52,6 +52,8 @@ PY
     --config.cmd=/app/server.py --config.env=PYTHONDONTWRITEBYTECODE=1 > /dev/null
   touch "$layout/.complete"
 fi
+# A fresh store: the first snapshot's growth is then every chunk of it.
+rm -rf "$THAW_STORE"
 "$THAW" index image "oci:$layout:server" --tag lazy-server --quiet > /dev/null
 
 store_bytes() { du -sb "$THAW_STORE" | cut -f1; }
