@@ -1,13 +1,18 @@
 # Sourced by the benchmark scripts: builds thaw in release mode and defines the shared helpers.
 # Sets RUNS (default 3), BENCH_DIR (default ./.thaw-bench, created), THAW (the release binary)
-# and can_drop (whether the page cache can be dropped: needs root).
+# and can_drop (whether the page cache can be dropped: needs root). THAW_PREBUILT=DIR takes the
+# binaries from DIR instead of building them (a machine without a Rust toolchain: benches/gpu.sh).
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUNS=${RUNS:-3}
 BENCH_DIR=$(realpath -m "${BENCH_DIR:-.thaw-bench}")
 mkdir -p "$BENCH_DIR"
-cargo build --release --quiet --jobs "${THAW_BUILD_JOBS:-2}"
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-THAW="$target_dir/release/thaw"
+if [ -n "${THAW_PREBUILT:-}" ]; then
+  THAW="$THAW_PREBUILT/thaw"
+else
+  cargo build --release --quiet --jobs "${THAW_BUILD_JOBS:-2}"
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  THAW="$target_dir/release/thaw"
+fi
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

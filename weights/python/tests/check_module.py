@@ -92,4 +92,12 @@ else:
         assert t.device.type == "cuda", t.device
         host = t.contiguous().view(torch.uint8).cpu().numpy().tobytes() if t.numel() else b""
         assert host == expected[name][2], name
-    print(f"cuda:0: {len(model)} tensors equal through torch DLPack")
+    # A kernel uses a loaded tensor correctly: a matmul on the GPU against float64 on the host
+    # (the U8 tensor: the float ones hold random bits, NaNs among them).
+    w = torch.from_dlpack(model["bytes"])[:3_000_000].view(1000, 3000).float()
+    x = torch.randn(w.shape[1], 64, dtype=torch.float32, device="cuda")
+    got = (w @ x).double().cpu()
+    want = w.double().cpu() @ x.double().cpu()
+    error = float((got - want).norm() / want.norm())
+    assert error < 1e-3, f"matmul on cuda:0 off by {error}"
+    print(f"cuda:0: {len(model)} tensors equal through torch DLPack; matmul error {error:.1e}")
