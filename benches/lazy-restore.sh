@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Container snapshots (issue 21): `thaw run --from-snapshot` with memory paged in lazily
-# (CRIU's lazy-pages daemon over a lazy mount of the images) against the full restore
-# (`--no-lazy-pages`: every page read before the container runs), for a Python server holding
+# Container snapshots (issue 21): `thaw run --from-snapshot` with memory paged in lazily by
+# thaw's lazy-pages server (a window of pages per fault from a lazy mount of the images, the
+# rest in 4 MiB steps), and by CRIU's own daemon (`--lazy-pages-daemon criu`: a page per fault),
+# against the full restore (`--no-lazy-pages`: every page read before the container runs), for
+# a Python server holding
 # SIZES MiB of memory (seeded pseudo-random bytes: incompressible, identical between runs) whose
 # first request touches every tenth page (10 %). Each restore runs on a fresh node (its own
 # empty cache and runtime directory, page cache dropped); the time is from the restore command
@@ -74,6 +76,7 @@ snapshot() {
 restore() {
   local node="$work/node-$1-$2-$3" flags=() t0 pid seconds
   [ "$2" = whole ] && flags=(--no-lazy-pages)
+  [ "$2" = criu ] && flags=(--lazy-pages-daemon criu)
   rm -rf "$node"; drop_page_cache
   t0=$(now)
   # env, not on_node: $! must be thaw itself for the kill below.
@@ -91,19 +94,20 @@ restore() {
 }
 
 echo "lazy-pages restore vs full restore, time to the first answer (median of $RUNS, fresh node, store latency ${LATENCY} ms)"
-printf '%-8s %10s %10s %8s %12s %12s %14s\n' memory lazy_s whole_s ratio raw_images stored second_stored
+printf '%-8s %10s %12s %10s %12s %12s %12s %14s\n' memory lazy_s criu_lazy_s whole_s "whole/lazy" raw_images stored second_stored
 for mib in $SIZES; do
   name="lazy-$mib-$$"
   read -r raw stored < <(snapshot "$name" "$mib")
   read -r _ second < <(snapshot "$name-b" "$mib")
-  lazy=(); whole=()
+  lazy=(); criu=(); whole=()
   for run in $(seq "$RUNS"); do
     lazy+=("$(restore "$name" lazy "$run")")
+    criu+=("$(restore "$name" criu "$run")")
     whole+=("$(restore "$name" whole "$run")")
   done
-  l=$(median_of "${lazy[@]}"); w=$(median_of "${whole[@]}")
-  printf '%-8s %10s %10s %7sx %10sMi %10sMi %12sMi\n' "${mib}MiB" "$l" "$w" "$(ratio "$w" "$l")" \
+  l=$(median_of "${lazy[@]}"); c=$(median_of "${criu[@]}"); w=$(median_of "${whole[@]}")
+  printf '%-8s %10s %12s %10s %11sx %10sMi %10sMi %12sMi\n' "${mib}MiB" "$l" "$c" "$w" "$(ratio "$w" "$l")" \
     "$(mib "$raw")" "$(mib "$stored")" "$(mib "$second")"
-  echo "  runs lazy: ${lazy[*]}; whole: ${whole[*]}"
+  echo "  runs lazy: ${lazy[*]}; criu daemon: ${criu[*]}; whole: ${whole[*]}"
   "$THAW" snapshot rm "$name" > /dev/null 2>&1; "$THAW" snapshot rm "$name-b" > /dev/null 2>&1
 done

@@ -20,12 +20,47 @@ use crate::snapshot::criu_available;
 /// The server: memory from a seeded generator (its digest checked against one computed here),
 /// a forked child, a tick thread appending to /data/log (open for the whole run), `/ready` for
 /// readiness and `/state` for what the test checks. SIGTERM ends it.
+///
+/// `/events` (once, first thing after a restore) changes an 8 MiB region of private memory the
+/// way a lazy-pages daemon must follow: madvise(DONTNEED) of its first MiB (must read back as
+/// zeros, never as the dumped bytes), mremap of MiB 2-4 elsewhere (its bytes follow it), munmap
+/// of MiB 6-7, and a child forked after the restore reading MiB 4-6.
 const SERVER: &str = r#"
-import hashlib, http.server, json, os, random, signal, threading, time
+import ctypes, hashlib, http.server, json, os, random, signal, threading, time
 mib, port = int(os.environ["MIB"]), int(os.environ["PORT"])
 started = time.time()
 mem = bytearray(random.Random(7).randbytes(mib << 20))
 expected = hashlib.sha256(mem).hexdigest()
+libc = ctypes.CDLL(None, use_errno=True)
+vp, sz, i = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
+libc.mmap.restype, libc.mmap.argtypes = vp, [vp, sz, i, i, i, ctypes.c_long]
+libc.mremap.restype, libc.mremap.argtypes = vp, [vp, sz, sz, i, vp]
+libc.madvise.argtypes, libc.munmap.argtypes = [vp, sz, i], [vp, sz]
+M = 1 << 20
+region = libc.mmap(None, 8 * M, 3, 0x22, -1, 0)  # read/write, private anonymous
+pattern = random.Random(9).randbytes(8 * M)
+ctypes.memmove(region, pattern, 8 * M)
+def sha(addr, n):
+    return hashlib.sha256(ctypes.string_at(addr, n)).hexdigest()
+def want(a, b):
+    return hashlib.sha256(pattern[a * M:b * M]).hexdigest()
+def events():
+    libc.madvise(region, M, 4)  # MADV_DONTNEED
+    zeroed = ctypes.string_at(region, M) == bytes(M)
+    spot = libc.mmap(None, 2 * M, 0, 0x22, -1, 0)
+    moved = libc.mremap(region + 2 * M, 2 * M, 2 * M, 3, spot)  # MREMAP_MAYMOVE | MREMAP_FIXED
+    libc.munmap(region + 6 * M, M)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, sha(region + 4 * M, 2 * M).encode())
+        os._exit(0)
+    os.close(w)
+    forked = os.read(r, 64).decode()
+    os.waitpid(pid, 0)
+    return {"zeroed": zeroed, "kept": sha(region + M, M) == want(1, 2),
+            "moved": moved == spot and sha(moved, 2 * M) == want(2, 4),
+            "forked": forked == want(4, 6), "tail": sha(region + 7 * M, M) == want(7, 8)}
 os.makedirs("/data", exist_ok=True)
 log = open("/data/log", "a")
 child = os.fork()
@@ -43,6 +78,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/ready":
             body = b"ok"
+        elif self.path == "/events":
+            body = json.dumps(events()).encode()
         else:
             try:
                 os.kill(child, 0); alive = True
@@ -173,11 +210,12 @@ struct Restore {
 }
 
 impl Restore {
-    fn start(w: &World, node: &str, name: &str, extra: &[&str]) -> Restore {
+    fn start(w: &World, node: &str, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Restore {
         let log = w.path(&format!("{node}.stderr"));
         let child = on_node(w, node)
             .args(["run", "--from-snapshot", name, "--timing"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -191,10 +229,11 @@ impl Restore {
     }
 
     /// The server's state once it answers.
-    fn state(&mut self, port: u16) -> serde_json::Value {
+    /// The JSON the server answers at `path`, waiting until it answers.
+    fn ask(&mut self, port: u16, path: &str) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(body) = get(port, "/state") {
+            if let Some(body) = get(port, path) {
                 return serde_json::from_str(&body).unwrap();
             }
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -265,6 +304,9 @@ fn assert_nothing_mounted_under(dir: &Path) {
     assert!(!mounts.contains(&dir), "mounts left under {dir}:\n{mounts}");
 }
 
+/// A restore to try: its node, `thaw run` flags, environment and what its stderr must say.
+type RestoreCase<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn a_container_snapshotted_when_ready_is_restored_on_fresh_nodes_with_lazy_and_whole_memory() {
     let test = "container snapshot and restore";
@@ -282,23 +324,37 @@ fn a_container_snapshotted_when_ready_is_restored_on_fresh_nodes_with_lazy_and_w
         "{listed}"
     );
 
-    // A fresh node: its own empty cache and runtime directory. Memory pages in lazily.
-    let began = unix_now();
-    let mut restore = Restore::start(&w, "lazy", "server-ready", &[]);
-    let state = restore.state(port);
-    assert_restored(&state, &digest, began);
-    let stderr = restore.stop();
-    assert!(stderr.contains("memory paged in lazily"), "{stderr}");
-    assert_nothing_mounted_under(&w.path("lazy"));
-
-    // Another fresh node, all memory restored before the container runs.
-    let began = unix_now();
-    let mut restore = Restore::start(&w, "whole", "server-ready", &["--no-lazy-pages"]);
-    let state = restore.state(port);
-    assert_restored(&state, &digest, began);
-    let stderr = restore.stop();
-    assert!(stderr.contains("memory restored whole"), "{stderr}");
-    assert_nothing_mounted_under(&w.path("whole"));
+    // Fresh nodes, each with its own empty cache and runtime directory: memory paged in lazily
+    // by thaw's server (faults only, so /events meets pages still pending), by CRIU's daemon,
+    // and restored whole before the container runs.
+    let cases: [RestoreCase; 3] = [
+        (
+            "lazy",
+            &[],
+            &[("THAW_LAZY_PAGES_BACKGROUND", "off")],
+            "memory paged in lazily",
+        ),
+        (
+            "criu-daemon",
+            &["--lazy-pages-daemon", "criu"],
+            &[],
+            "memory paged in lazily",
+        ),
+        ("whole", &["--no-lazy-pages"], &[], "memory restored whole"),
+    ];
+    for (node, flags, env, says) in cases {
+        let began = unix_now();
+        let mut restore = Restore::start(&w, node, "server-ready", flags, env);
+        let events = restore.ask(port, "/events");
+        for check in ["zeroed", "kept", "moved", "forked", "tail"] {
+            assert_eq!(events[check], true, "{node}: {check} in {events}");
+        }
+        let state = restore.ask(port, "/state");
+        assert_restored(&state, &digest, began);
+        let stderr = restore.stop();
+        assert!(stderr.contains(says), "{node}: {stderr}");
+        assert_nothing_mounted_under(&w.path(node));
+    }
 }
 
 #[test]

@@ -22,7 +22,8 @@ use thaw_core::tier::TieredStore;
 use thaw_fs::daemon::DaemonMount;
 use thaw_indexer::extract::{copy_file_to, extract, ExtractOptions};
 use thaw_snapshot::cuda::CudaCheckpoint;
-use thaw_snapshot::{host, Criu, LazyPages, INFO_FILE};
+use thaw_snapshot::lazy_pages::ServeOptions;
+use thaw_snapshot::{host, Criu, LazyPages, PagesDaemon, INFO_FILE};
 
 use crate::launch::{container_id, mount_root};
 use crate::record::{ContainerRecord, IMAGES_DIR, RECORD_FILE, UPPER_DIR};
@@ -42,6 +43,8 @@ pub struct RestoreOptions {
     pub name: String,
     /// Page memory in lazily (when this host and the snapshot allow it).
     pub lazy_pages: bool,
+    /// Which daemon pages it in [default: thaw's server].
+    pub pages_daemon: PagesDaemon,
     /// OCI runtime name or path [default: runc, which restores with CRIU].
     pub runtime: Option<String>,
     /// Keep the container's directory after it ends.
@@ -55,6 +58,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             name: String::new(),
             lazy_pages: true,
+            pages_daemon: PagesDaemon::Thaw,
             runtime: None,
             keep: false,
             logs: None,
@@ -266,7 +270,10 @@ pub async fn restore(
     let criu_images = images_dir.join(IMAGES_DIR);
     let work = dir.path().join("restore");
     let lazy = match lazy_pages {
-        true => Some(criu.lazy_pages(&criu_images, &work)?),
+        true => Some(match options.pages_daemon {
+            PagesDaemon::Thaw => LazyPages::serve(&criu_images, &work, ServeOptions::from_env())?,
+            PagesDaemon::Criu => criu.lazy_pages(&criu_images, &work)?,
+        }),
         false => None,
     };
     let mut container = runtime.restore(&Restore {

@@ -73,6 +73,19 @@ pub enum SnapshotError {
         /// What the store said.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A CRIU image file is malformed (a bad magic, a truncated or oversized entry).
+    #[error("CRIU image {path}: {reason} (at byte {offset})")]
+    BadImage {
+        /// The image file.
+        path: PathBuf,
+        /// Where in the file.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// thaw's lazy-pages server failed: the restored tree may be missing memory.
+    #[error("lazy pages: {0}")]
+    LazyPages(String),
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {

@@ -21,5 +21,5 @@ pub use criu::{Criu, DumpRequest, RestoreRequest};
 pub use error::{Result, SnapshotError};
 pub use host::HostFacts;
 pub use info::{RootfsMount, SnapshotInfo, SnapshotSummary, INFO_FILE};
-pub use lazy_pages::LazyPages;
+pub use lazy_pages::{LazyPages, PagesDaemon};
 pub use lifecycle::{FetchedBytes, FetchedImages, ImageStore, RestoreReport};

@@ -85,6 +85,10 @@ pub struct RunArgs {
     /// lazily through userfaultfd where the host and the snapshot allow).
     #[arg(long, requires = "from_snapshot")]
     no_lazy_pages: bool,
+    /// With --from-snapshot: which daemon pages memory in: thaw (a window of pages per fault,
+    /// the rest in 4 MiB steps) or criu (CRIU's `criu lazy-pages`, a page per fault).
+    #[arg(long, requires = "from_snapshot", default_value = "thaw")]
+    lazy_pages_daemon: thaw_snapshot::PagesDaemon,
     /// Print how long each stage took (stderr).
     #[arg(long)]
     timing: bool,
@@ -183,6 +187,7 @@ async fn from_snapshot(
     let options = RestoreOptions {
         name: name.to_string(),
         lazy_pages: !args.no_lazy_pages,
+        pages_daemon: args.lazy_pages_daemon,
         runtime: args.runtime.clone(),
         keep: args.keep,
         logs: None,

@@ -1,28 +1,20 @@
-//! CRIU's lazy-pages daemon: a restore with `--lazy-pages` leaves the restored tree's private
-//! memory unpopulated and registered with userfaultfd; this daemon answers its page faults from
-//! the page images, then copies every remaining page in and exits. With the images on a lazy
-//! `thaw mount`, each page comes through thaw's tiers on first touch, so a process runs before
-//! its memory has arrived.
+//! CRIU's own lazy-pages daemon (`criu lazy-pages`), the alternative to thaw's server: it
+//! answers each fault with one page and copies the rest in 64 KiB-4 MiB steps between faults.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{LazyPages, LOG, SOCKET};
 use crate::criu::Criu;
 use crate::{Result, SnapshotError};
 
 /// How long the daemon has to open its socket.
 const READY_WAIT: Duration = Duration::from_secs(10);
 
-/// The socket CRIU's restore and lazy-pages daemon meet at, inside their shared work dir.
-pub const SOCKET: &str = "lazy-pages.socket";
-
-/// The log the daemon writes in its work dir.
-pub const LOG: &str = "lazy-pages.log";
-
 /// A running `criu lazy-pages` daemon; killed when dropped before it finished.
 #[derive(Debug)]
-pub struct LazyPages {
+pub struct CriuDaemon {
     child: Option<Child>,
     log: PathBuf,
 }
@@ -45,7 +37,7 @@ impl Criu {
         }
     }
 
-    /// Starts the lazy-pages daemon over `images` with its socket and log in `work_dir` (the
+    /// Starts CRIU's lazy-pages daemon over `images` with its socket and log in `work_dir` (the
     /// same work dir the restore gets), and waits until it listens.
     pub fn lazy_pages(&self, images: &Path, work_dir: &Path) -> Result<LazyPages> {
         std::fs::create_dir_all(work_dir).map_err(|e| SnapshotError::io(work_dir, e))?;
@@ -65,7 +57,7 @@ impl Criu {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| SnapshotError::CriuMissing(format!("{}: {e}", self.path().display())))?;
-        let mut daemon = LazyPages {
+        let mut daemon = CriuDaemon {
             child: Some(child),
             log: work_dir.join(LOG),
         };
@@ -79,11 +71,11 @@ impl Criu {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        Ok(daemon)
+        Ok(LazyPages::Criu(daemon))
     }
 }
 
-impl LazyPages {
+impl CriuDaemon {
     /// `Ok(true)` once the daemon has copied every page in and exited cleanly, `Ok(false)`
     /// while it runs; an error naming its log when it failed (the restored tree may then be
     /// missing memory and must not go on).
@@ -99,11 +91,6 @@ impl LazyPages {
             }
             Some(status) => Err(self.failure(status)),
         }
-    }
-
-    /// Its log file.
-    pub fn log(&self) -> &Path {
-        &self.log
     }
 
     fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
@@ -126,7 +113,7 @@ impl LazyPages {
     }
 }
 
-impl Drop for LazyPages {
+impl Drop for CriuDaemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
