@@ -50,6 +50,22 @@ impl Pending {
         })
     }
 
+    /// The pages-image bytes (offset, length) of the first `max` bytes still pending, in
+    /// address order: what the background copy reads next.
+    pub fn upcoming(&self, max: u64) -> Vec<(u64, u64)> {
+        let mut left = max;
+        let mut out = Vec::new();
+        for (&start, &(end, offset)) in &self.runs {
+            if left == 0 {
+                break;
+            }
+            let len = (end - start).min(left);
+            out.push((offset, len));
+            left -= len;
+        }
+        out
+    }
+
     /// Takes up to `max` bytes from the start of the lowest run, or `None` when nothing is left.
     pub fn take_next(&mut self, max: u64) -> Option<Run> {
         let (&start, &(end, offset)) = self.runs.iter().next()?;
@@ -150,6 +166,7 @@ mod tests {
     fn taking_dropping_and_remapping_keep_offsets_right() {
         let mut p = Pending::new(&[run(0x1000, 0x9000, 0), run(0x10000, 0x12000, 0x8000)]);
         assert_eq!(p.bytes(), 0xa000);
+        assert_eq!(p.upcoming(0x9000), vec![(0, 0x8000), (0x8000, 0x1000)]);
         // A fault in the middle takes its window, clipped to the run.
         assert_eq!(
             p.take_around(0x4000, 0x0..0x6000),

@@ -35,6 +35,9 @@ use crate::{Result, SnapshotError};
 
 /// What the restore sends once the restored tree runs (`LAZY_PAGES_RESTORE_FINISHED`).
 const RESTORE_FINISHED: u32 = 0x5253_5446;
+/// Background chunks the pages image is read ahead by (asked of the kernel, which reads them
+/// through the images mount while the current chunk is copied in).
+const READ_AHEAD_CHUNKS: u64 = 2;
 /// How often a waiting server looks at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -279,6 +282,8 @@ fn serve(
                 .find(|&i| !processes[i].exited && !processes[i].pending.is_empty());
             if let Some(process) = next.map(|i| &mut processes[i]) {
                 if let Some(run) = process.pending.take_next(options.background_chunk) {
+                    // The images mount fetches what comes next while this chunk is copied in.
+                    process.read_ahead(options.background_chunk * READ_AHEAD_CHUNKS);
                     let len = run.end - run.start;
                     match process.copy(run, &mut buffer)? {
                         Copied::Done => stats.background_bytes += len,
@@ -498,6 +503,27 @@ impl Process {
         Ok(())
     }
 
+    /// Asks the kernel to read the next `bytes` of pending pages from the pages image into
+    /// the page cache, so the copies after this one find them there.
+    fn read_ahead(&self, bytes: u64) {
+        for (offset, len) in self.pending.upcoming(bytes) {
+            self.advise(offset, len, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+
+    /// `posix_fadvise` on the pages image; advice only, so its result does not matter.
+    fn advise(&self, offset: u64, len: u64, advice: libc::c_int) {
+        // SAFETY: advice on our own descriptor; no memory is touched.
+        unsafe {
+            libc::posix_fadvise(
+                self.pages.as_raw_fd(),
+                offset as libc::off_t,
+                len as libc::off_t,
+                advice,
+            )
+        };
+    }
+
     fn drop_pending(&mut self, start: u64, end: u64, stats: &mut ServeStats) {
         let before = self.pending.bytes();
         self.pending.drop_range(start, end);
@@ -589,6 +615,8 @@ impl Process {
                 }
             }
         }
+        // The bytes now live in the process: their page-cache copy would only crowd it.
+        self.advise(run.offset, run.end - run.start, libc::POSIX_FADV_DONTNEED);
         Ok(Copied::Done)
     }
 
