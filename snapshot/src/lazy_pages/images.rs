@@ -90,24 +90,35 @@ impl LazyMemory {
     /// a parent snapshot (pre-dumps) are refused: their bytes are not in this folder.
     pub fn load(images: &Path, pid: i32) -> Result<LazyMemory> {
         let pagemap = images.join(format!("pagemap-{pid}.img"));
-        let mut entries = read_entries(&pagemap, PAGEMAP_MAGIC)?.into_iter();
+        let mm = images.join(format!("mm-{pid}.img"));
+        let read = |path: &Path| std::fs::read(path).map_err(|e| SnapshotError::io(path, e));
+        LazyMemory::parse(images, (&pagemap, &read(&pagemap)?), (&mm, &read(&mm)?))
+    }
+
+    /// The lazy memory described by a pagemap image's and an mm image's bytes (each with the
+    /// path errors name), with its pages image in `images`.
+    pub fn parse(
+        images: &Path,
+        (pagemap, pagemap_bytes): (&Path, &[u8]),
+        (mm_path, mm_bytes): (&Path, &[u8]),
+    ) -> Result<LazyMemory> {
+        let mut entries = parse_entries(pagemap, pagemap_bytes, PAGEMAP_MAGIC)?.into_iter();
         let (head_at, head) = entries.next().ok_or_else(|| SnapshotError::BadImage {
-            path: pagemap.clone(),
+            path: pagemap.to_path_buf(),
             offset: 8,
             reason: "no pagemap head".into(),
         })?;
-        let head = PagemapHead::decode(head.as_slice()).map_err(|e| bad(&pagemap, head_at, e))?;
-        let mm_path = images.join(format!("mm-{pid}.img"));
-        let (mm_at, mm) = read_entries(&mm_path, MM_MAGIC)?
+        let head = PagemapHead::decode(head.as_slice()).map_err(|e| bad(pagemap, head_at, e))?;
+        let (mm_at, mm) = parse_entries(mm_path, mm_bytes, MM_MAGIC)?
             .into_iter()
             .next()
             .ok_or_else(|| SnapshotError::BadImage {
-                path: mm_path.clone(),
+                path: mm_path.to_path_buf(),
                 offset: 8,
                 reason: "no mm entry".into(),
             })?;
         let mut vmas: Vec<(u64, u64)> = MmEntry::decode(mm.as_slice())
-            .map_err(|e| bad(&mm_path, mm_at, e))?
+            .map_err(|e| bad(mm_path, mm_at, e))?
             .vmas
             .iter()
             .map(|v| (v.start, v.end))
@@ -117,7 +128,7 @@ impl LazyMemory {
         let mut runs = Vec::new();
         let mut offset = 0u64;
         for (at, bytes) in entries {
-            let entry = PagemapEntry::decode(bytes.as_slice()).map_err(|e| bad(&pagemap, at, e))?;
+            let entry = PagemapEntry::decode(bytes.as_slice()).map_err(|e| bad(pagemap, at, e))?;
             let flags = match (entry.flags, entry.in_parent) {
                 (Some(flags), _) => flags,
                 (None, Some(true)) => PE_PARENT,
@@ -128,13 +139,13 @@ impl LazyMemory {
                 .checked_mul(PAGE_SIZE)
                 .filter(|len| entry.vaddr.checked_add(*len).is_some())
                 .ok_or_else(|| SnapshotError::BadImage {
-                    path: pagemap.clone(),
+                    path: pagemap.to_path_buf(),
                     offset: at,
                     reason: format!("{pages} pages at {:#x} overflow", entry.vaddr),
                 })?;
             if flags & PE_PARENT != 0 {
                 return Err(SnapshotError::BadImage {
-                    path: pagemap,
+                    path: pagemap.to_path_buf(),
                     offset: at,
                     reason: "pages in a parent snapshot (a pre-dump) cannot be served lazily"
                         .into(),
@@ -186,12 +197,8 @@ fn bad(path: &Path, offset: u64, e: prost::DecodeError) -> SnapshotError {
     }
 }
 
-/// The entries of the CRIU image at `path` with magic `magic`, each with its byte offset.
-fn read_entries(path: &Path, magic: u32) -> Result<Vec<(u64, Vec<u8>)>> {
-    let data = std::fs::read(path).map_err(|e| SnapshotError::io(path, e))?;
-    parse_entries(path, &data, magic)
-}
-
+/// The entries of the CRIU image `data` (read from `path`) with magic `magic`, each with its
+/// byte offset.
 fn parse_entries(path: &Path, data: &[u8], magic: u32) -> Result<Vec<(u64, Vec<u8>)>> {
     let word = |at: usize| -> Option<u32> {
         data.get(at..at + 4)
@@ -308,6 +315,33 @@ mod tests {
             ]
         );
         assert_eq!(memory.bytes(), 5 * p);
+    }
+
+    /// Pagemap and mm images come from the store: mutated ones are errors, never a panic or an
+    /// allocation their lengths claim.
+    #[test]
+    fn fuzz_pagemap_and_mm_images() {
+        let dir = tempfile::tempdir().unwrap();
+        write_images(
+            dir.path(),
+            &[
+                entry(0x1000, 2, PE_PRESENT),
+                entry(0x10000, 4, PE_PRESENT | PE_LAZY),
+            ],
+            &[(0x10000, 0x12000), (0x12000, 0x20000)],
+        );
+        let pagemap = std::fs::read(dir.path().join("pagemap-1.img")).unwrap();
+        let mm = std::fs::read(dir.path().join("mm-1.img")).unwrap();
+        let (pm_path, mm_path) = (Path::new("pagemap-1.img"), Path::new("mm-1.img"));
+        let cases = thaw_core::fuzz::cases(3000);
+        thaw_core::fuzz::run("CRIU pagemap image", &[pagemap.clone()], cases, |input| {
+            if let Ok(memory) = LazyMemory::parse(dir.path(), (pm_path, input), (mm_path, &mm)) {
+                assert!(memory.runs.iter().all(|r| r.start < r.end));
+            }
+        });
+        thaw_core::fuzz::run("CRIU mm image", &[mm.clone()], cases, |input| {
+            let _ = LazyMemory::parse(dir.path(), (pm_path, &pagemap), (mm_path, input));
+        });
     }
 
     #[test]
