@@ -334,12 +334,18 @@ mod tests {
         let mm = std::fs::read(dir.path().join("mm-1.img")).unwrap();
         let (pm_path, mm_path) = (Path::new("pagemap-1.img"), Path::new("mm-1.img"));
         let cases = thaw_core::fuzz::cases(3000);
-        thaw_core::fuzz::run("CRIU pagemap image", &[pagemap.clone()], cases, |input| {
-            if let Ok(memory) = LazyMemory::parse(dir.path(), (pm_path, input), (mm_path, &mm)) {
-                assert!(memory.runs.iter().all(|r| r.start < r.end));
-            }
-        });
-        thaw_core::fuzz::run("CRIU mm image", &[mm.clone()], cases, |input| {
+        thaw_core::fuzz::run(
+            "CRIU pagemap image",
+            std::slice::from_ref(&pagemap),
+            cases,
+            |input| {
+                if let Ok(memory) = LazyMemory::parse(dir.path(), (pm_path, input), (mm_path, &mm))
+                {
+                    assert!(memory.runs.iter().all(|r| r.start < r.end));
+                }
+            },
+        );
+        thaw_core::fuzz::run("CRIU mm image", std::slice::from_ref(&mm), cases, |input| {
             let _ = LazyMemory::parse(dir.path(), (pm_path, &pagemap), (mm_path, input));
         });
     }
