@@ -24,7 +24,8 @@ use crate::snapshot::criu_available;
 /// `/events` (once, first thing after a restore) changes an 8 MiB region of private memory the
 /// way a lazy-pages daemon must follow: madvise(DONTNEED) of its first MiB (must read back as
 /// zeros, never as the dumped bytes), mremap of MiB 2-4 elsewhere (its bytes follow it), munmap
-/// of MiB 6-7, and a child forked after the restore reading MiB 4-6.
+/// of MiB 6-7, mprotect of the last half MiB (it splits the VMA the last MiB's pages wait in),
+/// and a child forked after the restore reading MiB 4-6.
 const SERVER: &str = r#"
 import ctypes, hashlib, http.server, json, os, random, signal, threading, time
 mib, port = int(os.environ["MIB"]), int(os.environ["PORT"])
@@ -36,6 +37,7 @@ vp, sz, i = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
 libc.mmap.restype, libc.mmap.argtypes = vp, [vp, sz, i, i, i, ctypes.c_long]
 libc.mremap.restype, libc.mremap.argtypes = vp, [vp, sz, sz, i, vp]
 libc.madvise.argtypes, libc.munmap.argtypes = [vp, sz, i], [vp, sz]
+libc.mprotect.argtypes = [vp, sz, i]
 M = 1 << 20
 region = libc.mmap(None, 8 * M, 3, 0x22, -1, 0)  # read/write, private anonymous
 pattern = random.Random(9).randbytes(8 * M)
@@ -50,6 +52,7 @@ def events():
     spot = libc.mmap(None, 2 * M, 0, 0x22, -1, 0)
     moved = libc.mremap(region + 2 * M, 2 * M, 2 * M, 3, spot)  # MREMAP_MAYMOVE | MREMAP_FIXED
     libc.munmap(region + 6 * M, M)
+    libc.mprotect(region + 7 * M + M // 2, M // 2, 1)  # PROT_READ
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:

@@ -574,7 +574,7 @@ impl Process {
     }
 
     /// Reads `run` from the pages image and copies it into the process, waking whoever waits
-    /// on it. Pages already there are skipped; a mapping that is gone drops the rest.
+    /// on it. Pages already there, and pages no longer mapped, are skipped.
     fn copy(&mut self, run: Run, buffer: &mut PageBuffer) -> Result<Copied> {
         let len = (run.end - run.start) as usize;
         let bytes = buffer.slice(len);
@@ -586,14 +586,18 @@ impl Process {
                 self.pid
             ))
         })?;
+        let page = PAGE_SIZE as usize;
         let mut done = 0usize;
+        // Whole runs at once, until the kernel says a run no longer lies in one VMA.
+        let mut page_at_a_time = false;
         while done < len {
             let dst = run.start + done as u64;
-            // SAFETY: the source is `len - done` bytes of our buffer; the destination is a
-            // registered lazy range of the process, which the kernel checks.
+            let n = if page_at_a_time { page } else { len - done };
+            // SAFETY: the source is `n` bytes of our buffer; the destination is a registered
+            // lazy range of the process, which the kernel checks.
             let result = unsafe {
                 self.uffd
-                    .copy(bytes[done..].as_ptr().cast(), dst as _, len - done, true)
+                    .copy(bytes[done..].as_ptr().cast(), dst as _, n, true)
             };
             match result {
                 Ok(n) => done += n,
@@ -602,8 +606,12 @@ impl Process {
                     self.give_back(run, done);
                     return Ok(Copied::Again);
                 }
-                Err(UffdError::CopyFailed(Errno::EEXIST)) => done += PAGE_SIZE as usize,
-                Err(UffdError::CopyFailed(Errno::ENOENT)) => break,
+                Err(UffdError::CopyFailed(Errno::EEXIST)) => done += page,
+                // The range spans more than one VMA (an mprotect or mremap since the dump split
+                // it): go on a page at a time, so no page that still needs its bytes is lost.
+                Err(UffdError::CopyFailed(Errno::ENOENT)) if n > page => page_at_a_time = true,
+                // This page is mapped no more (or no longer ours): nothing to copy it into.
+                Err(UffdError::CopyFailed(Errno::ENOENT)) => done += page,
                 Err(UffdError::CopyFailed(Errno::ESRCH | Errno::ENOSPC)) => {
                     return Ok(Copied::Exited)
                 }
