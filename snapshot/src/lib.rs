@@ -2,7 +2,9 @@
 //! recording what restoring it needs (CRIU version, kernel, CPU features, executable and working
 //! directory, TCP policy) in a small JSON file beside the images, checking a host against that
 //! record before a restore, and running the restore detached. CUDA processes are first locked and
-//! their device memory checkpointed into host memory through the driver API ([`cuda`]).
+//! their device memory checkpointed into host memory through the driver API ([`cuda`]). A
+//! restore with lazy pages has its memory paged in on first touch by thaw's own userfaultfd
+//! server over CRIU's page images, or by CRIU's daemon ([`lazy_pages`]).
 //!
 //! [`lifecycle`] runs a whole create or restore. Storing the image folder is not this crate's
 //! job: the caller implements [`ImageStore`] (the `thaw` binary indexes the folder into the store
