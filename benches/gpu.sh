@@ -11,17 +11,17 @@
 # server), RUNS (default 3), BUDGET_S (default 540: no step runs past it), BENCH_DIR.
 # Each step's output goes to OUT/STEP.log; OUT/summary.txt has one line per step and the rows.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+BIN=/opt/thaw-gpu/bin
+# The shared helpers (now, since, median), with the binaries of the bundle instead of a build.
+THAW_PREBUILT=$BIN source "$(dirname "$0")/common.sh"
 ROOT=$PWD
 START=$(date +%s)
 BUDGET_S=${BUDGET_S:-540}
 OUT=${OUT:-$ROOT/.thaw-bench/gpu-out}
-BENCH_DIR=$(realpath -m "${BENCH_DIR:-$ROOT/.thaw-bench}")
 DEVICE=${DEVICE:-cuda:0}
 MODEL_GIB=${MODEL_GIB:-8}
 SNAP_CASES=${SNAP_CASES:-1 model 8}
-export RUNS=${RUNS:-3} BENCH_DIR
-BIN=/opt/thaw-gpu/bin
+export RUNS BENCH_DIR
 mkdir -p "$OUT" "$BENCH_DIR"
 SUMMARY=$OUT/summary.txt
 : > "$SUMMARY"
@@ -39,11 +39,11 @@ step() {
     return 0
   fi
   [ "$left" -lt "$limit" ] && limit=$left
-  t0=$(date +%s.%N)
+  t0=$(now)
   # timeout runs programs, not functions: the functions and settings reach a child bash exported.
   timeout -k 5 "$limit" bash -c '"$@"' step "$@" > "$OUT/$name.log" 2>&1
   rc=$?
-  say "step $name: rc=$rc in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')s$([ $rc = 124 ] && echo ' (TIMED OUT)')"
+  say "step $name: rc=$rc in $(since "$t0")s$([ $rc = 124 ] && echo ' (TIMED OUT)')"
 }
 
 # The bundle from benches/gpu-prepare.sh: binaries with their shared libraries under /opt/thaw-gpu.
@@ -105,7 +105,7 @@ lanes() {
       runs+=("$("$BIN/thaw" weights load bench-model --device "$DEVICE" --lanes "$l" --concurrency "$c" --json -q --no-reference | seconds_of)")
     done
     local s
-    s=$(printf '%s\n' "${runs[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    s=$(printf '%s\n' "${runs[@]}" | median)
     awk -v l="$l" -v c="$c" -v b="$bytes" -v s="$s" -v r="$reference" \
       'BEGIN {printf "%-6s %-12s %-9.2f %-9.2f\n", l, c, b / s / 1e9, b / s / 1e9 / r}'
   done
@@ -164,16 +164,16 @@ snapshots() {
     for _ in $(seq 1200); do [ -e "$state/ready" ] && break; sleep 0.1; done
     [ -e "$state/ready" ] || { echo "$what: never ready"; cat "$work/holder.log"; kill "$pid"; return 1; }
     read -r checksum ready < "$state/ready"
-    t0=$(date +%s.%N)
+    t0=$(now)
     "$BIN/thaw" snapshot create --pid "$pid" --tag "gpu-$what" --work-dir "$work" -q || return 1
-    create=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
+    create=$(since "$t0")
     wait "$pid" 2>/dev/null
-    t0=$(date +%s.%N)
+    t0=$(now)
     out=$("$BIN/thaw" snapshot restore "gpu-$what" --work-dir "$work" --json) || return 1
-    restore=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
+    restore=$(since "$t0")
     touch "$state/check"
     for _ in $(seq 6000); do [ -e "$state/result" ] && break; sleep 0.01; done
-    answer=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
+    answer=$(since "$t0")
     restored=$(echo "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["pid"])')
     result=$(cat "$state/result" 2>/dev/null || echo "no answer")
     kill -9 "$restored" 2>/dev/null
@@ -188,7 +188,7 @@ snapshots() {
 }
 
 export -f tests_weights tests_snapshot weights_store model_files seconds_of lanes python_module \
-  cgroup_limited snapshots
+  cgroup_limited snapshots now since median
 export ROOT OUT BIN DEVICE MODEL_GIB SNAP_CASES
 say "gpu.sh: DEVICE=$DEVICE MODEL_GIB=$MODEL_GIB SNAP_CASES=$SNAP_CASES RUNS=$RUNS budget ${BUDGET_S}s"
 install_bundle || { say "the bundle did not install (run benches/gpu-prepare.sh first)"; exit 1; }

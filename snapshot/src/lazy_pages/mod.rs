@@ -25,8 +25,7 @@ pub const SOCKET: &str = "lazy-pages.socket";
 pub const LOG: &str = "lazy-pages.log";
 
 /// Which daemon serves the lazy pages of a restore.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PagesDaemon {
     /// thaw's server, in the restoring process.
     #[default]
